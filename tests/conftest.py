@@ -25,3 +25,27 @@ def tshark() -> str:
     if path is None or shutil.which("capinfos") is None:
         pytest.skip("tshark/capinfos not on PATH: apt-get install tshark (make test does this as root)")
     return path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory: pytest.TempPathFactory):
+    """Render a generator variant once per session: generated('inbound-b2bua') → its folder (truth.json inside)."""
+    from rtpcore.callgen import VARIANTS, render
+
+    root = tmp_path_factory.mktemp("calls")
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            render(VARIANTS[name], root / name)
+            done[name] = root / name
+        return done[name]
+
+    return get
+
+
+def load_truth(folder: Path) -> dict:
+    """The generator's truth.json of a rendered variant."""
+    import json
+
+    return json.loads((folder / "truth.json").read_text())

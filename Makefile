@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each does its own setup.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps demo test test-fast bench e2e-tests clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) system-deps
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: setup
+	$(PY) -m flows.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q tests/rtpcore
+
+bench: setup
+	$(PY) bench/run.py
+
+e2e-tests: setup
+	$(PY) scripts/e2e_replay.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-output bench/out

@@ -1,0 +1,128 @@
+"""Call specifications: one frozen knob per dimension, and the named variants tests combine."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+
+__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS"]
+
+BASE_TIME_NS = 1_768_471_200 * 10**9        # 2026-01-15T10:00:00Z: every timestamp is an offset from it
+SUITE_80 = "AES_CM_128_HMAC_SHA1_80"
+SUITE_32 = "AES_CM_128_HMAC_SHA1_32"
+SUITE_GCM128 = "AEAD_AES_128_GCM"
+SUITE_GCM256 = "AEAD_AES_256_GCM"
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """Everything that shapes one generated call; the same spec always renders the same bytes."""
+
+    name: str = "inbound-proxy"
+    seed: int = 20260115
+    direction: Literal["inbound", "outbound"] = "inbound"
+    topology: Literal["proxy", "b2bua"] = "proxy"
+    # Addresses: the SBC signals from its media-host addresses too, port 5060.
+    carrier_ip: str = "198.51.100.10"
+    host_carrier_ip: str = "10.77.1.1"
+    host_core_ip: str = "10.77.2.1"
+    core_ip: str = "10.77.2.10"
+    core_background_ip: str = "10.77.2.11"
+    noise_server_ip: str = "10.77.0.53"
+    carrier_media_port: int = 30000
+    core_media_port: int = 16384
+    host_carrier_port: int = 40000
+    host_core_port: int = 42000
+    # Signalling.
+    sip_transport: Literal["udp", "tcp"] = "udp"
+    tcp_split_and_coalesce: bool = True         # with tcp: INVITE over 3 segments, 100+183 in one
+    invite_padding: int = 0                     # extra header bytes on the first INVITE
+    mtu: int = 1500
+    early_media: bool = True                    # 183 Session Progress with SDP before the 200 OK
+    late_offer: bool = False                    # INVITE without SDP, offer in 200 OK, answer in ACK
+    reinvite_rekey: bool = False                # carrier re-INVITE at mid-call: new ports + keys
+    bye_from: Literal["carrier", "core"] = "carrier"
+    background_calls: bool = False              # 2 other complete calls in the SIP pcap
+    # Media negotiation.
+    carrier_suite: str | None = SUITE_80
+    core_suite: str | None = None
+    payload_type: int = 0
+    rtcp_mux: bool = False
+    rtcp_attr: bool = False                     # the core side names its RTCP port with a=rtcp
+    media_seconds: float = 6.0
+    # Capture shape.
+    sip_linktype: int = LINKTYPE_ETHERNET
+    media_linktype: int = LINKTYPE_ETHERNET
+    sip_vlans: tuple[int, ...] = ()
+    media_vlans: tuple[int, ...] = ()
+    pcapng: bool = False
+    region: str = "eu-west-1"
+    media_host: str = "media-1"
+    rolling_packets: int | None = None          # roll the media capture every N frames
+    # Media-correlation traps.
+    mid_call: bool = False                      # capture starts with the carrier sender at ROC=2
+    carrier_initial_seq: int | None = None      # None: random
+    roll_after_wrap: bool = False               # a rolling boundary just after the carrier's wrap
+    duplicates_every: int = 0                   # every Nth carrier-leg RTP frame captured twice
+    srtcp_clear_first: bool = False             # the carrier's first RTCP goes out unencrypted
+
+    def __post_init__(self) -> None:
+        if self.media_seconds < 2.5:
+            raise ValueError(f"media_seconds must be at least 2.5 (re-INVITE and RTCP need room), got {self.media_seconds}")
+        if self.payload_type not in (0, 8):
+            raise ValueError(f"payload_type must be 0 (PCMU) or 8 (PCMA), got {self.payload_type}")
+        if self.rolling_packets is not None and self.rolling_packets < 1:
+            raise ValueError(f"rolling_packets must be positive, got {self.rolling_packets}")
+
+
+DEFAULT = CallSpec()
+
+_IPV6 = {
+    "carrier_ip": "2001:db8:100::10",
+    "host_carrier_ip": "2001:db8:77:1::1",
+    "host_core_ip": "2001:db8:77:2::1",
+    "core_ip": "2001:db8:77:2::10",
+    "core_background_ip": "2001:db8:77:2::11",
+    "noise_server_ip": "2001:db8:77::53",
+}
+
+_OVERRIDES: dict[str, dict[str, object]] = {
+    "inbound-proxy": {},
+    "outbound-proxy": {"direction": "outbound", "bye_from": "core"},
+    "inbound-b2bua": {"topology": "b2bua"},
+    "outbound-b2bua": {"direction": "outbound", "topology": "b2bua"},
+    "internal-only": {"carrier_ip": "10.77.1.10"},
+    "sip-tcp": {"sip_transport": "tcp"},
+    "fragmented-invite": {"invite_padding": 1800},
+    "vlan": {"sip_vlans": (100,), "media_vlans": (200, 300)},
+    "sll2": {"media_linktype": LINKTYPE_LINUX_SLL2},
+    "pcapng": {"pcapng": True},
+    "ipv6": _IPV6,
+    "reinvite-rekey": {"reinvite_rekey": True},
+    "suite-32": {"carrier_suite": SUITE_32},
+    "gcm": {"carrier_suite": SUITE_GCM128},
+    "gcm-256": {"carrier_suite": SUITE_GCM256},
+    "srtp-both-legs": {"core_suite": SUITE_80},
+    "rtcp-mux": {"rtcp_mux": True},
+    "rtcp-attr": {"rtcp_attr": True},
+    "background-calls": {"background_calls": True},
+    "mid-call": {"mid_call": True},
+    "wrap-across-files": {"carrier_initial_seq": 65436, "roll_after_wrap": True},
+    "rolling": {"rolling_packets": 400},
+    "duplicates": {"duplicates_every": 50, "media_linktype": LINKTYPE_LINUX_SLL2},
+    "srtcp-clear-first": {"srtcp_clear_first": True},
+    "late-offer": {"late_offer": True},
+}
+
+VARIANTS: dict[str, CallSpec] = {
+    name: replace(DEFAULT, name=name, **overrides)  # type: ignore[arg-type]
+    for name, overrides in _OVERRIDES.items()
+}
+
+
+def variant(name: str, **knobs: object) -> CallSpec:
+    """A named variant with extra knobs applied, so tests can combine dimensions."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+    return replace(VARIANTS[name], **knobs)  # type: ignore[arg-type]

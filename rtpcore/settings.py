@@ -1,0 +1,377 @@
+"""Runtime settings: the seed's RTPHELPER_* variables from config/runtime.env and the environment.
+
+`load_settings` reads the env file (KEY=VALUE lines, `#` comments, optional quotes, `export `
+prefix), then the process environment on top of it, and validates everything into one frozen
+`Settings`. Every error names where the bad value came from (file and line, or "environment").
+AWS credentials are deliberately not settings: boto3's credential chain reads them.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from rtpcore.errors import ConfigError
+from rtpcore.logs import redact_secrets
+from rtpcore.sizes import MIB, format_size, parse_size
+
+ENV_PREFIX = "RTPHELPER_"
+DEFAULT_ENV_FILE = Path("config/runtime.env")
+ENVIRONMENT_SOURCE = "environment"
+AWS_DEFAULT_S3_ENDPOINT = "s3.amazonaws.com"
+S3_MIN_PART_BYTES = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
+MIN_ROLLING_BYTES = MIB  # below this a typo like "500" (bytes) would write one file per packet
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_RULE = "3-63 characters: lowercase letters, digits, dots, hyphens"
+
+logger = logging.getLogger(__name__)
+
+
+def _to_size(minimum: int, value: Any) -> int:
+    try:
+        size = parse_size(value)
+    except (ValueError, TypeError):
+        raise ValueError("is not a size (use e.g. 500MB, 1GB or a byte count)") from None
+    if size < minimum:
+        raise ValueError(f"is {format_size(size)}; must be at least {format_size(minimum)}")
+    return size
+
+
+def _to_int(minimum: int, value: Any) -> int:
+    if isinstance(value, str) and _INT_RE.match(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("is not a whole number")
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum}")
+    return value
+
+
+def _to_seconds(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError("is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("is not a number of seconds")
+    if value < 0:
+        raise ValueError("must not be negative")
+    return float(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _to_choice(options: tuple[str, ...], value: Any) -> str:
+    text = str(value).strip()
+    for option in options:
+        if text.lower() == option.lower():
+            return option
+    raise ValueError(f"must be one of {', '.join(options)}")
+
+
+def _to_optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _expand_path(value: Path, info: ValidationInfo) -> Path:
+    """Expand ~ and, when load_settings passes a base_dir, anchor relative paths there."""
+    path = value.expanduser()
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def split_s3_path(text: str) -> tuple[str, str]:
+    """(bucket, prefix) of "<bucket>/<optional/prefix>", also accepting an s3:// URL."""
+    text = text.strip()
+    if text.lower().startswith("s3://"):
+        text = text[len("s3://"):]
+    bucket, _, prefix = text.strip("/").partition("/")
+    return bucket, prefix.strip("/")
+
+
+def _size(minimum: int) -> Any:
+    return BeforeValidator(partial(_to_size, minimum))
+
+
+def _int(minimum: int) -> Any:
+    return BeforeValidator(partial(_to_int, minimum))
+
+
+PositiveInt = Annotated[int, _int(1)]
+NonNegativeInt = Annotated[int, _int(0)]
+Seconds = Annotated[float, BeforeValidator(_to_seconds)]
+Flag = Annotated[bool, BeforeValidator(_to_bool)]
+OptionalText = Annotated[str | None, BeforeValidator(_to_optional_text)]
+SettingsPath = Annotated[Path, AfterValidator(_expand_path)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_to_optional_text), AfterValidator(
+    lambda v, info: None if v is None else _expand_path(v, info))]
+StorageMode = Literal["s3", "local"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseModel):
+    """Every RTPHELPER_* variable of the seed, typed, with the seed's defaults (field = lower-case suffix)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    storage_mode: Annotated[StorageMode, BeforeValidator(partial(_to_choice, ("s3", "local")))] = Field(
+        "s3", description="s3: try S3 first and fall back to local disk on failure; local: always local")
+    s3_endpoint: str = Field(AWS_DEFAULT_S3_ENDPOINT, min_length=1, description="S3 host name or URL")
+    s3_region: str = Field("eu-west-1", min_length=1)
+    s3_path: OptionalText = Field(None, description="<bucket>/<optional/prefix>")
+    s3_bucket: OptionalText = Field(None, description="overrides the bucket of RTPHELPER_S3_PATH")
+    s3_prefix: OptionalText = Field(None, description="overrides the prefix of RTPHELPER_S3_PATH")
+    s3_pool_capture: PositiveInt = Field(6, description="S3 HTTP pool while a capture runs")
+    s3_pool_post_capture: PositiveInt = Field(60, description="S3 HTTP pool during the final flush")
+    s3_upload_workers_max: PositiveInt = Field(6, description="background upload workers")
+    s3_upload_concurrency_capture: PositiveInt = Field(2, description="concurrent uploads while capturing")
+    s3_upload_concurrency_post_capture: PositiveInt = Field(4, description="concurrent uploads after stop")
+    s3_upload_max_attempts: PositiveInt = Field(5, description="tries per file before it is marked failed")
+    s3_max_pool_connections: PositiveInt = Field(10, description="base botocore pool size")
+    s3_maintenance_max_files_active: PositiveInt = Field(50, description="files per maintenance cycle")
+    s3_multipart_threshold_bytes: Annotated[int, _size(S3_MIN_PART_BYTES)] = 200 * MIB
+    s3_multipart_chunksize_bytes: Annotated[int, _size(S3_MIN_PART_BYTES)] = 100 * MIB
+    s3_multipart_max_concurrency: PositiveInt = 10
+    s3_multipart_use_threads: Flag = True
+    rolling_pcap_max_bytes: Annotated[int, _size(MIN_ROLLING_BYTES)] = Field(
+        500 * MIB, description="raw capture chunk size per host")
+    rolling_pcap_max_seconds: NonNegativeInt = Field(0, description="time rollover per chunk; 0 = off")
+    local_spool_max_bytes: Annotated[int, _size(MIB)] = Field(
+        5368709120, description="local spool cap while S3 mode is active")
+    rpcap_reconnect_base_seconds: Seconds = 2.0
+    rpcap_reconnect_max_seconds: Seconds = 30.0
+    rpcap_reconnect_max_attempts: NonNegativeInt = 3
+    job_db_path: SettingsPath = Path("logs/jobs.sqlite3")
+    job_queue_size: PositiveInt = 256
+    worker_python: OptionalText = Field(None, description="python for correlation subprocesses")
+    correlation_job_timeout_seconds: PositiveInt = 3600
+    embedded_worker: Flag = True
+    log_level: Annotated[LogLevel, BeforeValidator(partial(_to_choice, LogLevel.__args__))] = "INFO"
+    capture_root: OptionalPath = Field(None, description="overrides hosts.yaml settings.default_capture_root")
+    env_file: OptionalPath = Field(None, description="the env file these settings were read from")
+    hosts_file: SettingsPath = Path("config/hosts.yaml")
+    min_leg_packets: NonNegativeInt = Field(
+        10, description="keep a leg/file result only when it has more than this many packets")
+    log_dir: SettingsPath = Path("logs")
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET_RE.match(value):
+            raise ValueError(f"is not a valid S3 bucket name ({_BUCKET_RULE})")
+        return value
+
+    @field_validator("s3_path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET_RE.match(split_s3_path(value)[0]):
+            raise ValueError(f"must be <bucket>/<optional/prefix> with a valid bucket name ({_BUCKET_RULE})")
+        return value
+
+    @field_validator("rpcap_reconnect_max_seconds")
+    @classmethod
+    def _check_backoff(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("rpcap_reconnect_base_seconds")
+        if base is not None and value < base:
+            raise ValueError(f"must be at least {env_var('rpcap_reconnect_base_seconds')} ({base:g})")
+        return value
+
+    @property
+    def s3_bucket_name(self) -> str | None:
+        """RTPHELPER_S3_BUCKET, else the bucket part of RTPHELPER_S3_PATH; None when neither is set."""
+        if self.s3_bucket:
+            return self.s3_bucket
+        return split_s3_path(self.s3_path)[0] if self.s3_path else None
+
+    @property
+    def s3_key_prefix(self) -> str:
+        """RTPHELPER_S3_PREFIX, else the prefix part of RTPHELPER_S3_PATH, without edge slashes ("" if none)."""
+        if self.s3_prefix is not None:
+            return self.s3_prefix.strip("/")
+        return split_s3_path(self.s3_path)[1] if self.s3_path else ""
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        """endpoint_url for boto3: None for AWS's default host (boto3 picks the regional one)."""
+        endpoint = self.s3_endpoint.strip().rstrip("/")
+        if endpoint.lower() in (AWS_DEFAULT_S3_ENDPOINT, f"https://{AWS_DEFAULT_S3_ENDPOINT}"):
+            return None
+        return endpoint if "://" in endpoint else f"https://{endpoint}"
+
+    def redacted_dict(self) -> dict[str, str | int | float | bool | None]:
+        """{RTPHELPER_NAME: value} safe to print or attach to a run (paths as text, secrets masked)."""
+        out: dict[str, str | int | float | bool | None] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                value = str(value)
+            out[env_var(name)] = redact_secrets(value) if isinstance(value, str) else value
+        return out
+
+
+def env_var(field_name: str) -> str:
+    """The RTPHELPER_* variable behind a Settings field."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def _unquote(raw: str, where: str) -> str:
+    if not raw or raw[0] not in "\"'":
+        # An unquoted value ends at a " #" comment, as in shell.
+        return re.split(r"\s+#", raw, maxsplit=1)[0].strip()
+    quote, chars, i = raw[0], [], 1
+    while i < len(raw):
+        char = raw[i]
+        if char == quote:
+            rest = raw[i + 1:].strip()
+            if rest and not rest.startswith("#"):
+                raise ConfigError(f"{where}: unexpected text {rest!r} after the closing {quote}")
+            return "".join(chars)
+        if quote == '"' and char == "\\" and i + 1 < len(raw):
+            i += 1
+            chars.append({"n": "\n", "t": "\t"}.get(raw[i], raw[i]))
+        else:
+            chars.append(char)
+        i += 1
+    raise ConfigError(f"{where}: the value opens a {quote} quote that is never closed")
+
+
+def _parse_env_lines(path: Path) -> dict[str, tuple[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read env file ({exc.strerror})") from None
+    entries: dict[str, tuple[str, int]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export ") or stripped.startswith("export\t"):
+            stripped = stripped[len("export"):].lstrip()
+        key, sep, rest = stripped.partition("=")
+        key = key.strip()
+        where = f"{path} line {lineno}"
+        if not sep or not _KEY_RE.match(key):
+            raise ConfigError(f"{where}: expected KEY=VALUE, got {stripped!r}")
+        entries[key] = (_unquote(rest.strip(), where), lineno)
+    return entries
+
+
+def read_env_file(path: str | Path) -> dict[str, str]:
+    """Every KEY=VALUE of an env file (not only RTPHELPER_*), e.g. AWS_* for an explicit boto3 session."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: env file not found")
+    return {key: value for key, (value, _) in _parse_env_lines(path).items()}
+
+
+def _choose_env_file(env_file: Path | None, environ: Mapping[str, str], base: Path) -> tuple[Path, str | None]:
+    """The env file to read and who named it (None for the optional default)."""
+    if env_file is not None:
+        chosen, named_by = Path(env_file), "the env_file argument"
+    elif environ.get(env_var("env_file"), "").strip():
+        chosen, named_by = Path(environ[env_var("env_file")].strip()), f"{ENVIRONMENT_SOURCE} {env_var('env_file')}"
+    else:
+        chosen, named_by = DEFAULT_ENV_FILE, None
+    chosen = chosen.expanduser()
+    return (chosen if chosen.is_absolute() else base / chosen), named_by
+
+
+def _warn_unknown(unknown: dict[str, str]) -> None:
+    known = [env_var(name) for name in Settings.model_fields]
+    parts = []
+    for key, source in sorted(unknown.items()):
+        hint = difflib.get_close_matches(key, known, n=1)
+        parts.append(f"{key} (from {source}" + (f"; did you mean {hint[0]}?)" if hint else ")"))
+    logger.warning("ignoring unknown setting(s): %s", ", ".join(parts))
+
+
+def _error_text(errors: list[Any], raw: dict[str, tuple[str, str]]) -> str:
+    lines = []
+    for error in errors:
+        field = str(error["loc"][0]) if error["loc"] else ""
+        reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        if field in raw:
+            value, source = raw[field]
+            lines.append(f"{source}: {env_var(field)}={value!r} {reason}")
+        else:
+            lines.append(f"settings: {env_var(field) if field else 'RTPHELPER_*'} {reason}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, env_file: Path | None = None, base_dir: Path | None = None
+) -> Settings:
+    """Settings from the env file (config/runtime.env or RTPHELPER_ENV_FILE) overlaid by the environment."""
+    environ = os.environ if env is None else env
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    path, named_by = _choose_env_file(env_file, environ, base)
+
+    raw: dict[str, tuple[str, str]] = {}  # field -> (text, where it came from)
+    unknown: dict[str, str] = {}
+    sources: list[tuple[str, str, str]] = []
+    loaded: Path | None = None
+    if path.is_file():
+        loaded = path
+        sources += [(key, value, f"{path} line {lineno}") for key, (value, lineno) in _parse_env_lines(path).items()]
+    elif named_by is not None:
+        raise ConfigError(f"{path}: env file not found (named by {named_by})")
+    sources += [(key, value, ENVIRONMENT_SOURCE) for key, value in environ.items()]
+
+    for key, value, source in sources:
+        if not key.startswith(ENV_PREFIX):
+            continue
+        field = key[len(ENV_PREFIX):].lower()
+        if field not in Settings.model_fields:
+            unknown[key] = source
+        elif field == "env_file":
+            continue
+        elif value.strip():
+            raw[field] = (value.strip(), source)
+        else:
+            raw.pop(field, None)  # an empty value means "use the default", also over a file value
+    if unknown:
+        _warn_unknown(unknown)
+
+    values: dict[str, Any] = {field: text for field, (text, _) in raw.items()}
+    values["env_file"] = loaded
+    try:
+        return Settings.model_validate(values, context={"base_dir": base})
+    except ValidationError as exc:
+        raise ConfigError(_error_text(exc.errors(), raw)) from None

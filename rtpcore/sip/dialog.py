@@ -1,0 +1,220 @@
+"""Group SIP packets into hops (one Call-ID between two signalling addresses) and chain hops into calls."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from rtpcore.sip.capture import SipPacket
+from rtpcore.sip.sdp import SessionDescription
+
+# A B2BUA or proxy forwards the INVITE within this time of receiving it.
+FORWARD_WINDOW_NS = 5 * 10**9
+# Called/calling numbers match when this many trailing digits agree (+44…, 0044…, 44… are one number).
+NUMBER_SUFFIX_DIGITS = 8
+SIDE_A = "a"  # the side that sent the hop's first INVITE (upstream)
+SIDE_B = "b"  # the side that received it (downstream)
+_OFFER_REQUESTS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sdp:
+    """One SDP body as seen on the wire: who sent it, when, and in which message."""
+
+    ts_ns: int
+    side: str
+    label: str  # "INVITE", "200 INVITE", ... for messages
+    sdp: SessionDescription
+
+
+@dataclass(frozen=True, slots=True)
+class OfferAnswer:
+    """One completed offer/answer exchange on a hop."""
+
+    offer: Sdp
+    answer: Sdp
+
+
+@dataclass(slots=True)
+class Hop:
+    """One Call-ID between two signalling addresses: a dialog (or its early dialogs) on one link."""
+
+    call_id: str
+    a: str  # address of the side that sent the first INVITE
+    b: str
+    packets: list[SipPacket] = field(default_factory=list)
+
+    @property
+    def invite(self) -> SipPacket:
+        return next(p for p in self.packets if p.message.method == "INVITE" and p.message.to_tag is None)
+
+    @property
+    def start_ns(self) -> int:
+        return self.packets[0].ts_ns
+
+    @property
+    def end_ns(self) -> int:
+        return self.packets[-1].ts_ns
+
+    def side_of(self, pkt: SipPacket) -> str:
+        """Which side sent this packet; by address, else by dialog role (a request From the caller is A)."""
+        if pkt.src == self.a and pkt.dst == self.b:
+            return SIDE_A
+        if pkt.src == self.b and pkt.dst == self.a:
+            return SIDE_B
+        msg = pkt.message
+        caller_tag = self.invite.message.from_tag
+        from_caller = msg.from_tag == caller_tag
+        return SIDE_A if from_caller == msg.is_request else SIDE_B
+
+    def offer_answers(self) -> tuple[list[OfferAnswer], list[str]]:
+        """Pair offers with answers (RFC 3264/6337), including late offer, early media and re-INVITE."""
+        done: list[OfferAnswer] = []
+        problems: list[str] = []
+        pending: Sdp | None = None  # offer waiting for its answer
+        answered: dict[tuple[str, int], Sdp] = {}  # (method, cseq) → its offer, for repeated answers (183 then 200)
+        offer_key: tuple[str, int] | None = None
+        for pkt in self.packets:
+            msg = pkt.message
+            try:
+                body = msg.sdp()
+            except ValueError:
+                body = None
+            if msg.is_request and msg.method in ("CANCEL", "BYE"):
+                continue
+            if not msg.is_request and msg.status is not None and msg.status >= 300:
+                if pending is not None and offer_key == (msg.cseq_method, msg.cseq_number):
+                    pending = None  # offer rejected (488, 491, 4xx to a re-INVITE)
+                continue
+            if body is None:
+                continue
+            try:
+                sdp = SessionDescription.parse(body)
+            except ValueError as exc:
+                problems.append(f"{_label(msg)} at frame {pkt.frame_index + 1}: unreadable SDP ({exc})")
+                continue
+            item = Sdp(pkt.ts_ns, self.side_of(pkt), _label(msg), sdp)
+            key = (msg.cseq_method, msg.cseq_number)
+            if msg.is_request:
+                if msg.method not in _OFFER_REQUESTS:
+                    continue
+                if pending is not None and pending.side != item.side and msg.method in ("ACK", "PRACK"):
+                    done.append(OfferAnswer(pending, item))
+                    answered[key] = pending
+                    pending = None
+                elif msg.method != "ACK" and (pending is None or pending.side == item.side):
+                    pending, offer_key = item, key  # a retransmission replaces the same offer
+            else:
+                if pending is not None and pending.side != item.side:
+                    done.append(OfferAnswer(pending, item))
+                    answered[key] = pending
+                    pending = None
+                elif key in answered and answered[key].side != item.side:
+                    if not any(oa.offer is answered[key] and oa.answer.sdp == item.sdp for oa in done):
+                        done.append(OfferAnswer(answered[key], item))  # a 200 that differs from its 183 (forking)
+                elif pending is None:
+                    pending, offer_key = item, key  # late offer in a 200 OK; ACK answers it
+        if pending is not None:
+            problems.append(f"offer in {pending.label} was never answered")
+        return done, problems
+
+
+def _label(msg) -> str:  # type: ignore[no-untyped-def]
+    return msg.method if msg.is_request else f"{msg.status} {msg.cseq_method}"
+
+
+def build_hops(packets: list[SipPacket]) -> list[Hop]:
+    """Split packets by Call-ID and signalling address pair, ordered by each hop's first INVITE."""
+    hops: dict[tuple[str, frozenset[str]], Hop] = {}
+    by_call: dict[str, list[Hop]] = {}
+    for pkt in _dedupe(packets):
+        msg = pkt.message
+        key = (msg.call_id, frozenset((pkt.src, pkt.dst)))
+        hop = hops.get(key)
+        if hop is None:
+            if not (msg.method == "INVITE" and msg.to_tag is None):
+                hop = _attach_stray(by_call.get(msg.call_id, []), pkt)
+                if hop is not None:
+                    hop.packets.append(pkt)
+                continue
+            hop = Hop(msg.call_id, pkt.src, pkt.dst)
+            hops[key] = hop
+            by_call.setdefault(msg.call_id, []).append(hop)
+        hop.packets.append(pkt)
+    return sorted(hops.values(), key=lambda h: h.invite.ts_ns)
+
+
+def _attach_stray(candidates: list[Hop], pkt: SipPacket) -> Hop | None:
+    """A message of a known Call-ID from an unexpected address (asymmetric routing) joins that hop."""
+    for hop in candidates:
+        if pkt.src in (hop.a, hop.b) or pkt.dst in (hop.a, hop.b):
+            return hop
+    return None
+
+
+def _dedupe(packets: list[SipPacket]) -> list[SipPacket]:
+    """Drop the same message captured twice (two interfaces, 'any'), keeping retransmissions apart by time."""
+    seen: dict[tuple[str, str, int, str, str | None, int | None], int] = {}
+    out: list[SipPacket] = []
+    for pkt in packets:
+        m = pkt.message
+        key = (pkt.src, pkt.dst, m.cseq_number, m.call_id, m.method, m.status)
+        last = seen.get(key)
+        if last is not None and pkt.ts_ns - last < 2_000_000 and m.method != "ACK":
+            continue
+        seen[key] = pkt.ts_ns
+        out.append(pkt)
+    return out
+
+
+def digits(user: str | None) -> str:
+    """The digits of a SIP user part, for comparing numbers across formats."""
+    return re.sub(r"\D", "", user or "")
+
+
+def numbers_match(a: str | None, b: str | None) -> bool:
+    """True when two user parts name the same number (+44…, 0044… and 44… agree)."""
+    da, db = digits(a), digits(b)
+    if not da or not db:
+        return bool(a) and a == b
+    n = min(NUMBER_SUFFIX_DIGITS, len(da), len(db))
+    return da[-n:] == db[-n:]
+
+
+def chain_calls(hops: list[Hop]) -> list[list[Hop]]:
+    """Link each hop to the hop its signalling was forwarded on; each chain from an unforwarded hop is a call."""
+    nxt: dict[int, Hop] = {}
+    taken: set[int] = set()
+    for i, hop in enumerate(hops):
+        best: tuple[int, int, Hop] | None = None
+        t0 = hop.invite.ts_ns
+        for cand in hops[i + 1 :]:
+            dt = cand.invite.ts_ns - t0
+            if dt > FORWARD_WINDOW_NS:
+                break
+            if id(cand) in taken or cand.a == hop.a:
+                continue  # the same origin again is a retry or a fork, not a forward
+            same_call = cand.call_id == hop.call_id
+            if not same_call and not _same_numbers(hop, cand):
+                continue
+            rank = 0 if same_call else (1 if cand.a == hop.b else 2)
+            if best is None or (rank, dt) < (best[0], best[1]):
+                best = (rank, dt, cand)
+        if best is not None:
+            nxt[id(hop)] = best[2]
+            taken.add(id(best[2]))
+    calls = []
+    for hop in hops:
+        if id(hop) in taken:
+            continue
+        chain = [hop]
+        while id(chain[-1]) in nxt:
+            chain.append(nxt[id(chain[-1])])
+        calls.append(chain)
+    return calls
+
+
+def _same_numbers(a: Hop, b: Hop) -> bool:
+    ma, mb = a.invite.message, b.invite.message
+    called_a = ma.request_user or ma.to_user
+    called_b = mb.request_user or mb.to_user
+    return numbers_match(called_a, called_b) or numbers_match(ma.to_user, mb.to_user)

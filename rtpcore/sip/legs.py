@@ -1,0 +1,292 @@
+"""Resolve a call's media legs (carrier ↔ media host ↔ core) from its SIP for a given direction."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
+from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
+from rtpcore.sip.capture import SipPacket, read_sip
+from rtpcore.sip.crypto import CryptoAttribute
+from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, chain_calls, numbers_match
+from rtpcore.sip.sdp import MediaDescription, SessionDescription
+
+log = logging.getLogger(__name__)
+
+# Media clocks and SIP clocks are different hosts' clocks, and media outlives the BYE.
+DEFAULT_MARGIN_NS = 2 * 10**9
+_UNSPECIFIED = ("0.0.0.0", "::")
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """One candidate call, as listed to the user when a selection is needed."""
+
+    call_id: str
+    call_ids: tuple[str, ...]
+    from_user: str | None
+    to_user: str | None
+    start_ns: int
+
+    def line(self) -> str:
+        when = datetime.fromtimestamp(self.start_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"{self.call_id}  from {self.from_user or '?'}  to {self.to_user or '?'}  at {when}"
+
+
+def resolve_legs(
+    sip_path: Path,
+    direction: str,
+    *,
+    call_id: str | None = None,
+    number: str | None = None,
+    margin_ns: int = DEFAULT_MARGIN_NS,
+) -> LegPlan:
+    """Read a SIP pcap and build the leg plan of the selected call."""
+    return plan_from_packets(
+        read_sip(Path(sip_path)), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns
+    )
+
+
+def list_calls(packets: list[SipPacket]) -> list[CallSummary]:
+    """Every INVITE call in the capture (B2BUA dialogs chained), in time order."""
+    return [_summary(chain) for chain in chain_calls(build_hops(packets))]
+
+
+def plan_from_packets(
+    packets: list[SipPacket],
+    direction: str,
+    *,
+    source: str = "SIP capture",
+    call_id: str | None = None,
+    number: str | None = None,
+    margin_ns: int = DEFAULT_MARGIN_NS,
+) -> LegPlan:
+    """Select one call among the packets and resolve its legs for the direction."""
+    if direction not in DIRECTIONS:
+        raise SipError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
+    hops = build_hops(packets)
+    if not hops:
+        methods = Counter(p.message.method or f"{p.message.status}" for p in packets)
+        seen = ", ".join(f"{m} ×{n}" for m, n in methods.most_common(6)) or "no SIP messages at all"
+        raise SipError(f"{source}: no INVITE found ({seen}); give the SIP capture of the call")
+    chain = _select(chain_calls(hops), source, call_id, number)
+    return _plan(chain, direction, source, margin_ns)
+
+
+def _summary(chain: list[Hop]) -> CallSummary:
+    first = chain[0].invite.message
+    ids = tuple(dict.fromkeys(h.call_id for h in chain))
+    return CallSummary(ids[0], ids, first.from_user, first.to_user, chain[0].invite.ts_ns)
+
+
+def _select(calls: list[list[Hop]], source: str, call_id: str | None, number: str | None) -> list[Hop]:
+    chosen = calls
+    if call_id:
+        chosen = [c for c in chosen if any(h.call_id == call_id for h in c)]
+    if number:
+        chosen = [c for c in chosen if any(_has_number(h, number) for h in c)]
+    if len(chosen) == 1:
+        return chosen[0]
+    listing = "\n".join("  " + _summary(c).line() for c in (chosen or calls))
+    if not chosen:
+        what = " and ".join(x for x in (call_id and f"Call-ID {call_id!r}", number and f"number {number!r}") if x)
+        raise CallSelectionError(f"{source}: no call matches {what}; calls in the capture:\n{listing}")
+    raise CallSelectionError(
+        f"{source}: {len(chosen)} calls match; choose one with --call-id or --number:\n{listing}"
+    )
+
+
+def _has_number(hop: Hop, number: str) -> bool:
+    msg = hop.invite.message
+    return any(numbers_match(u, number) for u in (msg.from_user, msg.to_user, msg.request_user))
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """Consecutive hops that pass the same SDP through (no media relay between them)."""
+
+    hops: tuple[Hop, ...]
+
+
+def _plan(chain: list[Hop], direction: str, source: str, margin_ns: int) -> LegPlan:
+    warnings: list[str] = []
+    first = chain[0]
+    exchanges: dict[int, list[OfferAnswer]] = {}
+    for hop in chain:
+        done, problems = hop.offer_answers()
+        exchanges[id(hop)] = done
+        warnings += [f"Call-ID {hop.call_id} ({hop.a} → {hop.b}): {p}" for p in problems]
+    if not exchanges[id(first)]:
+        inv = first.invite
+        has_sdp = inv.message.sdp() is not None
+        why = "its SDP offer was never answered" if has_sdp else "it has no SDP and no response carried an offer"
+        final = _final_response(first)
+        if final:
+            why += f" (the call ended with {final})"
+        raise SipError(
+            f"{source}: the INVITE at frame {inv.frame_index + 1} (Call-ID {first.call_id}) cannot give media "
+            f"endpoints: {why}"
+        )
+    segments = _segments(chain, exchanges)
+    call_end = max(h.end_ns for h in chain)
+    first_name = LEG_CARRIER if direction == "inbound" else LEG_CORE
+    other_name = LEG_CORE if first_name == LEG_CARRIER else LEG_CARRIER
+    legs = [_leg(first_name, segments[0].hops[0], exchanges, SIDE_A, call_end, margin_ns, warnings)]
+    if len(segments) >= 2:
+        last = segments[-1].hops[0]
+        if exchanges[id(last)]:
+            legs.append(_leg(other_name, last, exchanges, SIDE_B, call_end, margin_ns, warnings))
+        else:
+            warnings.append(f"Call-ID {last.call_id} ({last.a} → {last.b}): no answered SDP; {other_name} leg unknown")
+        if len(segments) > 2:
+            warnings.append(f"{len(segments) - 1} media relays in the SIP path; using the first and the last hop")
+    else:
+        warnings.append(
+            f"the SIP capture shows only one hop ({first.a} → {first.b}); the {other_name} leg is unknown"
+        )
+    _check_direction(legs, direction, first)
+    legs.sort(key=lambda leg: LEG_ORDER.index(leg.name))
+    warnings = list(dict.fromkeys(warnings))
+    for w in warnings:
+        log.warning(w)
+    return LegPlan(
+        call_id=first.call_id,
+        call_ids=tuple(dict.fromkeys(h.call_id for h in chain)),
+        direction=direction,
+        legs=tuple(legs),
+        start_ns=min(h.start_ns for h in chain),
+        end_ns=call_end,
+        warnings=tuple(warnings),
+    )
+
+
+def _final_response(hop: Hop) -> str | None:
+    """The final response to the hop's first INVITE, e.g. '403 Forbidden', for error messages."""
+    inv = hop.invite.message
+    for pkt in hop.packets:
+        m = pkt.message
+        if not m.is_request and m.cseq_method == "INVITE" and m.cseq_number == inv.cseq_number and (m.status or 0) >= 200:
+            return f"{m.status} {m.reason or ''}".strip()
+    return None
+
+
+def _segments(chain: list[Hop], exchanges: dict[int, list[OfferAnswer]]) -> list[_Segment]:
+    """Split the chain where the upstream side's media address changes: there a media relay sits."""
+    groups: list[list[Hop]] = []
+    prev_addr: str | None = None
+    for hop in chain:
+        addr = _first_address(exchanges[id(hop)], SIDE_A)
+        if groups and addr is not None and addr == prev_addr:
+            groups[-1].append(hop)
+        else:
+            groups.append([hop])
+        prev_addr = addr if addr is not None else prev_addr
+    return [_Segment(tuple(g)) for g in groups]
+
+
+def _first_address(done: list[OfferAnswer], side: str) -> str | None:
+    for oa in done:
+        sdp = oa.offer.sdp if oa.offer.side == side else oa.answer.sdp
+        m = sdp.audio()
+        if m is not None:
+            addr = sdp.media_address(m)
+            if addr and addr not in _UNSPECIFIED:
+                return addr
+    return None
+
+
+def _leg(
+    name: str, hop: Hop, exchanges: dict[int, list[OfferAnswer]], peer_side: str, call_end: int, margin: int,
+    warnings: list[str],
+) -> Leg:
+    done = sorted(exchanges[id(hop)], key=lambda oa: oa.answer.ts_ns)
+    negotiations: list[Negotiation] = []
+    for i, oa in enumerate(done):
+        until = done[i + 1].answer.ts_ns if i + 1 < len(done) else call_end
+        n = _negotiation(oa, peer_side, oa.offer.ts_ns - margin, until + margin, warnings, hop)
+        if n is not None:
+            negotiations.append(n)
+    if not negotiations:
+        raise SipError(f"Call-ID {hop.call_id} ({hop.a} → {hop.b}): no usable audio stream in any SDP for the {name} leg")
+    first = negotiations[0]
+    return Leg(name, first.host.rtp.ip, first.peer.rtp.ip, (hop.call_id,), tuple(negotiations))
+
+
+def _negotiation(
+    oa: OfferAnswer, peer_side: str, start: int, end: int, warnings: list[str], hop: Hop
+) -> Negotiation | None:
+    mo, ma = oa.offer.sdp.audio(), oa.answer.sdp.audio()
+    if mo is None or ma is None:
+        warnings.append(f"Call-ID {hop.call_id}: {oa.answer.label} has no active audio stream; skipped")
+        return None
+    mux = mo.rtcp_mux and ma.rtcp_mux
+    suite, offer_key, answer_key = _select_crypto(mo.crypto, ma.crypto)
+    offer_side = _side(oa.offer.sdp, mo, mux, offer_key)
+    answer_side = _side(oa.answer.sdp, ma, mux, answer_key)
+    if offer_side is None or answer_side is None:
+        return None  # on hold (c=0.0.0.0) or port 0: no media in this exchange
+    dtls = suite is None and bool(mo.fingerprint and ma.fingerprint)
+    if dtls:
+        warnings.append(f"Call-ID {hop.call_id}: DTLS-SRTP (a=fingerprint) — keys are not in the SIP, media cannot be decrypted")
+    peer, host = (offer_side, answer_side) if oa.offer.side == peer_side else (answer_side, offer_side)
+    return Negotiation(oa.offer.ts_ns, oa.answer.ts_ns, start, end, peer, host, ma.proto, suite, dtls)
+
+
+def _select_crypto(
+    offered: tuple[CryptoAttribute, ...], answered: tuple[CryptoAttribute, ...]
+) -> tuple[str | None, CryptoAttribute | None, CryptoAttribute | None]:
+    """The answer names the suite and tag it accepted; the offer's line with that tag is the offerer's key."""
+    if not answered or not offered:
+        return None, None, None
+    ans = answered[0]
+    off = next((c for c in offered if c.tag == ans.tag and c.suite == ans.suite), None)
+    off = off or next((c for c in offered if c.suite == ans.suite), None)
+    return ans.suite, off, ans
+
+
+def _side(sdp: SessionDescription, m: MediaDescription, mux: bool, crypto: CryptoAttribute | None) -> MediaSide | None:
+    addr = sdp.media_address(m)
+    if not addr or addr in _UNSPECIFIED or m.port == 0:
+        return None
+    addr = str(ipaddress.ip_address(addr.split("/")[0]))
+    if mux:
+        rtcp = Endpoint(addr, m.port)
+    else:
+        rtcp = Endpoint(m.rtcp_address or addr, m.rtcp_port or m.port + 1)
+    return MediaSide(Endpoint(addr, m.port), rtcp, mux, crypto)
+
+
+def is_internal(address: str) -> bool:
+    """RFC 1918, CGNAT, loopback, link-local and ULA addresses: where the core lives, not the carrier."""
+    ip = ipaddress.ip_address(address)
+    nets = _INTERNAL_V4 if ip.version == 4 else _INTERNAL_V6
+    return any(ip in net for net in nets)
+
+
+_INTERNAL_V4 = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16")
+)
+_INTERNAL_V6 = tuple(ipaddress.ip_network(n) for n in ("fc00::/7", "fe80::/10", "::1/128"))
+
+
+def _check_direction(legs: list[Leg], direction: str, first: Hop) -> None:
+    """A carrier is reached over an external address; refuse a direction that puts it on the inside."""
+    if len(legs) < 2:
+        return
+    origin, onward = legs[0].peer, legs[1].peer
+    if is_internal(origin) == is_internal(onward):
+        return  # both inside (or both outside): the addresses cannot tell
+    carrier_first = not is_internal(origin)
+    if carrier_first == (direction == "inbound"):
+        return
+    other = "outbound" if direction == "inbound" else "inbound"
+    raise DirectionMismatchError(
+        f"direction {direction!r} does not fit the signalling: the first INVITE came from {first.a} and its media "
+        f"from {origin} ({'internal' if is_internal(origin) else 'external'} address); the call went on to media at "
+        f"{onward} ({'internal' if is_internal(onward) else 'external'} address). An inbound call starts at the "
+        f"carrier (external side). Try --direction {other}."
+    )
