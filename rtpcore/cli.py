@@ -36,6 +36,47 @@ def _legs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _correlate(args: argparse.Namespace) -> int:
+    from rtpcore.pipeline import correlate
+    from rtpcore.settings import load_settings
+
+    min_packets = args.min_packets if args.min_packets is not None else load_settings().min_leg_packets
+    report = correlate(Path(args.sip), args.direction, [Path(m) for m in args.media], Path(args.out),
+                       call_id=args.call_id, number=args.number, min_packets=min_packets, overwrite=args.overwrite)
+    print(json.dumps(report.to_json()) if args.json else report.text())
+    return EXIT_OK
+
+
+def _decrypt(args: argparse.Namespace) -> int:
+    from rtpcore.fsutil import OutputExistsError
+    from rtpcore.media.decrypt import decrypt_capture
+    from rtpcore.sip.crypto import CryptoAttribute
+
+    text = args.crypto.strip()
+    for prefix in ("a=crypto:", "crypto:"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):].strip()
+    if not text.split(" ", 1)[0].isdigit():
+        text = "1 " + text
+    try:
+        crypto = CryptoAttribute.parse(text)
+    except ValueError as exc:
+        raise _usage(f"--crypto: {exc} (give 'a=crypto:1 SUITE inline:KEY' or 'SUITE inline:KEY')") from None
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{out} already exists; choose another --out or pass --overwrite")
+    result = decrypt_capture(Path(args.input), crypto, out)
+    if args.json:
+        print(json.dumps({"output": str(out.resolve()), "packets": result.packets,
+                          "streams": [s.to_json() for s in result.streams]}))
+    else:
+        for s in result.streams:
+            print(f"{s.kind:4} {s.src:>24} → {s.dst:<24} 0x{s.ssrc:08x} packets {s.packets} decrypted {s.decrypted} "
+                  f"auth failed {s.auth_failed}")
+        print(out.resolve())
+    return EXIT_OK if any(s.decrypted for s in result.streams) or not result.streams else EXIT_USAGE
+
+
 def _calls(args: argparse.Namespace) -> int:
     from rtpcore.sip.capture import read_sip
     from rtpcore.sip.legs import list_calls
@@ -104,6 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     _call_args(legs)
     legs.add_argument("--json", action="store_true", help="print one JSON object")
     legs.set_defaults(handler=_legs)
+
+    cor = sub.add_parser("correlate", help="filter, decrypt and merge the call's media (in-process, no Prefect)")
+    _call_args(cor)
+    cor.add_argument("--media", required=True, nargs="+", metavar="PATH", help="raw media captures or folders of them")
+    cor.add_argument("--out", required=True, metavar="DIR", help="output folder (decrypted/, combined/)")
+    cor.add_argument("--min-packets", dest="min_packets", type=int, default=None,
+                     help="keep a leg's packets from a file only above this count (RTPHELPER_MIN_LEG_PACKETS, 10)")
+    cor.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
+    cor.add_argument("--json", action="store_true", help="print one JSON object")
+    cor.set_defaults(handler=_correlate)
+
+    dec = sub.add_parser("decrypt", help="decrypt one SRTP capture with a key given by hand")
+    dec.add_argument("--in", dest="input", required=True, metavar="FILE")
+    dec.add_argument("--crypto", required=True, help="'a=crypto:1 SUITE inline:KEY' or 'SUITE inline:KEY'")
+    dec.add_argument("--out", required=True, metavar="FILE")
+    dec.add_argument("--overwrite", action="store_true")
+    dec.add_argument("--json", action="store_true")
+    dec.set_defaults(handler=_decrypt)
 
     calls = sub.add_parser("calls", help="list the calls in a SIP pcap")
     calls.add_argument("--sip", required=True, metavar="FILE")

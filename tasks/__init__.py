@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over rtpcore that add retries, tags, artifacts and logging."""

@@ -1,0 +1,48 @@
+"""Flow `correlate-call`: SIP pcap + direction + raw media → media_raw, media_decrypted, SIP_plus_media_decrypted."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+import tasks.logging  # noqa: F401
+from prefect import flow, unmapped
+from tasks import correlation as t
+
+Direction = Literal["inbound", "outbound"]
+
+
+def run_correlation(
+    sip: Path, direction: str, media: list[str], out: Path, call_id: str | None, number: str | None,
+    min_packets: int, overwrite: bool,
+) -> dict:
+    """The DAG, shared by correlate-call and process-call: plan → filter (mapped) → merge → decrypt → combine."""
+    plan = t.resolve_legs(sip, direction, call_id, number)
+    sources = t.list_media(media)
+    paths = t.prepare_outputs(out, overwrite)
+    try:
+        results = t.filter_raw_file.map(unmapped(plan), sources, unmapped(paths), unmapped(min_packets)).result()
+        t.merge_raw(plan, results, paths)
+        decrypted = t.decrypt(plan, results, paths)
+        t.combine(sip, paths)
+    except BaseException:
+        t.rollback(paths)
+        raise
+    report = t.publish_report(plan, results, decrypted, paths)
+    return report.to_json()
+
+
+@flow(name="correlate-call", log_prints=True)
+def correlate_call(
+    sip_pcap: Annotated[str, Field(description="Path of the SIP pcap/pcapng of the call")],
+    direction: Annotated[Direction, Field(description="inbound: the carrier sent the first INVITE; outbound: the core did")],
+    media: Annotated[list[str], Field(description="Raw media captures, or folders of them (rolling chunks of one or more hosts)")],
+    output_folder: Annotated[str, Field(description="Where decrypted/ and combined/ are written")],
+    call_id: Annotated[str | None, Field(description="Select the call by Call-ID when the SIP pcap holds several")] = None,
+    number: Annotated[str | None, Field(description="…or by caller/callee number")] = None,
+    min_packets: Annotated[int, Field(ge=0, description="Keep a leg's packets from a file only above this count")] = 10,
+    overwrite: Annotated[bool, Field(description="Replace earlier outputs in the output folder")] = False,
+) -> dict:
+    """Find the call's media legs, filter the raw captures once per file, decrypt SRTP and merge the outputs."""
+    return run_correlation(Path(sip_pcap), direction, media, Path(output_folder), call_id, number, min_packets, overwrite)

@@ -1,0 +1,297 @@
+"""Cut one call's legs out of raw media captures: one libpcap pass per file, Python only for the call's packets."""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rtpcore.errors import InputError, PcapError, TruncatedCaptureError
+from rtpcore.fsutil import atomic_output
+from rtpcore.media.bpf import Pair, leg_filter, negotiation_pairs
+from rtpcore.pcap import libpcap
+from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp
+from rtpcore.pcap.reader import Frame, open_capture
+from rtpcore.pcap.writer import PcapWriter
+from rtpcore.plan import LegPlan
+
+__all__ = [
+    "CAPTURE_SUFFIXES",
+    "DEFAULT_MIN_PACKETS",
+    "FileResult",
+    "LegFile",
+    "filter_raw_file",
+    "filter_raw_files",
+    "leg_filter",
+    "media_files",
+    "no_match_message",
+    "output_name",
+    "time_span",
+]
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+DEFAULT_MIN_PACKETS = 10  # the seed's rule: a leg with this many packets or fewer in a file is noise
+FILTERED_SUFFIX = "-filtered.pcap"
+_MATCHED_TEMP = ".{stem}.{token}.matched.pcap"
+
+
+@dataclass(frozen=True, slots=True)
+class LegFile:
+    """One leg's share of one raw file; output is None when the leg had too few packets to keep."""
+
+    leg: str
+    output: Path | None
+    packets: int
+    kept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What one raw file gave: BPF matches, per-leg outputs, a read error, and when the call's packets were."""
+
+    source: Path
+    matched: int  # packets the BPF let through (before the time windows)
+    legs: tuple[LegFile, ...]
+    error: str | None
+    first_ns: int | None  # first/last packet routed to a leg
+    last_ns: int | None
+
+    @property
+    def kept_packets(self) -> int:
+        return sum(leg.packets for leg in self.legs if leg.kept)
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def _is_compressed(path: Path) -> bool:
+    return path.suffix.lower() in COMPRESSED_SUFFIXES
+
+
+def media_files(paths: Sequence[Path]) -> list[Path]:
+    """Expand folders (not recursively) to their capture files; everything sorted by file name."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise InputError(f"{path}: not found")
+        if path.is_dir():
+            entries = sorted(p for p in path.iterdir() if p.is_file())
+            captures = [p for p in entries if p.suffix.lower() in CAPTURE_SUFFIXES]
+            if not captures:
+                compressed = [p.name for p in entries if _is_compressed(p)]
+                hint = ""
+                if compressed:
+                    hint = f"; compressed captures are not supported ({compressed[0]}...): decompress them first"
+                raise InputError(f"{path}: no capture files (*.pcap, *.pcapng) in this folder{hint}")
+            found.update(dict.fromkeys(captures))
+        elif _is_compressed(path):
+            raise InputError(f"{path}: compressed captures are not supported: decompress it first (e.g. gunzip)")
+        else:
+            found.setdefault(path, None)
+    return sorted(found, key=lambda p: (p.name, str(p)))
+
+
+def output_name(source: Path, leg: str) -> str:
+    """<source stem>-<leg>-filtered.pcap: the rolling chunk's name stays visible in the outputs."""
+    return f"{Path(source).stem}-{leg}{FILTERED_SUFFIX}"
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+_Window = tuple[str, int, int]  # leg name, start_ns, end_ns
+
+
+def _routing_table(plan: LegPlan) -> dict[Pair, list[_Window]]:
+    """Exact endpoint pair → the legs' negotiation windows that may carry it."""
+    table: dict[Pair, list[_Window]] = {}
+    for leg in plan.legs:
+        for negotiation in leg.negotiations:
+            window = (leg.name, negotiation.start_ns, negotiation.end_ns)
+            for pair in dict.fromkeys(negotiation_pairs(negotiation)):
+                table.setdefault(pair, []).append(window)
+    return table
+
+
+def _route(plan: LegPlan, frames: Iterable[Frame]) -> dict[str, list[Frame]]:
+    """The frames that belong to a leg: exact pair AND inside that negotiation's time window."""
+    table = _routing_table(plan)
+    routed: dict[str, list[Frame]] = {leg.name: [] for leg in plan.legs}
+    for frame in frames:
+        l3 = link_payload(frame.linktype, frame.data)
+        ip = parse_ip(l3) if l3 else None
+        udp = parse_udp(ip) if ip else None
+        if udp is None:
+            continue
+        windows = table.get((udp.src, udp.sport, udp.dst, udp.dport))
+        if not windows:
+            continue
+        ts = frame.ts_ns
+        for name, start, end in windows:
+            if start <= ts <= end:
+                routed[name].append(frame)
+                break
+    return routed
+
+
+def _read_routed(plan: LegPlan, path: Path) -> tuple[dict[str, list[Frame]], int, str | None]:
+    """Route every frame of a capture, streamed; (routed, linktype, error of a capture that ends badly)."""
+    errors: list[str] = []
+    with open_capture(path) as reader:
+
+        def frames() -> Iterator[Frame]:
+            try:
+                yield from reader
+            except TruncatedCaptureError as exc:  # keep what came before the damage
+                errors.append(str(exc))
+
+        return _route(plan, frames()), reader.linktype, next(iter(errors), None)
+
+
+# -- one file ----------------------------------------------------------------------------------
+
+
+def _write_leg(frames: list[Frame], linktype: int, output: Path) -> None:
+    """A leg's packets as ns pcap with the source's link type, atomically."""
+    with atomic_output(output, overwrite=True) as temp, PcapWriter(temp, linktype, nanosecond=True) as writer:
+        for frame in frames:
+            writer.write(frame.ts_ns, frame.data, frame.orig_len)
+
+
+def filter_raw_file(
+    plan: LegPlan, source: Path, filtered_dir: Path, *, min_packets: int = DEFAULT_MIN_PACKETS
+) -> FileResult:
+    """BPF in C over the whole file, then exact routing of the few survivors; errors are returned, not raised."""
+    source, filtered_dir = Path(source), Path(filtered_dir)
+    filtered_dir.mkdir(parents=True, exist_ok=True)
+    empty = tuple(LegFile(leg.name, None, 0, False) for leg in plan.legs)
+    temp = filtered_dir / _MATCHED_TEMP.format(stem=source.stem, token=secrets.token_hex(4))
+    try:
+        if libpcap.available():
+            linktype = libpcap.linktype_of(source)
+            result = libpcap.filter_file(source, temp, leg_filter(plan, linktype))
+            matched, error = result.packets_matched, result.src_error
+            routed, linktype, read_error = _read_routed(plan, temp)
+            error = error or read_error
+        else:  # no libpcap here: the pure-Python reader does the whole job, slower but the same result
+            routed, linktype, error = _read_routed(plan, source)
+            matched = sum(map(len, routed.values()))
+    except (PcapError, OSError) as exc:
+        return FileResult(source, 0, empty, _error_text(source, exc), None, None)
+    finally:
+        temp.unlink(missing_ok=True)
+
+    legs: list[LegFile] = []
+    times: list[int] = []
+    for name, frames in routed.items():
+        kept = len(frames) > min_packets
+        output = filtered_dir / output_name(source, name) if kept else None
+        if output is not None:
+            _write_leg(frames, linktype, output)
+        legs.append(LegFile(name, output, len(frames), kept))
+        times += (frame.ts_ns for frame in frames)
+    first, last = (min(times), max(times)) if times else (None, None)
+    return FileResult(source, matched, tuple(legs), error, first, last)
+
+
+def _error_text(source: Path, exc: Exception) -> str:
+    """The error's own text, with the file named when the message does not already name it."""
+    text = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror or exc}"
+    return text if str(source) in text else f"{source}: {text}"
+
+
+# -- many files --------------------------------------------------------------------------------
+
+
+def _check_names(sources: Sequence[Path]) -> None:
+    """Two sources with one stem would overwrite each other's outputs."""
+    stems: dict[str, Path] = {}
+    for source in sources:
+        other = stems.setdefault(Path(source).stem, Path(source))
+        if other != Path(source):
+            raise InputError(
+                f"{other} and {source} share the name {Path(source).stem!r}, so their filtered files would "
+                "collide; rename one"
+            )
+
+
+def filter_raw_files(
+    plan: LegPlan,
+    sources: Sequence[Path],
+    filtered_dir: Path,
+    *,
+    min_packets: int = DEFAULT_MIN_PACKETS,
+    workers: int | None = None,
+) -> list[FileResult]:
+    """filter_raw_file over many files, one process each at a time; results in input order."""
+    sources = [Path(s) for s in sources]
+    _check_names(sources)
+    if workers is None:
+        workers = min(len(sources), os.cpu_count() or 1)
+    if len(sources) <= 1 or workers <= 1:
+        return [filter_raw_file(plan, s, filtered_dir, min_packets=min_packets) for s in sources]
+    with ProcessPoolExecutor(max_workers=min(workers, len(sources))) as pool:
+        futures = [pool.submit(filter_raw_file, plan, s, filtered_dir, min_packets=min_packets) for s in sources]
+        return [future.result() for future in futures]
+
+
+# -- when nothing matched ----------------------------------------------------------------------
+
+
+def time_span(path: Path) -> tuple[int, int] | None:
+    """Earliest and latest timestamp of a capture, streamed; None without a readable packet (PcapError: no capture)."""
+    first = last = None
+    with open_capture(path) as reader:
+        try:
+            for frame in reader:
+                ts = frame.ts_ns
+                if first is None or last is None:
+                    first = last = ts
+                elif ts < first:
+                    first = ts
+                elif ts > last:
+                    last = ts
+        except TruncatedCaptureError:
+            pass  # the span of what is readable is still the useful answer
+    return None if first is None or last is None else (first, last)
+
+
+def _utc(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _span_text(start_ns: int, end_ns: int) -> str:
+    return f"{_utc(start_ns)} – {_utc(end_ns)} UTC"
+
+
+def no_match_message(plan: LegPlan, results: Sequence[FileResult]) -> str:
+    """Why nothing matched, with what a support engineer needs to see: files, their times, the call, its legs."""
+    lines = [f"no media packet of call {plan.call_id} found in {len(results)} media file(s):"]
+    for result in results:
+        if result.error is not None and result.matched == 0:
+            lines.append(f"  {result.source.name}: unreadable: {result.error}")
+            continue
+        try:
+            span = time_span(result.source)
+        except PcapError as exc:
+            span, note = None, f" ({exc})"
+        else:
+            note = f" ({result.error})" if result.error else ""
+        when = _span_text(*span) if span else "no packets"
+        lines.append(f"  {result.source.name}: {when}{note}")
+    lines.append(f"the call's SIP: {_span_text(plan.start_ns, plan.end_ns)}")
+    for leg in plan.legs:
+        windows = ", ".join(
+            f"{n.peer.rtp} <-> {n.host.rtp} (RTCP {n.peer.rtcp} <-> {n.host.rtcp}) "
+            f"{_span_text(n.start_ns, n.end_ns)}"
+            for n in leg.negotiations
+        )
+        lines.append(f"  {leg.name} leg: {windows}")
+    lines.append(
+        "check that the media files were captured on this call's media host and cover the call's time "
+        "(clock offset, wrong chunk, wrong host)"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""The correlation pipeline: SIP pcap + direction + raw media → the three outputs and a report.
+
+Each step is a plain function so the CLI (in-process) and the Prefect flow (one task per step, the filter
+step mapped per raw file) run the same code; `correlate()` is the in-process sequence of the steps.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rtpcore.errors import InputError, NoMediaMatchError
+from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
+from rtpcore.media.demux import FileResult, filter_raw_file, filter_raw_files, media_files, no_match_message
+from rtpcore.pcap.merge import merge_captures
+from rtpcore.plan import LegPlan
+from rtpcore.report import CorrelationReport, build_report
+from rtpcore.sip.legs import resolve_legs
+
+log = logging.getLogger(__name__)
+
+MEDIA_RAW = "media_raw.pcap"
+MEDIA_DECRYPTED = "media_decrypted.pcap"
+SIP_PLUS_MEDIA = "SIP_plus_media_decrypted.pcap"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPaths:
+    """The seed's session layout: <root>/{raw,uploads,decrypted,combined/filtered}."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def decrypted(self) -> Path:
+        return self.root / "decrypted"
+
+    @property
+    def combined(self) -> Path:
+        return self.root / "combined"
+
+    @property
+    def filtered(self) -> Path:
+        return self.combined / "filtered"
+
+    @property
+    def media_raw(self) -> Path:
+        return self.combined / MEDIA_RAW
+
+    @property
+    def media_decrypted(self) -> Path:
+        return self.combined / MEDIA_DECRYPTED
+
+    @property
+    def sip_plus_media(self) -> Path:
+        return self.combined / SIP_PLUS_MEDIA
+
+    @property
+    def finals(self) -> tuple[Path, ...]:
+        return (self.media_raw, self.media_decrypted, self.sip_plus_media)
+
+
+def prepare_outputs(out: Path, *, overwrite: bool = False) -> SessionPaths:
+    """Create the output folders; refuse to overwrite earlier results unless asked."""
+    paths = SessionPaths(Path(out).expanduser().resolve())
+    existing = [p for p in paths.finals if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} already exists; choose another --out or pass --overwrite")
+    for folder in (paths.decrypted, paths.filtered):
+        folder.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for p in existing:
+            p.unlink()
+    return paths
+
+
+def plan_call(sip: Path, direction: str, *, call_id: str | None = None, number: str | None = None) -> LegPlan:
+    """Step 1: the leg plan from the SIP capture."""
+    plan = resolve_legs(Path(sip), direction, call_id=call_id, number=number)
+    log.info("Direction: %s", direction)
+    log.info("call %s: %s", plan.call_id, "; ".join(f"{leg.name} {', '.join(leg.endpoints)}" for leg in plan.legs))
+    return plan
+
+
+def filter_one(plan: LegPlan, source: Path, paths: SessionPaths, *, min_packets: int) -> FileResult:
+    """Step 2 for one raw file (the flow maps this per file)."""
+    return filter_raw_file(plan, Path(source), paths.filtered, min_packets=min_packets)
+
+
+def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -> int:
+    """Step 3: all kept per-leg files by timestamp → media_raw.pcap; no match at all is an error."""
+    kept = [lf.output for r in results for lf in r.legs if lf.kept and lf.output is not None]
+    for r in results:
+        if r.error:
+            log.warning("raw file %s: %s", r.source.name, r.error)
+    if not kept:
+        raise NoMediaMatchError(no_match_message(plan, results))
+    return merge_captures(kept, paths.media_raw)
+
+
+def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -> DecryptResult:
+    """Step 4: decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap."""
+    inputs = [FilteredInput(lf.leg, lf.output, r.source) for r in results for lf in r.legs if lf.kept and lf.output]
+    return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted)
+
+
+def combine(sip: Path, paths: SessionPaths) -> int:
+    """Step 5: the SIP capture and the decrypted media by timestamp → SIP_plus_media_decrypted.pcap."""
+    return merge_captures([Path(sip), paths.media_decrypted], paths.sip_plus_media)
+
+
+def correlate(
+    sip: Path,
+    direction: str,
+    media: Sequence[Path],
+    out: Path,
+    *,
+    call_id: str | None = None,
+    number: str | None = None,
+    min_packets: int = 10,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> CorrelationReport:
+    """The whole job in-process; on failure nothing is left under the final output names."""
+    sources = media_files([Path(m) for m in media])
+    plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
+    paths = prepare_outputs(Path(out), overwrite=overwrite)
+    try:
+        results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
+        merge_raw(plan, results, paths)
+        decrypted = decrypt(plan, results, paths)
+        combine(Path(sip), paths)
+    except BaseException:
+        for p in paths.finals:
+            p.unlink(missing_ok=True)
+        raise
+    return build_report(plan, results, decrypted, paths.finals)
+
+
+def default_workers() -> int:
+    """Raw files are filtered in parallel processes, one per core."""
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,143 @@
+"""The correlation report: what was found for each leg and stream, as JSON, text and markdown."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rtpcore.media.decrypt import DecryptResult, StreamStats
+from rtpcore.media.demux import FileResult
+from rtpcore.plan import LegPlan
+
+LOSS_WARN_RATIO = 0.01
+GAP_WARN_NS = 500 * 10**6
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationReport:
+    """Everything a support engineer reads after a correlation; keys never appear in it."""
+
+    plan: LegPlan
+    files: tuple[FileResult, ...]
+    streams: tuple[StreamStats, ...]
+    outputs: tuple[Path, Path, Path]  # media_raw, media_decrypted, SIP_plus_media_decrypted
+    per_file_outputs: tuple[Path, ...]
+    findings: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def leg_packets(self, leg: str) -> int:
+        return sum(lf.packets for r in self.files for lf in r.legs if lf.leg == leg and lf.kept)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.plan.to_json()
+        for leg in doc["legs"]:
+            leg["packets"] = self.leg_packets(leg["name"])
+            leg["streams"] = [s.to_json() for s in self.streams if s.leg == leg["name"]]
+        raw, dec, sip_plus = self.outputs
+        doc["outputs"] = {"media_raw": str(raw), "media_decrypted": str(dec), "sip_plus_media_decrypted": str(sip_plus)}
+        doc["files"] = [
+            {"source": str(r.source), "matched": r.matched, "error": r.error,
+             "legs": {lf.leg: {"packets": lf.packets, "kept": lf.kept} for lf in r.legs}}
+            for r in self.files
+        ]
+        doc["decrypted_files"] = [str(p) for p in self.per_file_outputs]
+        doc["findings"] = list(self.findings)
+        doc["warnings"] = list(self.warnings)
+        return doc
+
+    def text(self) -> str:
+        """The summary table the CLI and `make demo` print."""
+        return format_text(self.to_json())
+
+    def markdown(self) -> str:
+        """The Prefect artifact: call, legs, per-stream counts, decrypt status, findings."""
+        p = self.plan
+        out = [f"# Call `{p.call_id}` ({p.direction})", ""]
+        if len(p.call_ids) > 1:
+            out += [f"Dialogs: {', '.join(f'`{c}`' for c in p.call_ids)}", ""]
+        out += [f"SIP from {_utc(p.start_ns)} to {_utc(p.end_ns)}", "", "## Legs", "",
+                "| leg | media host | peer | SRTP | packets |", "|---|---|---|---|---|"]
+        for leg in p.legs:
+            out.append(f"| {leg.name} | {leg.media_host} | {leg.peer} | {leg.srtp_suite or 'none'} | {self.leg_packets(leg.name)} |")
+        out += ["", "## Streams", "", "| leg | kind | src → dst | SSRC | packets | decrypted | auth failed | lost | dup | max gap ms |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for s in sorted(self.streams, key=lambda s: (s.leg, s.kind, s.src)):
+            out.append(f"| {s.leg} | {s.kind} | {s.src} → {s.dst} | 0x{s.ssrc:08x} | {s.packets} | {s.decrypted} | "
+                       f"{s.auth_failed} | {s.lost} | {s.duplicates} | {s.max_gap_ns / 1e6:.1f} |")
+        if self.findings:
+            out += ["", "## Findings", ""] + [f"- {f}" for f in self.findings]
+        bad = [r for r in self.files if r.error]
+        if bad:
+            out += ["", "## Raw files with errors", ""] + [f"- `{r.source.name}`: {r.error}" for r in bad]
+        if self.warnings:
+            out += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
+        out += ["", "## Outputs", ""] + [f"- `{o}`" for o in self.outputs]
+        return "\n".join(out) + "\n"
+
+
+def format_text(doc: dict[str, Any]) -> str:
+    """A correlation's JSON document as the plain-text table a terminal user reads."""
+    lines = [f"call {doc['call_id']} ({doc['direction']})"]
+    if len(doc["call_ids"]) > 1:
+        lines.append(f"dialogs: {', '.join(doc['call_ids'])}")
+    lines.append(f"  {'leg':8} {'kind':4} {'src':>26} -> {'dst':<26} {'ssrc':10} {'pkts':>6} {'decr':>6} "
+                 f"{'authf':>5} {'lost':>5} {'dup':>4} {'gap ms':>7}")
+    for leg in doc["legs"]:
+        for s in sorted(leg.get("streams", []), key=lambda s: (s["kind"], s["src"])):
+            lines.append(
+                f"  {leg['name']:8} {s['kind']:4} {s['src']:>26} -> {s['dst']:<26} {s['ssrc']:10} {s['packets']:6} "
+                f"{s['decrypted']:6} {s['auth_failed']:5} {s['lost']:5} {s['duplicates']:4} {s['max_gap_ms']:7.1f}"
+            )
+    lines += [f"finding: {f}" for f in doc.get("findings", [])]
+    lines += [f"bad raw file: {f['source']}: {f['error']}" for f in doc.get("files", []) if f.get("error")]
+    lines += [f"warning: {w}" for w in doc.get("warnings", [])]
+    lines += [f"{name}: {path}" for name, path in doc.get("outputs", {}).items()]
+    return "\n".join(lines)
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
+    """Plain-language observations: one-way audio, loss, gaps, keys that do not fit."""
+    found: list[str] = []
+    for leg in plan.legs:
+        rtp = [s for s in streams if s.leg == leg.name and s.kind == "rtp"]
+        if not rtp:
+            found.append(f"{leg.name} leg: no RTP at all in the captures")
+            continue
+        hosts = {str(n.host.rtp) for n in leg.negotiations}
+        to_host = sum(s.packets for s in rtp if s.dst in hosts)
+        from_host = sum(s.packets for s in rtp if s.src in hosts)
+        if not to_host:
+            found.append(f"{leg.name} leg: one-way audio — no RTP from {leg.peer} to the media host {leg.media_host}")
+        if not from_host:
+            found.append(f"{leg.name} leg: one-way audio — no RTP from the media host {leg.media_host} to {leg.peer}")
+    for s in streams:
+        if s.kind != "rtp":
+            continue
+        if s.expected and s.lost / s.expected > LOSS_WARN_RATIO:
+            found.append(f"{s.leg} {s.src} → {s.dst}: {s.lost} of {s.expected} packets lost ({100 * s.lost / s.expected:.1f} %)")
+        if s.max_gap_ns > GAP_WARN_NS:
+            found.append(f"{s.leg} {s.src} → {s.dst}: a gap of {s.max_gap_ns / 1e6:.0f} ms without packets")
+        if s.auth_failed and not s.decrypted:
+            found.append(f"{s.leg} {s.src} → {s.dst}: no packet decrypted with the SDES key from the SDP (wrong key or not SDES)")
+    return found
+
+
+def build_report(
+    plan: LegPlan, files: Sequence[FileResult], decrypted: DecryptResult, outputs: tuple[Path, ...]
+) -> CorrelationReport:
+    raw, dec, sip_plus = outputs
+    return CorrelationReport(
+        plan=plan,
+        files=tuple(files),
+        streams=decrypted.streams,
+        outputs=(raw, dec, sip_plus),
+        per_file_outputs=decrypted.outputs,
+        findings=tuple(findings(plan, decrypted.streams)),
+        warnings=tuple(dict.fromkeys(plan.warnings + decrypted.warnings)),
+    )

@@ -1,0 +1,76 @@
+"""Tasks of the correlate-call flow: one per pipeline step, the filter step mapped per raw file."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import tasks.logging  # noqa: F401  (sets PREFECT_LOGGING_EXTRA_LOGGERS before prefect loads)
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from rtpcore import pipeline
+from rtpcore.media.decrypt import DecryptResult
+from rtpcore.media.demux import FileResult
+from rtpcore.plan import LegPlan
+from rtpcore.report import CorrelationReport, build_report
+
+# The plan holds SDES keys: never cache or persist it, and never hash it into a cache key.
+_PRIVATE = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="resolve-legs", tags=["sip"], **_PRIVATE)
+def resolve_legs(sip: Path, direction: str, call_id: str | None, number: str | None) -> LegPlan:
+    return pipeline.plan_call(sip, direction, call_id=call_id, number=number)
+
+
+@task(name="list-media", **_PRIVATE)
+def list_media(media: Sequence[str]) -> list[Path]:
+    from rtpcore.media.demux import media_files
+
+    return media_files([Path(m) for m in media])
+
+
+@task(name="prepare-outputs", **_PRIVATE)
+def prepare_outputs(out: Path, overwrite: bool) -> pipeline.SessionPaths:
+    return pipeline.prepare_outputs(out, overwrite=overwrite)
+
+
+@task(name="filter-raw-file", tags=["media"], retries=1, retry_delay_seconds=2, **_PRIVATE)
+def filter_raw_file(plan: LegPlan, source: Path, paths: pipeline.SessionPaths, min_packets: int) -> FileResult:
+    return pipeline.filter_one(plan, source, paths, min_packets=min_packets)
+
+
+@task(name="merge-raw", **_PRIVATE)
+def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths) -> int:
+    return pipeline.merge_raw(plan, results, paths)
+
+
+@task(name="decrypt-media", tags=["srtp"], **_PRIVATE)
+def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths) -> DecryptResult:
+    return pipeline.decrypt(plan, results, paths)
+
+
+@task(name="combine-sip-and-media", **_PRIVATE)
+def combine(sip: Path, paths: pipeline.SessionPaths) -> int:
+    return pipeline.combine(sip, paths)
+
+
+@task(name="publish-report", **_PRIVATE)
+def publish_report(
+    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, paths: pipeline.SessionPaths
+) -> CorrelationReport:
+    report = build_report(plan, results, decrypted, paths.finals)
+    key = "correlation-" + "".join(ch if ch.isalnum() else "-" for ch in plan.call_id.lower())[:40].strip("-")
+    create_markdown_artifact(report.markdown(), key=key, description=f"Correlation of call {plan.call_id}")
+    create_table_artifact([{k: v for k, v in s.to_json().items()} | {"leg": s.leg} for s in report.streams],
+                          description="Streams of the call")
+    for path in paths.finals:
+        create_link_artifact(path.resolve().as_uri(), link_text=path.name, description=f"{path.name} (local file)")
+    return report
+
+
+def rollback(paths: pipeline.SessionPaths) -> None:
+    """A failed run leaves nothing under the final output names."""
+    for p in paths.finals:
+        p.unlink(missing_ok=True)

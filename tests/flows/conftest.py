@@ -1,0 +1,22 @@
+"""One Prefect test harness for every flow test (starting Prefect costs 13–26 s: pay it once)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "rtpcore")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/flows/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.flow)
