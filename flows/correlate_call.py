@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-import tasks.logging  # noqa: F401
+from tasks.runtime import install_redaction  # first: process defaults before prefect loads
 from prefect import flow, unmapped
 from tasks import correlation as t
 
@@ -45,4 +45,5 @@ def correlate_call(
     overwrite: Annotated[bool, Field(description="Replace earlier outputs in the output folder")] = False,
 ) -> dict:
     """Find the call's media legs, filter the raw captures once per file, decrypt SRTP and merge the outputs."""
+    install_redaction()
     return run_correlation(Path(sip_pcap), direction, media, Path(output_folder), call_id, number, min_packets, overwrite)

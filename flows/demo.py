@@ -7,13 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-import tasks.logging  # noqa: F401
+import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
 from rtpcore.callgen import render, variant
 from rtpcore.report import format_text
 
 DEMO_ROOT = Path("demo-output")
 # A B2BUA call (two Call-IDs), SRTP on both legs, media in rolling chunks, with background traffic.
-DEMO_SPEC = variant("inbound-b2bua", name="demo", core_suite="AES_CM_128_HMAC_SHA1_80", rolling_packets=900)
+DEMO_SPEC = variant("inbound-b2bua", core_suite="AES_CM_128_HMAC_SHA1_80", rolling_packets=900)
 
 
 def main() -> int:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-import tasks.logging  # noqa: F401
+from tasks.runtime import install_redaction  # first: process defaults before prefect loads
 from flows.correlate_call import Direction, run_correlation
 from prefect import flow, get_run_logger
 from tasks import session as s
@@ -24,6 +24,7 @@ def process_call(
     min_packets: Annotated[int, Field(ge=0, description="Keep a leg's packets from a file only above this count")] = 10,
 ) -> dict:
     """Create <root>/<folder>/<timestamp>/{raw,uploads,decrypted,combined}, import, and run the correlation."""
+    install_redaction()
     paths = s.create_session(capture_root, output_folder)
     sip = s.import_sip(paths, Path(sip_pcap))
     s.import_media(paths, [media_directory])

@@ -8,7 +8,7 @@ cache="$repo/.cache/rpcapd"
 bin="$cache/rpcapd"
 log="$cache/build.log"
 
-if [ -x "$bin" ] && "$bin" -h 2>&1 | grep -q 'rpcapd'; then
+if [ -x "$bin" ]; then
   echo "$bin"; exit 0
 fi
 fail() { echo "build-rpcapd: $*" >&2; exit 1; }
@@ -55,8 +55,9 @@ fi
 
 cd "$src"
 if [ ! -f Makefile ]; then
+  # OpenSSL (libssl-dev) is picked up through pkg-config: that is what gives rpcapd -S (rpcaps://).
   ./configure --enable-remote --disable-dbus --disable-rdma --disable-bluetooth --disable-usb \
-    --disable-netmap --disable-dpdk --without-libnl --with-openssl >>"$log" 2>&1 \
+    --disable-netmap --without-libnl >>"$log" 2>&1 \
     || fail "libpcap ./configure failed (see $log)"
 fi
 # rpcapd links against the static libpcap.a of this tree; build only that and the daemon.

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import tasks.logging  # noqa: F401  (sets PREFECT_LOGGING_EXTRA_LOGGERS before prefect loads)
+import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -15,11 +15,13 @@ from rtpcore.media.demux import FileResult
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
 
+# No task tags: a tagged task run first negotiates tag concurrency slots with the server, which
+# measured ~2 s per task here (prefect.concurrency acquire_concurrency_slots_with_lease).
 # The plan holds SDES keys: never cache or persist it, and never hash it into a cache key.
 _PRIVATE = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
-@task(name="resolve-legs", tags=["sip"], **_PRIVATE)
+@task(name="resolve-legs", **_PRIVATE)
 def resolve_legs(sip: Path, direction: str, call_id: str | None, number: str | None) -> LegPlan:
     return pipeline.plan_call(sip, direction, call_id=call_id, number=number)
 
@@ -36,7 +38,7 @@ def prepare_outputs(out: Path, overwrite: bool) -> pipeline.SessionPaths:
     return pipeline.prepare_outputs(out, overwrite=overwrite)
 
 
-@task(name="filter-raw-file", tags=["media"], retries=1, retry_delay_seconds=2, **_PRIVATE)
+@task(name="filter-raw-file", retries=1, retry_delay_seconds=2, **_PRIVATE)
 def filter_raw_file(plan: LegPlan, source: Path, paths: pipeline.SessionPaths, min_packets: int) -> FileResult:
     return pipeline.filter_one(plan, source, paths, min_packets=min_packets)
 
@@ -46,7 +48,7 @@ def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.Sess
     return pipeline.merge_raw(plan, results, paths)
 
 
-@task(name="decrypt-media", tags=["srtp"], **_PRIVATE)
+@task(name="decrypt-media", **_PRIVATE)
 def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths) -> DecryptResult:
     return pipeline.decrypt(plan, results, paths)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import tasks.logging  # noqa: F401
+import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 

@@ -154,7 +154,10 @@ def rtcp_sender_ssrc(data: bytes) -> int:
 
 
 def srtcp_index(data: bytes, tag_len: int, mki_len: int = 0) -> tuple[bool, int]:
-    """(E flag, 31-bit SRTCP index) from the word before the MKI and authentication tag (RFC 3711 §3.4)."""
+    """(E flag, 31-bit SRTCP index) from the word before the MKI and tag (RFC 3711 §3.4).
+
+    AEAD suites put the index after the tag (RFC 7714 §9.1): pass tag_len=0 for them.
+    """
     if tag_len < 0 or mki_len < 0:
         raise ValueError(f"tag length {tag_len} and MKI length {mki_len} must not be negative")
     end = len(data) - tag_len - mki_len

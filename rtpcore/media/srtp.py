@@ -2,7 +2,7 @@
 
 pylibsrtp 1.0 exposes four profiles and no ROC control. Its compiled binding statically links libsrtp
 and exports every libsrtp symbol, so ctypes on the same loaded image (same global state) reaches
-`srtp_set_stream_roc`, `srtp_get_stream_roc` and the AES-192/256 policy setters. The per-packet path
+`srtp_set_stream_roc`, `srtp_get_stream_roc` and the AES-256 policy setters. The per-packet path
 calls `srtp_unprotect` through pylibsrtp's cffi `lib` with a buffer and length cell allocated once.
 """
 from __future__ import annotations
@@ -76,14 +76,15 @@ _SETUPS: dict[str, _Setup] = {
     "AEAD_AES_128_GCM": _Setup(pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM),
     "AEAD_AES_256_GCM": _Setup(pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM),
 }
-for _bits in (192, 256):
-    for _tag in (80, 32):
-        _SETUPS[f"AES_{_bits}_CM_HMAC_SHA1_{_tag}"] = _Setup(
-            None,
-            rtp_setter=_CM.format(bits=_bits, tag=_tag),
-            rtcp_setter=_CM.format(bits=_bits, tag=80),
-            alt_rtcp_setter=_CM.format(bits=_bits, tag=32) if _tag == 32 else None,
-        )
+# No AES-192: the libsrtp 2.7.0 in pylibsrtp 1.0.0 derives AES-192 session keys with AES-256 over
+# key+salt (cisco/libsrtp#763), so it cannot decrypt RFC 6188 senders; tests/rtpcore/test_srtp.py shows it.
+for _tag in (80, 32):
+    _SETUPS[f"AES_256_CM_HMAC_SHA1_{_tag}"] = _Setup(
+        None,
+        rtp_setter=_CM.format(bits=256, tag=_tag),
+        rtcp_setter=_CM.format(bits=256, tag=80),
+        alt_rtcp_setter=_CM.format(bits=256, tag=32) if _tag == 32 else None,
+    )
 
 
 @functools.cache
@@ -107,7 +108,7 @@ def _native() -> ctypes.CDLL | None:
 
 
 def _supported() -> frozenset[str]:
-    """Suites we can build a context for; the AES-192/256 CM ones need the exported policy setters."""
+    """Suites we can build a context for; the AES-256 CM ones need the exported policy setters."""
     if _native() is not None:
         return frozenset(_SETUPS)
     return frozenset(name for name, setup in _SETUPS.items() if setup.profile is not None)
@@ -132,11 +133,15 @@ def _require_native(what: str) -> ctypes.CDLL:
     return native
 
 
-def _strip_mki(packet: bytes, mki_length: int, tag_len: int) -> bytes:
-    """Drop the MKI between payload and tag (RFC 3711 §3.1): the tag does not cover it, libsrtp must not see it."""
-    cut = len(packet) - tag_len
+def _strip_mki(packet: bytes, mki_length: int, after: int) -> bytes:
+    """Drop the MKI, which sits `after` bytes before the end; the tag does not cover it and libsrtp must not see it.
+
+    AES-CM: between payload (SRTCP: index) and tag, RFC 3711 §3.1/§3.4. AEAD: last, after the tag
+    (SRTCP: after the index), RFC 7714 §8.1/§9.1.
+    """
+    cut = len(packet) - after
     if cut - mki_length < 0:
-        raise SrtpError(f"{len(packet)}-byte packet is too short for a {mki_length}-byte MKI and a {tag_len}-byte tag")
+        raise SrtpError(f"{len(packet)}-byte packet is too short to hold a {mki_length}-byte MKI")
     return packet[: cut - mki_length] + packet[cut:]
 
 
@@ -211,9 +216,9 @@ class SrtpContext:
         if setup.profile is not None:
             _lib.srtp_crypto_policy_set_from_profile_for_rtp(_ffi.addressof(policy.rtp), setup.profile)
             _lib.srtp_crypto_policy_set_from_profile_for_rtcp(_ffi.addressof(policy.rtcp), setup.profile)
-        native = _native() if (setup.profile is None or alt_rtcp) else None
-        if setup.profile is None:
-            assert native is not None and setup.rtp_setter is not None and setup.rtcp_setter is not None
+        else:
+            native = _require_native(f"the {self.suite} policy")
+            assert setup.rtp_setter is not None and setup.rtcp_setter is not None
             getattr(native, setup.rtp_setter)(_address(_ffi.addressof(policy.rtp)))
             getattr(native, setup.rtcp_setter)(_address(_ffi.addressof(policy.rtcp)))
         if alt_rtcp:
@@ -240,7 +245,7 @@ class SrtpContext:
     def unprotect_rtp(self, packet: bytes) -> bytes:
         """Verify and decrypt one SRTP packet; returns the RTP packet without tag and MKI."""
         if self.mki_length:
-            packet = _strip_mki(packet, self.mki_length, self._rtp_tag_len)
+            packet = _strip_mki(packet, self.mki_length, 0 if self._aead else self._rtp_tag_len)
         n = len(packet)
         if n > self._capacity:
             self._grow(n)
@@ -294,23 +299,24 @@ class SrtpContext:
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         """Verify and decrypt one SRTCP packet; returns the RTCP compound without index, MKI and tag."""
-        first_error: SrtpError | None = None
+        errors: list[SrtpError] = []
         for position, session, tag_len in self._rtcp_candidates():
             try:
                 plain = self._unprotect_rtcp_with(session, tag_len, packet)
-            except (SrtpAuthError, SrtpReplayError) as exc:
-                # A wrong tag length reads the index from the wrong bytes: auth or replay failure.
-                first_error = first_error or exc
+            except SrtpError as exc:
+                # A wrong tag length reads E flag and index from the wrong bytes, so libsrtp may report
+                # an auth failure, a replay or "can't check"; the next context decides.
+                errors.append(exc)
                 continue
             if position:
                 self._rtcp_contexts.insert(0, self._rtcp_contexts.pop(position))
             return plain
-        assert first_error is not None
-        raise first_error
+        # A replay verdict from any layout means a duplicate; else an auth failure; else the first reason.
+        raise min(errors, key=lambda e: 0 if isinstance(e, SrtpReplayError) else 1 if isinstance(e, SrtpAuthError) else 2)
 
     def _unprotect_rtcp_with(self, session: _Session, tag_len: int, packet: bytes) -> bytes:
         if self.mki_length:
-            packet = _strip_mki(packet, self.mki_length, tag_len)
+            packet = _strip_mki(packet, self.mki_length, 0 if self._aead else tag_len)
         n = len(packet)
         if n > self._capacity:
             self._grow(n)
@@ -330,7 +336,9 @@ class SrtpContext:
         if kind == "SRTP" and len(packet) >= RTP_SEQ_END:
             where += f" seq {struct.unpack_from('!H', packet, 2)[0]}"
         elif kind == "SRTCP" and len(packet) >= tag_len + SRTCP_INDEX_LEN:
-            index = struct.unpack_from("!I", packet, len(packet) - tag_len - SRTCP_INDEX_LEN)[0] & 0x7FFFFFFF
+            # AEAD puts the index after the tag (RFC 7714 §9.1), AES-CM before it (RFC 3711 §3.4).
+            behind = 0 if self._aead else tag_len
+            index = struct.unpack_from("!I", packet, len(packet) - behind - SRTCP_INDEX_LEN)[0] & 0x7FFFFFFF
             where += f" index {index} ({tag_len}-byte tag)"
         if rc == STATUS_AUTH_FAIL or (rc == STATUS_CIPHER_FAIL and self._aead):
             roc = f" at ROC {self.roc}" if kind == "SRTP" else ""

@@ -1,0 +1,314 @@
+"""Rolling pcap chunks <stem>-0001.pcap, -0002 …: each a valid pcap whenever the process dies."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from rtpcore.errors import StorageError
+from rtpcore.fsutil import fsync_dir
+from rtpcore.pcap.writer import DEFAULT_SNAPLEN, NS_PER_S, NS_PER_US, PCAP_MAGIC_NS, PCAP_MAGIC_US, PCAP_VERSION
+
+__all__ = [
+    "CLOSE_REASONS",
+    "ChunkInfo",
+    "RollingPcapWriter",
+    "chunk_name",
+    "existing_indices",
+    "parse_chunk_name",
+]
+
+DEFAULT_MAX_BYTES = 500 * 2**20
+DEFAULT_FLUSH_INTERVAL = 1.0          # seconds of wall time a SIGKILL may lose at most
+DEFAULT_FLUSH_BYTES = 256 * 1024      # pending bytes that force a write() before the interval ends
+FILE_HEADER_LEN = 24
+RECORD_HEADER_LEN = 16
+CLOSE_REASONS = frozenset({"size", "time", "stop", "repair"})
+_MAX_NAME_ATTEMPTS = 1000             # another process racing us for names: give up after this many
+_PCAP_FILE_HEADER = struct.Struct("<IHHiIII")    # same layout PcapWriter writes
+_PCAP_RECORD_HEADER = struct.Struct("<IIII")
+_CHUNK_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{4,})\.pcap$")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkInfo:
+    """A closed chunk, as the manifest and the uploader need it."""
+
+    name: str
+    path: Path
+    index: int
+    packets: int
+    bytes: int
+    first_ns: int | None
+    last_ns: int | None
+    sha256: str
+    closed_reason: str  # "size" | "time" | "stop" | "repair"
+
+
+def chunk_name(stem: str, index: int) -> str:
+    """The seed's chunk file name: stem plus a 4-digit (or wider) index."""
+    return f"{stem}-{index:04d}.pcap"
+
+
+def parse_chunk_name(name: str) -> tuple[str, int] | None:
+    """(stem, index) of a chunk file name, or None when it does not follow the pattern."""
+    m = _CHUNK_NAME.match(name)
+    return (m["stem"], int(m["index"])) if m else None
+
+
+def existing_indices(folder: Path, stem: str) -> list[int]:
+    """Indices already used by `stem` in folder, sorted; another stem's chunks never match."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in os.scandir(folder):
+        parsed = parse_chunk_name(entry.name)
+        if parsed is not None and parsed[0] == stem:
+            found.append(parsed[1])
+    return sorted(found)
+
+
+def pcap_file_header(linktype: int, snaplen: int = DEFAULT_SNAPLEN, *, nanosecond: bool = False) -> bytes:
+    """The 24-byte global header every chunk starts with."""
+    magic = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
+    return _PCAP_FILE_HEADER.pack(magic, *PCAP_VERSION, 0, 0, snaplen, linktype)
+
+
+class RollingPcapWriter:
+    """Classic pcap chunks rolled on size and/or capture time; data reaches the kernel every flush_interval."""
+
+    current: Path | None
+    chunks: list[ChunkInfo]
+
+    def __init__(
+        self,
+        folder: Path,
+        stem: str,
+        linktype: int,
+        *,
+        snaplen: int = DEFAULT_SNAPLEN,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_seconds: float = 0,
+        nanosecond: bool = False,
+        on_close: Callable[[ChunkInfo], None] | None = None,
+        start_index: int = 1,
+        on_open: Callable[[Path], None] | None = None,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        flush_bytes: int = DEFAULT_FLUSH_BYTES,
+    ) -> None:
+        if not 0 <= linktype <= 0xFFFF:
+            raise ValueError(f"link type {linktype} is outside 0..65535")
+        if snaplen <= 0:
+            raise ValueError(f"snaplen must be positive, got {snaplen}")
+        if max_bytes < FILE_HEADER_LEN + RECORD_HEADER_LEN:
+            raise ValueError(f"max_bytes must be at least {FILE_HEADER_LEN + RECORD_HEADER_LEN}, got {max_bytes}")
+        if max_seconds < 0:
+            raise ValueError(f"max_seconds must be 0 (off) or positive, got {max_seconds}")
+        if start_index < 1:
+            raise ValueError(f"start_index must be at least 1, got {start_index}")
+        if flush_interval < 0 or flush_bytes < 0:
+            raise ValueError(f"flush_interval and flush_bytes must not be negative, got {flush_interval}, {flush_bytes}")
+        if not stem or "/" in stem or os.sep in stem:
+            raise ValueError(f"stem {stem!r} must be a non-empty file name part without '/'")
+        self.folder = Path(folder)
+        self.stem = stem
+        self.linktype = linktype
+        self.snaplen = snaplen
+        self.nanosecond = nanosecond
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.flush_interval = flush_interval
+        self.flush_bytes = flush_bytes
+        self.on_close = on_close
+        self.on_open = on_open
+        self.current = None
+        self.chunks = []
+        self._header = pcap_file_header(linktype, snaplen, nanosecond=nanosecond)
+        self._divisor = 1 if nanosecond else NS_PER_US
+        self._max_ns = int(max_seconds * NS_PER_S)
+        self._closed = False
+        self._fd: int | None = None
+        self._index = 0
+        self._packets = 0
+        self._bytes = 0
+        self._first_raw = 0
+        self._last_raw = 0
+        self._hash = hashlib.sha256()
+        self._buf = bytearray()
+        self._last_flush = time.monotonic()
+        used = existing_indices(self.folder, stem)
+        self._next_index = max(start_index, used[-1] + 1 if used else 1)
+        self._open_next()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, ts_ns: int, data: bytes, orig_len: int | None = None) -> None:
+        """Append one record (cut to snaplen), rolling first when it would overflow the chunk."""
+        self.write_many(((ts_ns, data, len(data) if orig_len is None else orig_len),))
+
+    def write_many(self, records: Iterable[tuple[int, bytes, int]]) -> None:
+        """Append (ts_ns, data, orig_len) records; the per-record path stays in locals for 100k+ pps."""
+        if self._closed:
+            raise ValueError(f"{self.stem}: write after close")
+        pack = _PCAP_RECORD_HEADER.pack
+        div, snaplen, max_bytes, max_ns = self._divisor, self.snaplen, self.max_bytes, self._max_ns
+        flush_bytes = self.flush_bytes
+        buf = self._buf
+        need_open = self._fd is None
+        packets, nbytes, first, last = self._packets, self._bytes, self._first_raw, self._last_raw
+        try:
+            for ts_ns, data, orig_len in records:
+                incl = len(data)
+                if incl > snaplen:
+                    data = data[:snaplen]
+                    incl = snaplen
+                if orig_len < incl:
+                    orig_len = incl
+                if ts_ns < 0:
+                    raise ValueError(f"timestamp {ts_ns} ns is before 1970")
+                size = RECORD_HEADER_LEN + incl
+                if need_open:
+                    self._open_next()
+                    need_open = False
+                    packets, nbytes = 0, self._bytes
+                elif packets and (nbytes + size > max_bytes or (max_ns and ts_ns - first >= max_ns)):
+                    reason = "size" if nbytes + size > max_bytes else "time"
+                    self._packets, self._bytes, self._first_raw, self._last_raw = packets, nbytes, first, last
+                    self._close_chunk(reason)
+                    self._open_next()
+                    packets, nbytes = 0, self._bytes
+                sec, frac = divmod(ts_ns, NS_PER_S)
+                try:
+                    header = pack(sec, frac // div, incl, orig_len)
+                except struct.error:
+                    raise ValueError(f"timestamp {ts_ns} ns is past 2106 (pcap seconds are 32-bit)") from None
+                buf += header
+                buf += data
+                if not packets:
+                    first = ts_ns
+                last = ts_ns
+                packets += 1
+                nbytes += size
+                if len(buf) >= flush_bytes:
+                    self._flush()
+        finally:
+            self._packets, self._bytes, self._first_raw, self._last_raw = packets, nbytes, first, last
+        if buf and time.monotonic() - self._last_flush >= self.flush_interval:
+            self._flush()
+
+    def tick(self, now_ns: int) -> ChunkInfo | None:
+        """Roll a chunk whose time is up although no packet came, and flush on wall time; call it ~1/s."""
+        closed = None
+        if (
+            self._fd is not None
+            and self._max_ns
+            and self._packets
+            and now_ns - self._first_raw >= self._max_ns
+        ):
+            closed = self._close_chunk("time")  # the next chunk opens with the next packet: no empty files
+        elif self._buf and time.monotonic() - self._last_flush >= self.flush_interval:
+            self._flush()
+        return closed
+
+    def flush(self) -> None:
+        """Hand every pending record to the kernel now (survives SIGKILL, not a power cut)."""
+        if self._buf:
+            self._flush()
+
+    def close(self, reason: str = "stop") -> ChunkInfo | None:
+        """Close the open chunk (flush, fsync, hash, on_close); the writer accepts no more packets."""
+        if reason not in CLOSE_REASONS:
+            raise ValueError(f"close reason {reason!r} is not one of {sorted(CLOSE_REASONS)}")
+        self._closed = True
+        if self._fd is None:
+            return None
+        return self._close_chunk(reason)
+
+    def __enter__(self) -> RollingPcapWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- chunk life cycle ------------------------------------------------------------------
+
+    def _open_next(self) -> None:
+        """Create the next free chunk name exclusively and write its header straight to the kernel."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(_MAX_NAME_ATTEMPTS):
+            index = self._next_index
+            self._next_index += 1
+            path = self.folder / chunk_name(self.stem, index)
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileExistsError:
+                continue  # a file appeared after our scan: never overwrite, take the next number
+            except OSError as exc:
+                raise StorageError(f"{path}: cannot create capture chunk: {exc.strerror or exc}") from exc
+            break
+        else:
+            raise StorageError(f"{self.folder}: no free chunk name for {self.stem} after {_MAX_NAME_ATTEMPTS} tries")
+        self._fd, self._index, self.current = fd, index, path
+        self._packets, self._bytes, self._first_raw, self._last_raw = 0, FILE_HEADER_LEN, 0, 0
+        self._hash = hashlib.sha256()
+        self._buf.clear()
+        self._buf += self._header
+        self._flush()
+        fsync_dir(self.folder)
+        if self.on_open is not None:
+            self.on_open(path)
+
+    def _flush(self) -> None:
+        """Write the pending bytes (whole records only, so SIGKILL never tears one) and hash them."""
+        assert self._fd is not None
+        done, total = 0, len(self._buf)
+        try:
+            with memoryview(self._buf) as view:
+                while done < total:
+                    done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            raise StorageError(f"{self.current}: cannot write capture chunk: {exc.strerror or exc}") from exc
+        self._hash.update(self._buf)
+        self._buf.clear()
+        self._last_flush = time.monotonic()
+
+    def _close_chunk(self, reason: str) -> ChunkInfo:
+        """Flush, fsync and describe the open chunk, then tell on_close."""
+        assert self._fd is not None and self.current is not None
+        fd, path = self._fd, self.current
+        try:
+            if self._buf:
+                self._flush()
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot sync capture chunk: {exc.strerror or exc}") from exc
+        finally:
+            self._fd, self.current = None, None
+            os.close(fd)
+        div = self._divisor
+        first = self._first_raw - self._first_raw % div if self._packets else None
+        last = self._last_raw - self._last_raw % div if self._packets else None
+        info = ChunkInfo(
+            name=path.name,
+            path=path,
+            index=self._index,
+            packets=self._packets,
+            bytes=self._bytes,
+            first_ns=first,
+            last_ns=last,
+            sha256=self._hash.hexdigest(),
+            closed_reason=reason,
+        )
+        self.chunks.append(info)
+        if self.on_close is not None:
+            self.on_close(info)
+        return info
