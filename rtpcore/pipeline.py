@@ -87,6 +87,7 @@ def plan_call(sip: Path, direction: str, *, call_id: str | None = None, number: 
     """Step 1: the leg plan from the SIP capture."""
     plan = resolve_legs(Path(sip), direction, call_id=call_id, number=number)
     log.info("Direction: %s", direction)
+    log.info("Call-ID: %s", plan.call_id)
     log.info("call %s: %s", plan.call_id, "; ".join(f"{leg.name} {', '.join(leg.endpoints)}" for leg in plan.legs))
     return plan
 

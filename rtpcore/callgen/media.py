@@ -132,7 +132,7 @@ class _Protector:
 
     def __init__(self, suite: str | None, key: bytes | None) -> None:
         self.session: pylibsrtp.Session | None = None
-        self.srtcp_index = 0
+        self.srtcp_index = 1  # libsrtp numbers SRTCP packets from 1
         if suite is not None:
             if key is None:
                 raise ValueError(f"suite {suite} needs a key")
