@@ -35,15 +35,26 @@ def run_correlation(
 
 @flow(name="correlate-call", log_prints=True)
 def correlate_call(
-    sip_pcap: Annotated[str, Field(description="Path of the SIP pcap/pcapng of the call")],
-    direction: Annotated[Direction, Field(description="inbound: the carrier sent the first INVITE; outbound: the core did")],
-    media: Annotated[list[str], Field(description="Raw media captures, or folders of them (rolling chunks of one or more hosts)")],
-    output_folder: Annotated[str, Field(description="Where decrypted/ and combined/ are written")],
-    call_id: Annotated[str | None, Field(description="Select the call by Call-ID when the SIP pcap holds several")] = None,
-    number: Annotated[str | None, Field(description="…or by caller/callee number")] = None,
-    min_packets: Annotated[int, Field(ge=0, description="Keep a leg's packets from a file only above this count")] = 10,
-    overwrite: Annotated[bool, Field(description="Replace earlier outputs in the output folder")] = False,
+    sip_pcap: str,
+    direction: Direction,
+    media: list[str],
+    output_folder: str,
+    call_id: str | None = None,
+    number: str | None = None,
+    min_packets: Annotated[int, Field(ge=0)] = 10,
+    overwrite: bool = False,
 ) -> dict:
-    """Find the call's media legs, filter the raw captures once per file, decrypt SRTP and merge the outputs."""
+    """Find the call's media legs, filter the raw captures once per file, decrypt SRTP and merge the outputs.
+
+    Args:
+        sip_pcap: Path of the SIP pcap/pcapng of the call.
+        direction: inbound — the carrier sent the first INVITE; outbound — the core did.
+        media: Raw media captures, or folders of them (rolling chunks of one or more media hosts).
+        output_folder: Where decrypted/ and combined/ are written.
+        call_id: Select the call by Call-ID when the SIP pcap holds several calls.
+        number: Or select it by caller/callee number (+44…, 0044… and 44… match).
+        min_packets: Keep a leg's packets from a raw file only above this count (the seed kept > 10).
+        overwrite: Replace earlier outputs in the output folder.
+    """
     install_redaction()
     return run_correlation(Path(sip_pcap), direction, media, Path(output_folder), call_id, number, min_packets, overwrite)

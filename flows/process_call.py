@@ -14,16 +14,27 @@ from tasks import session as s
 
 @flow(name="process-call", log_prints=True)
 def process_call(
-    sip_pcap: Annotated[str, Field(description="Path of the SIP pcap/pcapng of the call")],
-    direction: Annotated[Direction, Field(description="inbound: the carrier sent the first INVITE; outbound: the core did")],
-    media_directory: Annotated[str, Field(description="Local folder (or file) with the raw media captures to import")],
-    output_folder: Annotated[str | None, Field(description="Optional folder under the capture root for the session")] = None,
-    capture_root: Annotated[str | None, Field(description="Default: RTPHELPER_CAPTURE_ROOT, hosts.yaml settings, ~/Downloads")] = None,
-    call_id: Annotated[str | None, Field(description="Select the call by Call-ID")] = None,
-    number: Annotated[str | None, Field(description="…or by caller/callee number")] = None,
-    min_packets: Annotated[int, Field(ge=0, description="Keep a leg's packets from a file only above this count")] = 10,
+    sip_pcap: str,
+    direction: Direction,
+    media_directory: str,
+    output_folder: str | None = None,
+    capture_root: str | None = None,
+    call_id: str | None = None,
+    number: str | None = None,
+    min_packets: Annotated[int, Field(ge=0)] = 10,
 ) -> dict:
-    """Create <root>/<folder>/<timestamp>/{raw,uploads,decrypted,combined}, import, and run the correlation."""
+    """Create <root>/<folder>/<timestamp>/{raw,uploads,decrypted,combined}, import, and run the correlation.
+
+    Args:
+        sip_pcap: Path of the SIP pcap/pcapng of the call.
+        direction: inbound — the carrier sent the first INVITE; outbound — the core did.
+        media_directory: Local folder (or file) with the raw media captures to import.
+        output_folder: Optional folder under the capture root for the session (e.g. a ticket number).
+        capture_root: Root of the sessions; default RTPHELPER_CAPTURE_ROOT, hosts.yaml settings, ~/Downloads.
+        call_id: Select the call by Call-ID when the SIP pcap holds several calls.
+        number: Or select it by caller/callee number.
+        min_packets: Keep a leg's packets from a raw file only above this count.
+    """
     install_redaction()
     paths = s.create_session(capture_root, output_folder)
     sip = s.import_sip(paths, Path(sip_pcap))
