@@ -168,7 +168,8 @@ class S3Storage(Storage):
         config = Config(
             max_pool_connections=pool, connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.read_timeout,
-            retries={"max_attempts": self.config.max_attempts, "mode": "standard"}, **extra,
+            retries={"max_attempts": self.config.max_attempts, "mode": "standard"}, signature_version="s3v4",
+            **extra,
         )
         return self._session.client("s3", endpoint_url=self.config.endpoint_url, region_name=self.config.region,
                                     config=config)
@@ -278,7 +279,12 @@ class S3Storage(Storage):
 
     def check(self) -> None:
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            # Not head_bucket: a HEAD reply carries no error code, and both need s3:ListBucket anyway.
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except ClientError as exc:
+            if _error_code(exc) == "AccessDenied":
+                return  # the keys were accepted; write-only credentials may still upload
+            raise self._translate(exc, "check", None) from exc
         except Exception as exc:
             raise self._translate(exc, "check", None) from exc
 
@@ -325,6 +331,8 @@ class S3Storage(Storage):
                                     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment or runtime.env")
         if isinstance(cause, ClientError):
             code = _error_code(cause)
+            if code.isdigit():
+                code = f"HTTP {code}, a HEAD reply has no error code"
             status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             text = redact_secrets(str(cause.response.get("Error", {}).get("Message") or code))
             if code == "AccessDenied":
