@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--env-file", dest="env_file", metavar="FILE", help="runtime env file (default RTPHELPER_ENV_FILE or config/runtime.env)")
     cfg.add_argument("--json", action="store_true")
     cfg.set_defaults(handler=_config)
+
+    from rtpcore.capture.cli import add_capture_parser, add_diagnose_parser
+    add_capture_parser(sub)
+    add_diagnose_parser(sub)
     return p
 
 

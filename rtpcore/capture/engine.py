@@ -59,7 +59,7 @@ READ_TIMEOUT_MS = 50               # rpcapd's pcap timeout: packets reach us wit
 CONNECT_TIMEOUT = 10.0
 DLT_RAW_LINUX = 12
 LINKTYPE_RAW = 101
-_UNSAFE_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE_LABEL = re.compile(r"[^A-Za-z0-9._-]")  # one "_" per character: 2001:db8::1 ≠ 2001:db8:1
 _log = logging.getLogger(__name__)
 
 Connection = tuple[RpcapClient, RollingPcapWriter]
@@ -169,18 +169,18 @@ class _HostCapture:
                     conn = self._reconnect(lost_ns, exc)
             self.state = STATE_DONE
         except RtpCoreError as exc:
-            self.error = f"{self.target.host}: {exc}" if not str(exc).startswith(self.target.host) else str(exc)
+            self.error = f"{self.target.host} {self.target.interface}: {exc}"
             self.state = STATE_FAILED
         except Exception as exc:  # noqa: BLE001 - one host's bug must not stop the others
             _log.exception("capture of %s failed", self.target.label)
-            self.error = f"{self.target.host}: internal error: {type(exc).__name__}: {exc}"
+            self.error = f"{self.target.host} {self.target.interface}: internal error: {type(exc).__name__}: {exc}"
             self.state = STATE_FAILED
         finally:
             if conn is not None:
                 self._drop(conn)
             self._progress()
         if self.error:
-            _log.error("capture %s: %s", self.target.label, self.error)
+            _log.info("capture %s ended with an error: %s", self.target.label, self.error)
 
     def _open(self) -> Connection:
         """Connect, authenticate, open the interface, start the capture and a fresh chunk series."""
@@ -194,7 +194,7 @@ class _HostCapture:
                 raise
             except RpcapError as exc:
                 raise self._interface_error(client, exc) from None
-            client.start_capture(s.filter, snaplen=s.snaplen, read_timeout_ms=READ_TIMEOUT_MS)
+            client.start_capture(s.filter_expression, snaplen=s.snaplen, read_timeout_ms=READ_TIMEOUT_MS)
             writer = self._writer(linktype_of(opened.linktype))
         except BaseException:
             client.close()
@@ -234,7 +234,8 @@ class _HostCapture:
         s, counters = self.session, self.counters
         stop, deadline = s.stop_event, s.deadline
         read, write, count = client.read_packets, writer.write_many, counters.count
-        next_tick = next_stats = time.monotonic()
+        started = time.monotonic()
+        next_tick, next_stats = started + TICK_SECONDS, started + s.stats_interval
         while not stop.is_set():
             now = time.monotonic()
             if now >= deadline:
@@ -247,10 +248,18 @@ class _HostCapture:
                 writer.tick(time.time_ns())
                 next_tick = now + TICK_SECONDS
             if now >= next_stats:
-                counters.stats = client.stats()  # control channel while the data channel streams: one thread, safe
-                if next_stats > s.started:       # not on the very first round
-                    self._progress()
+                self._poll_stats(client)
+                self._progress()
                 next_stats = now + s.stats_interval
+
+    def _poll_stats(self, client: RpcapClient) -> None:
+        """rpcapd's counters over the control channel while the data channel streams (same thread: no race)."""
+        try:
+            self.counters.stats = client.stats()
+        except (RpcapConnectError, RpcapProtocolError):
+            raise
+        except RpcapError as exc:
+            _log.warning("capture %s: %s", self.target.label, exc)
 
     def _finish(self, conn: Connection) -> None:
         """End the capture, write the packets still in flight, take rpcapd's final counters, close the chunk."""
@@ -298,12 +307,14 @@ class _HostCapture:
                 _log.warning("capture %s: reconnect attempt %d/%d: %s", self.target.label, attempt,
                              policy.max_attempts, exc)
                 continue
+            except RtpCoreError:  # e.g. the next chunk cannot be created
+                self._gap(lost_ns, why + "; reconnected but could not go on")
+                raise
             self._gap(lost_ns, why)
             _log.warning("capture %s: reconnected after attempt %d", self.target.label, attempt)
             return conn
         self._gap(lost_ns, why + f"; gave up after {policy.max_attempts} reconnect attempts")
-        raise CaptureError(
-            f"{self.target.host}: capture lost and {policy.max_attempts} reconnect attempts failed; last error: {last}")
+        raise CaptureError(f"capture lost and {policy.max_attempts} reconnect attempts failed; last error: {last}")
 
     def _gap(self, from_ns: int, why: str) -> None:
         gap = Gap(from_ns, max(from_ns, time.time_ns()), why)
@@ -342,7 +353,7 @@ class CaptureSession:
         session_dir: Path,
         *,
         duration: float,
-        filter: str = "",
+        filter_expression: str = "",
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_seconds: float = 0,
         reconnect: ReconnectPolicy | None = None,
@@ -362,7 +373,7 @@ class CaptureSession:
         self.raw = self.root / RAW_DIR
         self.targets = tuple(targets)
         self.duration = duration
-        self.filter = filter.strip() or DEFAULT_FILTER
+        self.filter_expression = filter_expression.strip() or DEFAULT_FILTER
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.reconnect = reconnect or ReconnectPolicy()
@@ -385,7 +396,8 @@ class CaptureSession:
         self.manifest.start(
             hosts=[{"host": t.host, "env": t.env, "region": t.region, "address": t.address, "port": t.port,
                     "interface": t.interface, "label": t.label} for t in self.targets],
-            filter=self.filter, duration=self.duration, max_bytes=self.max_bytes, max_seconds=self.max_seconds,
+            filter=self.filter_expression, duration=self.duration, max_bytes=self.max_bytes,
+            max_seconds=self.max_seconds,
         )
         self.started = time.monotonic()
         self.deadline = self.started + self.duration
@@ -415,6 +427,8 @@ class CaptureSession:
         summary = CaptureSummary(self.root, tuple(h.summary() for h in self._hosts), ended)
         try:
             self.manifest.finish(ended=ended, hosts=[h.to_json() for h in summary.hosts])
+        except RtpCoreError as exc:  # e.g. the disk that stopped a host is full: the summary still says so
+            _log.error("capture session %s: %s", self.root, exc)
         finally:
             self.manifest.close()
         self._summary = summary
