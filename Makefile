@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test test-fast bench e2e-tests clean
+.PHONY: setup test-setup demo test test-fast bench e2e-tests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,21 +12,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP) system-deps
-
-system-deps:
+setup: $(STAMP)
 	@bash scripts/system-deps.sh
+
+test-setup: $(STAMP)
+	@bash scripts/system-deps.sh test
+	@bash scripts/build-rpcapd.sh >/dev/null || echo "rpcapd could not be built: the RPCAP tests will skip"
 
 demo: setup
 	$(PY) -m flows.demo
 
-test: setup
+test: test-setup
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q tests/rtpcore
 
-bench: setup
+bench: test-setup
 	$(PY) bench/run.py
 
 e2e-tests: setup
