@@ -51,6 +51,13 @@ class CorrelationReport:
         """The summary table the CLI and `make demo` print."""
         return format_text(self.to_json())
 
+    def stream_rows(self) -> list[dict[str, object]]:
+        """The streams as table-artifact rows: leg first, in the summary's order, the columns support reads."""
+        return [{"leg": s.leg, "stream": f"{s.kind.upper()} {s.src} → {s.dst}", "ssrc": f"0x{s.ssrc:08x}",
+                 "packets": s.packets, "decrypted": s.decrypted, "auth_failed": s.auth_failed, "lost": s.lost,
+                 "duplicates": s.duplicates, "max_gap_ms": round(s.max_gap_ns / 1e6, 1)}
+                for s in sorted(self.streams, key=lambda s: (s.leg, s.kind, s.src))]
+
     def markdown(self) -> str:
         """The Prefect artifact: call, legs, per-stream counts, decrypt status, findings."""
         p = self.plan
@@ -61,11 +68,14 @@ class CorrelationReport:
                 "| leg | media host | peer | SRTP | packets |", "|---|---|---|---|---|"]
         for leg in p.legs:
             out.append(f"| {leg.name} | {leg.media_host} | {leg.peer} | {leg.srtp_suite or 'none'} | {self.leg_packets(leg.name)} |")
-        out += ["", "## Streams", "", "| leg | kind | src → dst | SSRC | packets | decrypted | auth failed | lost | dup | max gap ms |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-        for s in sorted(self.streams, key=lambda s: (s.leg, s.kind, s.src)):
-            out.append(f"| {s.leg} | {s.kind} | {s.src} → {s.dst} | 0x{s.ssrc:08x} | {s.packets} | {s.decrypted} | "
-                       f"{s.auth_failed} | {s.lost} | {s.duplicates} | {s.max_gap_ns / 1e6:.1f} |")
+        out += ["", "## Streams"]
+        for leg in p.legs:
+            rows = sorted((s for s in self.streams if s.leg == leg.name), key=lambda s: (s.kind, s.src))
+            # A list, not a table: endpoint pairs are too wide for the UI's artifact pane as table cells.
+            out += ["", f"### {leg.name} leg", ""]
+            out += [f"- **{s.kind.upper()}** {s.src} → {s.dst} (SSRC 0x{s.ssrc:08x}): {s.packets} packets, "
+                    f"{s.decrypted} decrypted, {s.auth_failed} auth failed, {s.lost} lost, {s.duplicates} duplicates, "
+                    f"max gap {s.max_gap_ns / 1e6:.1f} ms" for s in rows] or ["- no packets"]
         if self.findings:
             out += ["", "## Findings", ""] + [f"- {f}" for f in self.findings]
         bad = [r for r in self.files if r.error]

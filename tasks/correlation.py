@@ -63,10 +63,10 @@ def publish_report(
     plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, paths: pipeline.SessionPaths
 ) -> CorrelationReport:
     report = build_report(plan, results, decrypted, paths.finals)
-    key = "correlation-" + "".join(ch if ch.isalnum() else "-" for ch in plan.call_id.lower())[:40].strip("-")
-    create_markdown_artifact(report.markdown(), key=key, description=f"Correlation of call {plan.call_id}")
-    create_table_artifact([{k: v for k, v in s.to_json().items()} | {"leg": s.leg} for s in report.streams],
-                          description="Streams of the call")
+    slug = "".join(ch if ch.isalnum() else "-" for ch in plan.call_id.lower())[:40].strip("-")
+    # Backticks: the UI turns a bare Call-ID (user@host) into a mailto: link.
+    create_markdown_artifact(report.markdown(), key=f"correlation-{slug}", description=f"Correlation of call `{plan.call_id}`")
+    create_table_artifact(report.stream_rows(), key=f"streams-{slug}", description="Streams of the call")
     for path in paths.finals:
         create_link_artifact(path.resolve().as_uri(), link_text=path.name, description=f"{path.name} (local file)")
     return report

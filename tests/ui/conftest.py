@@ -1,0 +1,213 @@
+"""A real Prefect server (the test harness serves no UI) and headless Chromium driven over CDP."""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# Without the background-networking flags Chromium keeps dialling Google on a closed network.
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+)
+WINDOW = (1280, 1600)
+SERVER_STARTUP_S = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True, slots=True)
+class UiServer:
+    """Where the UI and API answer, and the environment that points Prefect clients at them."""
+
+    url: str
+    api_url: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Path of a Chromium binary, or skip with the reason."""
+    for name in CHROMIUM_NAMES:
+        if path := shutil.which(name):
+            return path
+    pytest.skip("headless Chromium not on PATH: apt-get install chromium (the UI test renders the real Prefect UI)")
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """`prefect server start` in a fresh PREFECT_HOME on a free port, stopped at the end of the session."""
+    home = tmp_path_factory.mktemp("prefect-ui-home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"{url}/api", "PREFECT_UI_API_URL": f"{url}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_EXTRA_LOGGERS": "rtpcore",
+    }
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_STARTUP_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"prefect server exited {server.returncode}: {(home / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prefect server not healthy after {SERVER_STARTUP_S}s: "
+                            f"{(home / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield UiServer(url=url, api_url=f"{url}/api", env=env)
+    finally:
+        _stop_group(server)
+        log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group we started (server or browser and their children), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+class CdpError(RuntimeError):
+    """Chromium answered a DevTools command with an error."""
+
+
+class Page:
+    """One headless Chromium tab over the DevTools protocol: navigate, wait for the SPA, read, click, screenshot."""
+
+    def __init__(self, ws_url: str) -> None:
+        from websockets.sync.client import connect
+
+        self._ws = connect(ws_url, max_size=None, open_timeout=10)
+        self._ids = itertools.count(1)
+        self.call("Page.enable")
+        self.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1], deviceScaleFactor=1,
+                  mobile=False)
+
+    def call(self, method: str, **params: object) -> dict:
+        """Send one command and return its result (events arriving meanwhile are dropped)."""
+        msg_id = next(self._ids)
+        self._ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self._ws.recv(timeout=30))
+            if reply.get("id") == msg_id:
+                if "error" in reply:
+                    raise CdpError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def js(self, expression: str) -> object:
+        """Value of a JavaScript expression in the page (promises awaited)."""
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise CdpError(f"{expression!r}: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def goto(self, url: str) -> None:
+        self.call("Page.navigate", url=url)
+
+    def wait_for(self, expression: str, timeout: float = 20.0) -> object:
+        """Poll a JavaScript expression until it is truthy; fail with the page text if it never is."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if value := self.js(expression):
+                    return value
+            except CdpError:
+                pass  # the document is being replaced during navigation
+            time.sleep(0.2)
+        pytest.fail(f"timed out after {timeout}s waiting for {expression!r}; page text:\n{self.text()[:3000]}")
+
+    def wait_for_text(self, *needles: str, timeout: float = 20.0) -> str:
+        """Wait until the visible text holds every needle; return that text."""
+        self.wait_for("(" + " && ".join(f"document.body.innerText.includes({json.dumps(n)})" for n in needles)
+                      + ")", timeout)
+        return self.text()
+
+    def settle(self) -> None:
+        """Wait for Vue's route fade-in to finish so screenshots are not half transparent."""
+        self.wait_for("!document.querySelector('[class*=\"-enter-active\"], [class*=\"-leave-active\"]')", 10)
+        time.sleep(0.3)
+
+    def text(self) -> str:
+        return str(self.js("document.body ? document.body.innerText : ''"))
+
+    def html(self) -> str:
+        return str(self.js("document.documentElement.outerHTML"))
+
+    def screenshot(self, path: Path) -> bytes:
+        """PNG of the viewport, written to path."""
+        png = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png)
+        return png
+
+    def close(self) -> None:
+        self._ws.close()
+
+
+@pytest.fixture(scope="session")
+def browser_page(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    """A fresh-profile headless Chromium with one tab, shut down at the end of the session."""
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    proc = subprocess.Popen([chromium_path, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                             f"--window-size={WINDOW[0]},{WINDOW[1]}", "--remote-debugging-port=0",
+                             "--remote-debugging-address=127.0.0.1", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    page = None
+    try:
+        active = profile / "DevToolsActivePort"  # Chromium writes its chosen port here
+        deadline = time.monotonic() + 20
+        while not (active.is_file() and active.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chromium did not open its DevTools port (exit code {proc.poll()})")
+            time.sleep(0.1)
+        port = int(active.read_text().split()[0])
+        targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=5).json()
+        tab = next(t for t in targets if t["type"] == "page")
+        page = Page(tab["webSocketDebuggerUrl"])
+        yield page
+    finally:
+        if page is not None:
+            try:
+                page.call("Browser.close")  # a clean exit reaps the renderer and GPU children
+            except Exception:  # noqa: BLE001 - the socket may close before the reply: fine either way
+                pass
+            page.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        _stop_group(proc)
