@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -13,8 +15,9 @@ from rtpcore.errors import InputError, PcapError, TruncatedCaptureError
 from rtpcore.fsutil import atomic_output
 from rtpcore.media.bpf import Pair, leg_filter, negotiation_pairs
 from rtpcore.pcap import libpcap
-from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp
-from rtpcore.pcap.reader import Frame, open_capture
+from rtpcore.pcap.layers import ETH_HEADER_LEN, SLL2_HEADER_LEN, SLL_HEADER_LEN, link_payload, parse_ip, parse_udp
+from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
+from rtpcore.pcap.reader import open_capture
 from rtpcore.pcap.writer import PcapWriter
 from rtpcore.plan import LegPlan
 
@@ -116,49 +119,101 @@ def _routing_table(plan: LegPlan) -> dict[Pair, list[_Window]]:
     return table
 
 
-def _route(plan: LegPlan, frames: Iterable[Frame]) -> dict[str, list[Frame]]:
-    """The frames that belong to a leg: exact pair AND inside that negotiation's time window."""
+# The fast path: IPv4 without options carrying UDP, on these link types, routed by its raw address+port bytes.
+# link type → (IP header offset, offset of the ethertype that must say IPv4, or -1 when the link has none)
+IPV4_FAST_LINKS: dict[int, tuple[int, int]] = {
+    LINKTYPE_ETHERNET: (ETH_HEADER_LEN, ETH_HEADER_LEN - 2),
+    LINKTYPE_LINUX_SLL: (SLL_HEADER_LEN, SLL_HEADER_LEN - 2),
+    LINKTYPE_LINUX_SLL2: (SLL2_HEADER_LEN, 0),
+    LINKTYPE_RAW: (0, -1),
+    LINKTYPE_IPV4: (0, -1),
+}
+ETHERTYPE_IPV4_BYTES = b"\x08\x00"
+# IPv4 ver/IHL+TOS, total length, flags+offset, TTL+protocol; addresses+ports; UDP length.
+_IPV4_UDP = struct.Struct("!HH2xHH2x12sH")
+IPV4_NO_OPTIONS = 0x45
+IPV4_HEADER_LEN = 20
+IPV4_FRAGMENT_BITS = 0x3FFF
+IPPROTO_UDP = 17
+UDP_HEADER_LEN = 8
+
+_Record = tuple[int, int, bytes, int]  # CaptureReader.records(): ts_ns, link type, data, orig_len
+
+
+def _raw_key(pair: Pair) -> bytes | None:
+    """The pair as IPv4 header bytes 12..20 + UDP ports, or None for IPv6 (or a non-canonical address text)."""
+    src, sport, dst, dport = pair
+    try:
+        a, b = socket.inet_aton(src), socket.inet_aton(dst)
+    except OSError:
+        return None
+    if socket.inet_ntoa(a) != src or socket.inet_ntoa(b) != dst:
+        return None  # parse_ip never yields such text, so the slow path could not match it either
+    return a + b + struct.pack("!HH", sport, dport)
+
+
+def _route(plan: LegPlan, records: Iterable[_Record]) -> dict[str, list[_Record]]:
+    """The records that belong to a leg: exact pair AND inside that negotiation's time window.
+
+    Plain IPv4/UDP is looked up by its raw address+port bytes; anything else (VLAN, IPv6, options,
+    fragments, odd lengths) is parsed in full, which routes the same packets.
+    """
     table = _routing_table(plan)
-    routed: dict[str, list[Frame]] = {leg.name: [] for leg in plan.legs}
-    for frame in frames:
-        l3 = link_payload(frame.linktype, frame.data)
-        ip = parse_ip(l3) if l3 else None
-        udp = parse_udp(ip) if ip else None
-        if udp is None:
-            continue
-        windows = table.get((udp.src, udp.sport, udp.dst, udp.dport))
+    raw_table = {key: windows for pair, windows in table.items() if (key := _raw_key(pair)) is not None}
+    routed: dict[str, list[_Record]] = {leg.name: [] for leg in plan.legs}
+    unpack, fast_link = _IPV4_UDP.unpack_from, IPV4_FAST_LINKS.get
+    for record in records:
+        ts, linktype, data, _ = record
+        windows = None
+        link = fast_link(linktype)
+        parsed = False
+        if link is not None:
+            o, e = link
+            if len(data) >= o + _IPV4_UDP.size and (e < 0 or data[e : e + 2] == ETHERTYPE_IPV4_BYTES):
+                w0, total, frag, w4, raw, udp_len = unpack(data, o)
+                if (
+                    w0 >> 8 == IPV4_NO_OPTIONS and w4 & 0xFF == IPPROTO_UDP and not frag & IPV4_FRAGMENT_BITS
+                    and IPV4_HEADER_LEN <= total <= len(data) - o and UDP_HEADER_LEN <= udp_len <= total - IPV4_HEADER_LEN
+                ):
+                    windows = raw_table.get(raw)
+                    parsed = True
+        if not parsed:
+            l3 = link_payload(linktype, data)
+            ip = parse_ip(l3) if l3 else None
+            udp = parse_udp(ip) if ip else None
+            if udp is None:
+                continue
+            windows = table.get((udp.src, udp.sport, udp.dst, udp.dport))
         if not windows:
             continue
-        ts = frame.ts_ns
         for name, start, end in windows:
             if start <= ts <= end:
-                routed[name].append(frame)
+                routed[name].append(record)
                 break
     return routed
 
 
-def _read_routed(plan: LegPlan, path: Path) -> tuple[dict[str, list[Frame]], int, str | None]:
-    """Route every frame of a capture, streamed; (routed, linktype, error of a capture that ends badly)."""
+def _read_routed(plan: LegPlan, path: Path) -> tuple[dict[str, list[_Record]], int, str | None]:
+    """Route every record of a capture, streamed; (routed, linktype, error of a capture that ends badly)."""
     errors: list[str] = []
     with open_capture(path) as reader:
 
-        def frames() -> Iterator[Frame]:
+        def records() -> Iterator[_Record]:
             try:
-                yield from reader
+                yield from reader.records()
             except TruncatedCaptureError as exc:  # keep what came before the damage
                 errors.append(str(exc))
 
-        return _route(plan, frames()), reader.linktype, next(iter(errors), None)
+        return _route(plan, records()), reader.linktype, next(iter(errors), None)
 
 
 # -- one file ----------------------------------------------------------------------------------
 
 
-def _write_leg(frames: list[Frame], linktype: int, output: Path) -> None:
+def _write_leg(records: list[_Record], linktype: int, output: Path) -> None:
     """A leg's packets as ns pcap with the source's link type, atomically."""
     with atomic_output(output, overwrite=True) as temp, PcapWriter(temp, linktype, nanosecond=True) as writer:
-        for frame in frames:
-            writer.write(frame.ts_ns, frame.data, frame.orig_len)
+        writer.write_many((ts, data, orig_len) for ts, _, data, orig_len in records)
 
 
 def filter_raw_file(
@@ -192,7 +247,7 @@ def filter_raw_file(
         if output is not None:
             _write_leg(frames, linktype, output)
         legs.append(LegFile(name, output, len(frames), kept))
-        times += (frame.ts_ns for frame in frames)
+        times += (record[0] for record in frames)
     first, last = (min(times), max(times)) if times else (None, None)
     return FileResult(source, matched, tuple(legs), error, first, last)
 

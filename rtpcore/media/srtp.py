@@ -258,6 +258,23 @@ class SrtpContext:
         self._fresh = False
         return self._view[0:length[0]]
 
+    def unprotect_rtp_or_none(self, packet: bytes) -> bytes | None:
+        """unprotect_rtp for the hot loop: None instead of an error (unprotect_rtp says why; a refused packet
+        leaves libsrtp's state unchanged, so asking again gives the same verdict)."""
+        n = len(packet)
+        if self.mki_length or n > self._capacity:
+            try:
+                return self.unprotect_rtp(packet)
+            except SrtpError:
+                return None
+        self._view[0:n] = packet
+        length = self._length
+        length[0] = n
+        if _lib.srtp_unprotect(self._session.srtp, self._cdata, length):
+            return None
+        self._fresh = False
+        return self._view[0:length[0]]
+
     @property
     def roc(self) -> int:
         """The rollover counter of the highest packet accepted (the set ROC until a packet is)."""

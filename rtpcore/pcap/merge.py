@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 from rtpcore.errors import InputError
@@ -11,13 +13,14 @@ from rtpcore.fsutil import atomic_output
 from rtpcore.pcap.build import frame
 from rtpcore.pcap.layers import link_payload
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
-from rtpcore.pcap.reader import CaptureReader, Frame, open_capture
+from rtpcore.pcap.reader import CaptureReader, open_capture
 from rtpcore.pcap.writer import DEFAULT_SNAPLEN, PcapWriter
 
 __all__ = ["merge_captures"]
 
 PCAP_MAGIC_NS = (b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+IN_MEMORY_BYTES = 256 << 20     # inputs up to this size are merged in memory; larger ones stream
 
 def _may_have_sub_us(path: Path) -> bool:
     """True for ns pcaps and for pcapng (whose interfaces may tick finer than 1 µs)."""
@@ -25,20 +28,37 @@ def _may_have_sub_us(path: Path) -> bool:
         magic = f.read(4)
     return magic in PCAP_MAGIC_NS or magic == PCAPNG_MAGIC
 
-def _records(reader: CaptureReader, out_linktype: int) -> Iterator[tuple[Frame, bytes, int]]:
-    """(frame, bytes to write, wire length) in out_linktype; non-IP frames that cannot be re-framed are dropped."""
-    for fr in reader:
-        if fr.linktype == out_linktype:
-            yield fr, fr.data, fr.orig_len
+def _records(reader: CaptureReader, out_linktype: int) -> Iterator[tuple[int, bytes, int]]:
+    """(ts_ns, bytes to write, wire length) in out_linktype; non-IP frames that cannot be re-framed are dropped."""
+    for ts_ns, linktype, data, orig_len in reader.records():
+        if linktype == out_linktype:
+            yield ts_ns, data, orig_len
             continue
-        l3 = link_payload(fr.linktype, fr.data)
+        l3 = link_payload(linktype, data)
         if l3 is None:
             continue
         try:
-            data = frame(out_linktype, l3)
+            framed = frame(out_linktype, l3)
         except ValueError:
             continue        # IP header cut by the snaplen, or IPv6 for an IPv4-only link type
-        yield fr, data, fr.orig_len + len(data) - len(fr.data)
+        yield ts_ns, framed, orig_len + len(framed) - len(data)
+
+
+def _same_link(reader: CaptureReader, out_linktype: int) -> Iterator[tuple[int, bytes, int]]:
+    """_records for a classic pcap already in out_linktype: nothing to re-frame."""
+    return ((ts_ns, data, orig_len) for ts_ns, _, data, orig_len in reader.records())
+
+
+def _in_order(streams: list[Iterator[tuple[int, bytes, int]]]) -> Iterable[tuple[int, bytes, int]]:
+    """The k-way merge of small inputs: a stable sort of their time-ordered runs gives the same order at C speed."""
+    lists = [list(s) for s in streams]
+    key = itemgetter(0)
+    for records in lists:
+        times = [r[0] for r in records]
+        if times != sorted(times):
+            return heapq.merge(*lists, key=key)     # an input out of time order: merge exactly as streaming would
+    return sorted(chain.from_iterable(lists), key=key)
+
 
 def merge_captures(inputs: Sequence[Path], output: Path) -> int:
     """k-way merge by timestamp (ties keep input order) into a classic pcap; returns packets written.
@@ -56,9 +76,11 @@ def merge_captures(inputs: Sequence[Path], output: Path) -> int:
         out_linktype = linktypes.pop() if len(linktypes) == 1 else LINKTYPE_ETHERNET
         nanosecond = any(_may_have_sub_us(p) for p in paths)
         snaplen = max([DEFAULT_SNAPLEN, *(r.snaplen for r in readers)])
-        streams = [_records(r, out_linktype) for r in readers]
+        streams = [
+            _same_link(r, out_linktype) if r.format == "pcap" and r.linktype == out_linktype else _records(r, out_linktype)
+            for r in readers
+        ]
+        small = sum(p.stat().st_size for p in paths) <= IN_MEMORY_BYTES
         with atomic_output(output) as temp, PcapWriter(temp, out_linktype, snaplen=snaplen, nanosecond=nanosecond) as w:
-            write = w.write
-            for fr, data, orig_len in heapq.merge(*streams, key=lambda rec: rec[0].ts_ns):
-                write(fr.ts_ns, data, orig_len)
+            w.write_many(_in_order(streams) if small else heapq.merge(*streams, key=itemgetter(0)))
             return w.packets

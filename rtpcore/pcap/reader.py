@@ -112,6 +112,12 @@ class CaptureReader:
     def __iter__(self) -> Iterator[Frame]:
         return self._records
 
+    def records(self) -> Iterator[tuple[int, int, bytes, int]]:
+        """(ts_ns, linktype, data, orig_len) per record, instead of iterating: no Frame built per packet."""
+        if self.format == "pcapng":
+            return ((f.ts_ns, f.linktype, f.data, f.orig_len) for f in self._records)
+        return self._iter_pcap_tuples()
+
     def close(self) -> None:
         """Release the file handle; iteration afterwards ends."""
         self._file.close()
@@ -236,6 +242,44 @@ class CaptureReader:
                 self.packets_read = index
                 yield Frame(index - 1, sec * NS_PER_S + frac * ts_mul, linktype, buf[pos + hlen : end], orig_len)
         finally:
+            self.close()
+
+    def _iter_pcap_tuples(self) -> Iterator[tuple[int, int, bytes, int]]:
+        """_iter_pcap yielding plain tuples: the hot loops (decrypt, merge, demux) skip the dataclass."""
+        unpack = self._record_header.unpack_from
+        hlen = self._record_header.size
+        ts_mul = self._ts_mul
+        linktype = self.linktype
+        count = self.packets_read
+        try:
+            while True:
+                buf, pos = self._buf, self._pos
+                if len(buf) - pos < hlen:
+                    avail = self._fill(hlen)
+                    if avail == 0:
+                        return
+                    if avail < hlen:
+                        self.packets_read = count
+                        raise self._truncated(self._base + self._pos, hlen)
+                    buf, pos = self._buf, self._pos
+                sec, frac, caplen, orig_len = unpack(buf, pos)
+                end = pos + hlen + caplen
+                if end > len(buf):
+                    self.packets_read = count
+                    if caplen > MAX_RECORD_BYTES:
+                        raise self._corrupt(
+                            self._base + pos,
+                            f"record header: captured length {caplen} exceeds the {MAX_RECORD_BYTES}-byte limit",
+                        )
+                    if self._fill(hlen + caplen) < hlen + caplen:
+                        raise self._truncated(self._base + self._pos, hlen + caplen)
+                    buf, pos = self._buf, self._pos
+                    end = pos + hlen + caplen
+                self._pos = end
+                count += 1
+                yield sec * NS_PER_S + frac * ts_mul, linktype, buf[pos + hlen : end], orig_len
+        finally:
+            self.packets_read = count
             self.close()
 
     # -- pcapng ----------------------------------------------------------------------------
