@@ -1,10 +1,11 @@
 """`make bench`: our correlation against the seed's tshark pipeline and a tcpdump anchor, on the same data, in one run.
 
-    .venv/bin/python bench/run.py [--full-seed] [--skip-flow] [--no-write] [--repeat N]
+    .venv/bin/python bench/run.py [--full-seed] [--skip-flow] [--no-write] [--repeat N] [--skip-capture | --capture-only]
 
 Generates (or reuses) bench/out/ with gen_media.py, measures every contender best-of-N with the file cache
 warm, checks that each found the call's packets, prints a table with ratios against the issue's targets and
-writes bench/RESULTS.md (unless --no-write).
+writes bench/RESULTS.md (unless --no-write). Then the capture benchmark (bench/capture_bench.py, issue 4: needs
+root and rpcapd) adds its own section to RESULTS.md; a correlation-only run keeps the capture section there.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ for p in (str(ROOT), str(BENCH)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import pylibsrtp  # noqa: E402
 
@@ -454,7 +456,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-flow", action="store_true", help="do not start Prefect for the correlate-call flow")
     p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
     p.add_argument("--repeat", type=int, default=5, help="best of N (default 5)")
+    part = p.add_mutually_exclusive_group()
+    part.add_argument("--skip-capture", action="store_true", help="correlation only (no rpcapd capture benchmark)")
+    part.add_argument("--capture-only", action="store_true", help="only the capture benchmark (capture_bench.py)")
     args = p.parse_args(argv)
+    capture_args = ["--no-write"] if args.no_write else []
+    if args.capture_only:
+        return capture_bench.main(capture_args)
 
     m = machine()
     print(f"machine: {m['nproc']} cores, {m['cpu']}; Python {m['python']}; {m['libpcap']}", flush=True)
@@ -504,8 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"CHECK FAILED: {problem}", file=sys.stderr)
     if not args.no_write:
-        RESULTS.write_text(text)
+        kept = capture_bench.capture_section(RESULTS.read_text()) if RESULTS.exists() else ""
+        RESULTS.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+    if not args.skip_capture:
+        print("\ncapture benchmark (bench/capture_bench.py):", flush=True)
+        if capture_bench.main(capture_args) != 0:
+            print("CHECK FAILED: capture benchmark did not run (see above)", file=sys.stderr)
+            problems.append("capture")
     return 1 if problems else 0
 
 
