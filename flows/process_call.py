@@ -28,7 +28,7 @@ def process_call(
     Args:
         sip_pcap: Path of the SIP pcap/pcapng of the call.
         direction: inbound — the carrier sent the first INVITE; outbound — the core did.
-        media_directory: Local folder (or file) with the raw media captures to import.
+        media_directory: Local folder (or file) with the raw media captures, or an s3:// session to import.
         output_folder: Optional folder under the capture root for the session (e.g. a ticket number).
         capture_root: Root of the sessions; default RTPHELPER_CAPTURE_ROOT, hosts.yaml settings, ~/Downloads.
         call_id: Select the call by Call-ID when the SIP pcap holds several calls.

@@ -15,6 +15,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,11 +41,68 @@ def _correlate(args: argparse.Namespace) -> int:
     from rtpcore.pipeline import correlate
     from rtpcore.settings import load_settings
 
-    min_packets = args.min_packets if args.min_packets is not None else load_settings().min_leg_packets
-    report = correlate(Path(args.sip), args.direction, [Path(m) for m in args.media], Path(args.out),
-                       call_id=args.call_id, number=args.number, min_packets=min_packets, overwrite=args.overwrite)
-    print(json.dumps(report.to_json()) if args.json else report.text())
+    settings = load_settings()
+    min_packets = args.min_packets if args.min_packets is not None else settings.min_leg_packets
+    media = [m if m.strip().lower().startswith("s3://") else Path(m) for m in args.media]
+    report = correlate(Path(args.sip), args.direction, media, Path(args.out), call_id=args.call_id,
+                       number=args.number, min_packets=min_packets, overwrite=args.overwrite, settings=settings)
+    doc = report.to_json()
+    sources = [m for m in media if isinstance(m, str)]
+    if sources and settings.storage_mode == "s3":
+        from rtpcore.storage.download import publish_outputs
+
+        published = publish_outputs(sources[0], Path(args.out), settings)
+        doc["urls"] = published.urls
+        if published.error:
+            doc.setdefault("warnings", []).append(published.error)
+            print(f"rtphelper correlate: warning: {published.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print(report.text())
+        for relative in doc.get("urls", {}):
+            print(f"uploaded {published.location}{relative}")
     return EXIT_OK
+
+
+def _flush(args: argparse.Namespace) -> int:
+    from rtpcore.settings import load_settings
+    from rtpcore.storage import SessionLocation, flush_session
+    from rtpcore.storage.queue import QueueStore
+
+    session_dir = Path(args.session).expanduser()
+    if not session_dir.is_dir():
+        raise _usage(f"{session_dir}: not a session folder")
+    if args.timeout is not None and args.timeout < 0:
+        raise _usage(f"--timeout {args.timeout:g}: must be 0 or more seconds")
+    settings = load_settings()
+    if settings.storage_mode != "s3":  # flushing means uploading: the mode only governs new captures
+        settings = settings.model_copy(update={"storage_mode": "s3"})
+    location = None
+    if args.env:
+        try:
+            location = SessionLocation(settings.s3_key_prefix, args.env, (args.folder or "").strip("/") or None,
+                                       session_dir.resolve().name)
+        except ValueError as exc:
+            raise _usage(f"--env/--folder: {exc}") from None
+    elif QueueStore(session_dir).load_location() is None:
+        raise _usage(f"{session_dir}: no upload queue here (captured in local mode?); give --env ENV "
+                     "[--folder NAME] so its files can be placed in the bucket")
+    report = flush_session(session_dir, settings=settings, location=location, timeout=args.timeout)
+    status = report.storage
+    if args.json:
+        print(json.dumps({"session": str(session_dir.resolve()), "ok": report.ok, "uploaded": report.uploaded,
+                          "left": list(report.left), "failed": list(report.failed), "errors": list(report.errors),
+                          "storage": status.as_dict()}))
+    else:
+        print(f"uploaded {report.uploaded}, left {len(report.left)} (storage: {status.storage})")
+        for path in report.left:
+            print(f"  left: {path}{' (failed)' if path in report.failed else ''}")
+        for error in report.errors:
+            print(f"  error: {error}")
+        if status.storage != "s3" and status.why:
+            print(f"  S3 unavailable: {status.why}")
+    return EXIT_OK if report.ok else EXIT_INTERNAL
 
 
 def _decrypt(args: argparse.Namespace) -> int:
@@ -75,6 +133,26 @@ def _decrypt(args: argparse.Namespace) -> int:
                   f"auth failed {s.auth_failed}")
         print(out.resolve())
     return EXIT_OK if any(s.decrypted for s in result.streams) or not result.streams else EXIT_USAGE
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from rtpcore.capture.repair import repair_session
+
+    session = Path(args.session)
+    if not (session / "manifest.jsonl").is_file():
+        raise _usage(f"{session}: no manifest.jsonl here; give the --out folder of a capture")
+    report = repair_session(session)
+    if args.json:
+        print(json.dumps({"session": str(report.session), "changed": report.changed, "problems": list(report.problems),
+                          "actions": [{"file": str(a.file), "action": a.action, "packets": a.packets,
+                                       "bytes_cut": a.bytes_cut, "detail": a.detail} for a in report.actions]}))
+    else:
+        for a in report.actions:
+            print(f"{a.action:16} {a.file.name}: {a.packets} packets kept, {a.bytes_cut} bytes cut {a.detail}".rstrip())
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        print("nothing to repair" if not report.changed else f"repaired {report.session}")
+    return EXIT_OK if not report.problems else EXIT_INTERNAL
 
 
 def _calls(args: argparse.Namespace) -> int:
@@ -136,7 +214,11 @@ def _usage(message: str) -> UsageError:
     return UsageError(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_LIGHT_COMMANDS = ("legs", "correlate", "flush", "repair", "decrypt", "calls", "generate", "config")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; the capture commands' module (engine, rpcap, storage: ~0.2 s of imports) loads only when needed."""
     p = argparse.ArgumentParser(prog="rtphelper", description="Find, filter and decrypt the media of one call.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -148,13 +230,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     cor = sub.add_parser("correlate", help="filter, decrypt and merge the call's media (in-process, no Prefect)")
     _call_args(cor)
-    cor.add_argument("--media", required=True, nargs="+", metavar="PATH", help="raw media captures or folders of them")
+    cor.add_argument("--media", required=True, nargs="+", metavar="PATH",
+                     help="raw media captures, folders of them, or s3://bucket/…/<env>/<folder>/<session>/ "
+                          "(its raw/ is downloaded into --out/raw first)")
     cor.add_argument("--out", required=True, metavar="DIR", help="output folder (decrypted/, combined/)")
     cor.add_argument("--min-packets", dest="min_packets", type=int, default=None,
                      help="keep a leg's packets from a file only above this count (RTPHELPER_MIN_LEG_PACKETS, 10)")
     cor.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
     cor.add_argument("--json", action="store_true", help="print one JSON object")
     cor.set_defaults(handler=_correlate)
+
+    fl = sub.add_parser("flush", help="upload what a capture session left pending (exit 1 while anything is left)")
+    fl.add_argument("session", metavar="SESSION_DIR", help="the capture's session folder (--out of capture)")
+    fl.add_argument("--timeout", type=float, default=300.0, metavar="S", help="give up waiting after S seconds (300)")
+    fl.add_argument("--env", help="environment for the S3 keys, for a session captured without an upload queue")
+    fl.add_argument("--folder", metavar="NAME", help="S3 key folder, with --env")
+    fl.add_argument("--json", action="store_true", help="print one JSON object")
+    fl.set_defaults(handler=_flush)
+
+    rep = sub.add_parser("repair", help="after a crash: cut torn last records and list every chunk in the manifest")
+    rep.add_argument("session", metavar="SESSION_DIR", help="the capture's session folder (--out of capture)")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(handler=_repair)
 
     dec = sub.add_parser("decrypt", help="decrypt one SRTP capture with a key given by hand")
     dec.add_argument("--in", dest="input", required=True, metavar="FILE")
@@ -181,9 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("--json", action="store_true")
     cfg.set_defaults(handler=_config)
 
-    from rtpcore.capture.cli import add_capture_parser, add_diagnose_parser
-    add_capture_parser(sub)
-    add_diagnose_parser(sub)
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if not words or words[0] not in _LIGHT_COMMANDS:
+        from rtpcore.capture.cli import add_capture_parser, add_diagnose_parser
+
+        add_capture_parser(sub)
+        add_diagnose_parser(sub)
     return p
 
 
@@ -195,10 +295,12 @@ def _call_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="rtphelper: %(levelname)s: %(message)s",
                         stream=sys.stderr)
+    for name in AWS_LOGGERS:  # at DEBUG botocore logs request signatures (a presigned URL's included)
+        logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

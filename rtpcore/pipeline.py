@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtpcore.errors import InputError, NoMediaMatchError
 from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
@@ -18,6 +19,9 @@ from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
 from rtpcore.sip.legs import resolve_legs
+
+if TYPE_CHECKING:
+    from rtpcore.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +126,7 @@ def combine(sip: Path, paths: SessionPaths) -> int:
 def correlate(
     sip: Path,
     direction: str,
-    media: Sequence[Path],
+    media: Sequence[Path | str],
     out: Path,
     *,
     call_id: str | None = None,
@@ -130,11 +134,23 @@ def correlate(
     min_packets: int = 10,
     workers: int | None = None,
     overwrite: bool = False,
+    settings: Settings | None = None,
 ) -> CorrelationReport:
-    """The whole job in-process; on failure nothing is left under the final output names."""
-    sources = media_files([Path(m) for m in media])
-    plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
-    paths = prepare_outputs(Path(out), overwrite=overwrite)
+    """The whole job in-process; on failure nothing is left under the final output names.
+
+    An "s3://…/<env>/<folder>/<session>/" media source is downloaded into <out>/raw/ first (after the SIP
+    capture has been read, so a wrong call costs no download).
+    """
+    if any(isinstance(m, str) and m.strip().lower().startswith("s3://") for m in media):
+        from rtpcore.storage.download import materialize_media  # boto3 only when S3 is involved
+
+        plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
+        paths = prepare_outputs(Path(out), overwrite=overwrite)
+        sources = media_files(materialize_media(media, paths.root, settings))
+    else:
+        sources = media_files([Path(m) for m in media])
+        plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
+        paths = prepare_outputs(Path(out), overwrite=overwrite)
     try:
         results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
         merge_raw(plan, results, paths)

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from rtpcore import session
 from rtpcore.media.demux import media_files
 from rtpcore.pipeline import SessionPaths
+from rtpcore.storage.download import is_s3_url, materialize_media
 
 
 @task(name="create-session", cache_policy=NO_CACHE)
@@ -33,6 +34,12 @@ def import_sip(paths: SessionPaths, sip: Path) -> Path:
     return session.import_sip(paths, sip)
 
 
-@task(name="import-media", cache_policy=NO_CACHE)
+@task(name="import-media", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
 def import_media(paths: SessionPaths, sources: Sequence[str]) -> list[Path]:
-    return session.import_media(paths, media_files([Path(p) for p in sources]))
+    """Local files/folders are linked or copied into raw/; an s3:// session's raw/ is downloaded there."""
+    local = [s for s in sources if not is_s3_url(s)]
+    remote = [s for s in sources if is_s3_url(s)]
+    imported = session.import_media(paths, media_files([Path(p) for p in local])) if local else []
+    if remote:
+        imported += materialize_media(remote, paths.root)  # strings: Path() would turn s3:// into s3:/
+    return imported

@@ -6,18 +6,20 @@ import dataclasses
 import getpass
 import json
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rtpcore.capture.engine import CaptureSession, CaptureTarget, ReconnectPolicy, adhoc_target, targets_for_hosts
+from rtpcore.capture.engine import ADHOC, CaptureTarget, adhoc_target, targets_for_hosts
 from rtpcore.capture.manifest import MANIFEST_NAME
 from rtpcore.capture.repair import RAW_DIR
+from rtpcore.capture.runner import CaptureRequest, CaptureResult, start_capture
 from rtpcore.capture.stats import STATE_FAILED, CaptureProgress, CaptureSummary
 from rtpcore.errors import InputError, StorageError
 from rtpcore.rpcap.protocol import RPCAP_DEFAULT_PORT
@@ -28,6 +30,7 @@ EXIT_OK = 0
 EXIT_HOST_FAILED = 1
 MIN_CLI_MAX_BYTES = 64 * 1024   # below this a slip ("500" for 500MB) would write one file per few packets
 LINKTYPE_ETHERNET = 1
+_FOLDER_PART = re.compile(r"^[A-Za-z0-9._-]+$")
 HOSTS_HELP = "hosts file (default RTPHELPER_HOSTS_FILE or config/hosts.yaml)"
 
 
@@ -51,8 +54,14 @@ def add_capture_parser(sub: Any) -> argparse.ArgumentParser:
                    help="chunk size (RTPHELPER_ROLLING_PCAP_MAX_BYTES)")
     p.add_argument("--max-seconds", dest="max_seconds", type=float, metavar="S",
                    help="chunk duration, 0 = off (RTPHELPER_ROLLING_PCAP_MAX_SECONDS)")
+    p.add_argument("--storage", choices=("local", "s3"), default=None,
+                   help="s3: upload chunks as they close, local disk while S3 is down; local: disk only "
+                        "(RTPHELPER_STORAGE_MODE)")
+    p.add_argument("--folder", metavar="NAME", help="S3 key folder: <prefix>/<env>/<NAME>/<session>/raw/…")
+    p.add_argument("--flush-timeout", dest="flush_timeout", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for the final uploads after the capture (300); the rest stays queued")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument("--json", action="store_true", help="print one JSON object: {hosts, session}")
+    p.add_argument("--json", action="store_true", help="print one JSON object: {hosts, session, storage}")
     p.set_defaults(handler=run_capture)
     return p
 
@@ -142,18 +151,20 @@ def _prepare_out(out: Path) -> Path:
 
 
 @contextmanager
-def _stop_on_signals(session: CaptureSession) -> Iterator[None]:
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """The first SIGINT/SIGTERM is a cooperative stop (chunks closed, manifest finished); a second one aborts."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopping = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if session.stop_event.is_set():
+        if stopping.is_set():
             raise KeyboardInterrupt(f"second {name}")  # open chunks are left for repair_session
+        stopping.set()
         print(f"rtphelper capture: {name}: stopping (closing chunks; send it again to abort)", file=sys.stderr)
-        session.stop()
+        stop()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -182,6 +193,26 @@ def _print_summary(summary: CaptureSummary) -> None:
     print(f"session: {summary.session} (ended: {summary.ended})")
 
 
+def _print_storage(storage: dict[str, Any]) -> None:
+    line = f"storage: {storage['status']}"
+    if storage.get("location"):
+        line += f" {storage['location']}"
+    if storage["mode"] == "s3":
+        line += f", {storage['uploaded']} uploaded, {len(storage['pending'])} pending"
+    if storage.get("switched_at"):
+        line += f" (switched to local at {storage['switched_at']}: {storage['why']}"
+        line += f"; back on S3 at {storage['restored_at']})" if storage.get("restored_at") else ")"
+    print(line)
+
+
+def _warn_pending(result: CaptureResult) -> None:
+    """Pending uploads do not fail the capture, but they must not go unnoticed."""
+    pending = result.storage.get("pending") or []
+    if pending:
+        print(f"rtphelper capture: warning: {len(pending)} files pending upload; run: rtphelper flush "
+              f"{result.summary.session}", file=sys.stderr)
+
+
 def run_capture(args: argparse.Namespace) -> int:
     """Validate everything that can be checked locally (exit 2), then capture; exit 1 when a host failed."""
     from rtpcore.settings import load_settings
@@ -204,24 +235,38 @@ def run_capture(args: argparse.Namespace) -> int:
     if max_seconds < 0:
         raise InputError(f"--max-seconds {max_seconds:g}: must be 0 (off) or positive")
     _check_filter(args.filter)
+    if args.flush_timeout < 0:
+        raise InputError(f"--flush-timeout {args.flush_timeout:g}: must be 0 or more seconds")
     out = _prepare_out(Path(args.out))
-    session = CaptureSession(
-        targets, out, duration=args.duration, filter_expression=args.filter, max_bytes=max_bytes,
-        max_seconds=max_seconds,
-        reconnect=ReconnectPolicy(settings.rpcap_reconnect_base_seconds, settings.rpcap_reconnect_max_seconds,
-                                  settings.rpcap_reconnect_max_attempts),
-        on_progress=None if args.quiet else _print_progress,
+    request = CaptureRequest(
+        tuple(targets), out, args.duration, filter_expression=args.filter, max_bytes=max_bytes,
+        max_seconds=max_seconds, storage_mode=args.storage, environment=args.env or ADHOC,
+        folder=_check_folder(args.folder), flush_timeout=args.flush_timeout,
     )
-    with _stop_on_signals(session):
-        summary = session.run()
-    for h in summary.hosts:
+    running = start_capture(request, settings, on_progress=None if args.quiet else _print_progress)
+    with _stop_on_signals(running.stop):
+        result = running.wait()
+    assert result is not None
+    for h in result.summary.hosts:
         if h.error:
             print(f"rtphelper capture: error: {h.error}", file=sys.stderr)
+    _warn_pending(result)
     if args.json:
-        print(json.dumps(summary.to_json()))
+        print(json.dumps(result.to_json()))
     else:
-        _print_summary(summary)
-    return EXIT_OK if summary.ok else EXIT_HOST_FAILED
+        _print_summary(result.summary)
+        _print_storage(result.storage)
+    return EXIT_OK if result.ok else EXIT_HOST_FAILED
+
+
+def _check_folder(folder: str | None) -> str | None:
+    """--folder is part of S3 keys: the same characters as session folders."""
+    if folder is None:
+        return None
+    parts = folder.strip("/").split("/")
+    if not folder.strip("/") or any(not _FOLDER_PART.match(p) or p in (".", "..") for p in parts):
+        raise InputError(f"--folder {folder!r}: use letters, digits, '.', '_', '-' and '/' only")
+    return "/".join(parts)
 
 
 # -- diagnose --------------------------------------------------------------------------------------

@@ -224,6 +224,7 @@ class _HostCapture:
         def closed(info: ChunkInfo) -> None:
             s.manifest.append_chunk(t.host, t.interface, info)
             self.counters.files.append(info.path.resolve())
+            s.chunk_closed(info)
 
         return RollingPcapWriter(s.raw, t.label, linktype, snaplen=s.snaplen, max_bytes=s.max_bytes,
                                  max_seconds=s.max_seconds, on_open=opened, on_close=closed)
@@ -361,6 +362,7 @@ class CaptureSession:
         on_progress: Callable[[CaptureProgress], None] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         snaplen: int = MAXIMUM_SNAPLEN,
+        on_chunk_closed: Callable[[ChunkInfo], None] | None = None,
     ) -> None:
         if not targets:
             raise ValueError("a capture session needs at least one target")
@@ -379,6 +381,7 @@ class CaptureSession:
         self.reconnect = reconnect or ReconnectPolicy()
         self.stats_interval = stats_interval
         self.on_progress = on_progress
+        self.on_chunk_closed = on_chunk_closed
         self.connect_timeout = connect_timeout
         self.snaplen = snaplen
         self.manifest = Manifest(self.root / MANIFEST_NAME)
@@ -407,6 +410,16 @@ class CaptureSession:
     def stop(self) -> None:
         """Cooperative stop: each thread ends its capture, drains and closes its chunk within about a second."""
         self.stop_event.set()
+
+    def chunk_closed(self, info: ChunkInfo) -> None:
+        """Hand a chunk (already in the manifest) to on_chunk_closed; its failure must not stop the capture."""
+        callback = self.on_chunk_closed
+        if callback is None:
+            return
+        try:
+            callback(info)
+        except Exception:  # noqa: BLE001 - e.g. the upload queue's disk trouble: the chunk is safe on disk
+            _log.exception("on_chunk_closed callback failed for %s (the chunk stays on disk)", info.path)
 
     def progress(self) -> list[CaptureProgress]:
         """A snapshot of every target now (counters are read without locking: approximate while running)."""

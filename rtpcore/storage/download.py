@@ -3,20 +3,43 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rtpcore.storage.base import Storage, StorageError, StorageNotFoundError, file_digests
+from rtpcore.storage.base import DEFAULT_URL_EXPIRES, Storage, StorageError, StorageNotFoundError, file_digests
 from rtpcore.storage.keys import SESSION_SUBDIRS, check_key
 
-__all__ = ["DEFAULT_IMPORT_SUBDIRS", "DownloadReport", "S3Url", "download_session", "parse_s3_url"]
+if TYPE_CHECKING:
+    from rtpcore.settings import Settings
+
+__all__ = [
+    "DEFAULT_IMPORT_SUBDIRS",
+    "OUTPUT_SUBDIRS",
+    "DownloadReport",
+    "PublishedOutputs",
+    "S3Url",
+    "download_session",
+    "is_s3_url",
+    "materialize_media",
+    "parse_s3_url",
+    "publish_outputs",
+    "storage_for_url",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IMPORT_SUBDIRS = ("raw", "uploads")
+OUTPUT_SUBDIRS = ("decrypted", "combined")
 S3_SCHEME = "s3://"
+FURTHER_IMPORT = "import-{n}"  # the 2nd, 3rd … s3:// source of one correlation: chunk names may repeat
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def is_s3_url(source: object) -> bool:
+    """True for an "s3://…" string (a Path cannot be one: it collapses the "//")."""
+    return isinstance(source, str) and source.strip().lower().startswith(S3_SCHEME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +129,98 @@ def download_session(
                                    "check the session URL or environment/session path")
     log.info("imported %d file(s) (%d already present) from %s/ into %s", len(written), len(skipped), prefix, dest_dir)
     return DownloadReport(source=prefix, files=tuple(written), skipped=tuple(skipped), bytes=total)
+
+
+def storage_for_url(url: str, settings: Settings, *, environ: Mapping[str, str] | None = None) -> Storage:
+    """An S3 backend (configured endpoint and credentials) on the URL's bucket, even with no bucket configured."""
+    from rtpcore.storage.s3 import PHASE_POST, S3Storage  # boto3 loads only for s3:// sources
+
+    bucket = parse_s3_url(url).bucket
+    if not settings.s3_bucket_name:
+        settings = settings.model_copy(update={"s3_bucket": bucket})
+    return S3Storage.from_settings(settings, environ=environ, phase=PHASE_POST).for_bucket(bucket)
+
+
+def materialize_media(
+    sources: Sequence[str | Path],
+    dest: Path,
+    settings: Settings | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    storage: Storage | None = None,
+) -> list[Path]:
+    """Local paths as given; each s3:// session's raw/ downloaded, verified, into dest/raw/ (then import-2/raw/ …)."""
+    out: list[Path] = []
+    imported = 0
+    for source in sources:
+        if not is_s3_url(source):
+            out.append(Path(source))
+            continue
+        url = str(source).strip()
+        imported += 1
+        target = Path(dest) if imported == 1 else Path(dest) / FURTHER_IMPORT.format(n=imported)
+        if storage is None:
+            from rtpcore.settings import load_settings
+
+            settings = settings if settings is not None else load_settings(environ)
+            store = storage_for_url(url, settings, environ=environ)
+        else:
+            store = storage
+        report = download_session(store, url, target, subdirs=("raw",))
+        out.extend(sorted(report.files + report.skipped))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedOutputs:
+    """Outputs uploaded into a stored session: session-relative path → presigned URL (never logged)."""
+
+    location: str
+    urls: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _output_files(session_dir: Path) -> list[Path]:
+    """decrypted/* and the combined/ finals; combined/filtered/ holds intermediates and stays local."""
+    files: list[Path] = []
+    for sub in OUTPUT_SUBDIRS:
+        folder = session_dir / sub
+        if folder.is_dir():
+            files += sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return files
+
+
+def publish_outputs(
+    source: str,
+    session_dir: Path,
+    settings: Settings | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    storage: Storage | None = None,
+    expires: int = DEFAULT_URL_EXPIRES,
+) -> PublishedOutputs:
+    """Upload a correlation's outputs into the S3 session its media came from; errors are reported, not raised."""
+    url = parse_s3_url(source)
+    head, _, last = url.key.rpartition("/")
+    prefix = head if head and last in SESSION_SUBDIRS else url.key
+    location = f"{S3_SCHEME}{url.bucket}/{prefix}/"
+    urls: dict[str, str] = {}
+    try:
+        if storage is None:
+            from rtpcore.settings import load_settings
+
+            settings = settings if settings is not None else load_settings(environ)
+            storage = storage_for_url(source, settings, environ=environ)
+        elif getattr(storage, "bucket", url.bucket) != url.bucket:
+            storage = storage.for_bucket(url.bucket)  # type: ignore[attr-defined]
+        session_dir = Path(session_dir)
+        for path in _output_files(session_dir):
+            relative = path.relative_to(session_dir).as_posix()
+            key = check_key(f"{prefix}/{relative}")
+            storage.put_file(path, key)
+            urls[relative] = storage.presigned_url(key, expires)
+    except StorageError as exc:
+        log.warning("outputs not (all) uploaded to %s: %s", location, exc)
+        return PublishedOutputs(location, urls, f"outputs not (all) uploaded to {location}: {exc}")
+    log.info("uploaded %d output file(s) to %s (presigned URLs valid %d s)", len(urls), location, expires)
+    return PublishedOutputs(location, urls)

@@ -20,3 +20,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/flows/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.flow)
+
+
+# Real rpcapd for the capture-session flow tests (built by scripts/build-rpcapd.sh).
+from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: E402,F401

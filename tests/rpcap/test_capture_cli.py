@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
-from rtpcore.capture.repair import repair_session
 from rtpcore.cli import main
 from rtpcore.pcap.reader import open_capture
 from tests.rpcap import conftest as rpcapd_conftest
@@ -33,6 +32,7 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("RTPHELPER_RPCAP_RECONNECT_BASE_SECONDS", "0.1")
     monkeypatch.setenv("RTPHELPER_RPCAP_RECONNECT_MAX_SECONDS", "0.2")
+    monkeypatch.setenv("RTPHELPER_STORAGE_MODE", "local")  # S3 is covered in tests/storage
 
 
 def hosts_yaml(path: Path, envs: dict[str, list[dict[str, object]]]) -> Path:
@@ -71,7 +71,8 @@ def test_capture_json_shape_and_files(rpcapd, tmp_path: Path, capsys: pytest.Cap
     lines = stdout.splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
-    assert set(result) == {"hosts", "session"} and result["session"] == str(out.resolve())
+    assert set(result) == {"hosts", "session", "storage"} and result["session"] == str(out.resolve())
+    assert result["storage"]["mode"] == "local"
     (host,) = result["hosts"]
     assert set(host) == HOST_KEYS and set(host["drops"]) == {"client", "server", "interface"}
     assert (host["host"], host["address"], host["interface"], host["error"], host["gaps"]) == (
@@ -143,7 +144,7 @@ def test_unreachable_and_refused_auth_exit_1(rpcapd_pwd, system_user, tmp_path: 
 
 
 def cli_process(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTPHELPER_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RTPHELPER_")} | {"RTPHELPER_STORAGE_MODE": "local"}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.Popen([sys.executable, "-m", "rtpcore.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -189,8 +190,15 @@ def test_sigkill_then_repair_accounts_for_every_chunk(rpcapd, tmp_path: Path) ->
         traffic.stop()
     before = Manifest.read(out / MANIFEST_NAME)
     assert len(before.open_chunks) == 1 and before.sessions[-1]["status"] == "started"
-    report = repair_session(out)
-    assert not report.problems
+    repair = [sys.executable, "-m", "rtpcore.cli", "repair", str(out), "--json"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first_run = subprocess.run(repair, capture_output=True, text=True, timeout=60, env=env)
+    assert first_run.returncode == 0, first_run.stderr
+    doc = json.loads(first_run.stdout)
+    assert doc["changed"] and not doc["problems"] and any(a["action"] == "recorded" or a["action"] == "truncated"
+                                                          for a in doc["actions"])
+    again = subprocess.run(repair, capture_output=True, text=True, timeout=60, env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False, "repair is idempotent"
     state = Manifest.read(out / MANIFEST_NAME)
     files = sorted((out / "raw").glob("*.pcap"))
     assert sorted(c.name for c in state.chunks) == [f.name for f in files] and not state.open_chunks

@@ -1,0 +1,128 @@
+"""capture-session against a real rpcapd: timed run, stop from the stop-capture flow, artifacts, validation."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rtpcore.capture.manifest import Manifest
+from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp
+from rtpcore.pcap.reader import open_capture
+
+
+def _hosts_yaml(tmp_path: Path, port: int) -> Path:
+    doc = {"rpcap": {"default_port": port, "auth_mode": None},
+           "settings": {"default_capture_root": str(tmp_path / "captures")},
+           "environments": {"LAB": {"regions": {"EU": {"sub-region": {"lab-1": {"hosts": [
+               {"id": "media-1", "address": "127.0.0.1", "description": "loopback rpcapd", "interfaces": ["lo"]}]}}}}}}}
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _send(port: int, count: int, tag: bytes, stop: threading.Event | None = None) -> int:
+    sent = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(count):
+            if stop is not None and stop.is_set():
+                break
+            sock.sendto(tag + i.to_bytes(4, "big"), ("127.0.0.1", port))
+            sent += 1
+            time.sleep(0.002)
+    return sent
+
+
+def _payloads(files: list[str], port: int) -> list[bytes]:
+    out = []
+    for f in files:
+        with open_capture(Path(f)) as reader:
+            for frame in reader:
+                l3 = link_payload(frame.linktype, frame.data)
+                udp = parse_udp(parse_ip(l3)) if l3 else None
+                if udp is not None and udp.dport == port:
+                    out.append(udp.payload)
+    return out
+
+
+@pytest.fixture
+def lab(tmp_path: Path, rpcapd, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("RTPHELPER_STORAGE_MODE", "local")
+    return _hosts_yaml(tmp_path, rpcapd.port)
+
+
+def test_timed_capture_writes_every_packet(lab: Path, tmp_path: Path) -> None:
+    from flows.capture_session import capture_session
+
+    port = 47001
+    result: dict = {}
+
+    def run() -> None:
+        result["state"] = capture_session(environment="LAB", duration_minutes=0.08, capture_filter=f"udp port {port}",
+                                          output_folder="ticket-1", hosts_file=str(lab), return_state=True)
+
+    th = threading.Thread(target=run)
+    th.start()
+    time.sleep(2.0)  # connected and capturing
+    sent = _send(port, 300, b"timed-")
+    th.join(timeout=120)
+    state = result["state"]
+    assert state.is_completed(), state
+    doc = state.result()
+    session = Path(doc["session"])
+    assert session.parent == tmp_path / "captures" / "ticket-1"
+    host = doc["hosts"][0]
+    assert host["host"] == "media-1" and host["error"] is None
+    got = _payloads(host["files"], port)
+    assert got == [b"timed-" + i.to_bytes(4, "big") for i in range(sent)]
+    m = Manifest.read(session / "manifest.jsonl")
+    assert {c.name for c in m.chunks} == {Path(f).name for f in host["files"]}
+
+
+def test_stop_capture_flow_ends_it_early(lab: Path) -> None:
+    from flows.capture_session import capture_session
+    from flows.stop_capture import stop_capture
+
+    port = 47002
+    result: dict = {}
+    stop_sending = threading.Event()
+
+    def run() -> None:
+        result["state"] = capture_session(environment="LAB", duration_minutes=10, capture_filter=f"udp port {port}",
+                                          hosts_file=str(lab), return_state=True)
+
+    th = threading.Thread(target=run)
+    started = time.monotonic()
+    th.start()
+    sender = threading.Thread(target=lambda: result.setdefault("sent", _send(port, 100000, b"stop-", stop_sending)))
+    time.sleep(2.5)
+    sender.start()
+    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    stopped: list[str] = []
+    while not stopped and time.monotonic() < deadline:  # the capture run must be Running first
+        stopped = stop_capture()
+        time.sleep(0.5)
+    th.join(timeout=60)
+    stop_sending.set()
+    sender.join()
+    assert stopped, "stop-capture found the running capture"
+    assert time.monotonic() - started < 60, "stopped long before its 10 minutes"
+    state = result["state"]
+    assert state.is_completed(), state
+    doc = state.result()
+    got = _payloads(doc["hosts"][0]["files"], port)
+    assert got and got == [b"stop-" + i.to_bytes(4, "big") for i in range(len(got))], "a gap-free prefix of what was sent"
+
+
+def test_unknown_host_is_refused_inside_the_flow(lab: Path) -> None:
+    from flows.capture_session import capture_session
+
+    state = capture_session(environment="LAB", duration_minutes=0.05, hosts=["media-9"], hosts_file=str(lab),
+                            return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match=r"unknown host\(s\) media-9 in environment LAB; known: media-1"):
+        state.result()
