@@ -110,6 +110,8 @@ def capture_session(
             latest[snap.label] = snap
         if latest and time.monotonic() - last_table >= COUNTERS_EVERY_S:
             last_table = time.monotonic()
+            for snap in latest.values():
+                log.info("%s", snap.line())
             create_table_artifact([_row(p) for p in running.progress()], key="capture-counters",
                                   description="live counters per host (updated every ~5 s)")
         update_progress_artifact(progress_id, min(100.0, 100 * (time.monotonic() - started) / request.duration))
@@ -120,8 +122,10 @@ def capture_session(
     for w in watchers:
         w.wait()
     t.clear_stop(run_id)
-    create_table_artifact([_row(p) for p in running.progress()], key="capture-counters",
-                          description="final counters per host")
+    final = running.progress()
+    for snap in final:
+        log.info("final: %s", snap.line())
+    create_table_artifact([_row(p) for p in final], key="capture-counters", description="final counters per host")
     create_markdown_artifact(_summary_md(result.to_json()), key="capture-summary", description="capture session summary")
     return result.to_json()
 

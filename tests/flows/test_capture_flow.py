@@ -81,6 +81,19 @@ def test_timed_capture_writes_every_packet(lab: Path, tmp_path: Path) -> None:
     m = Manifest.read(session / "manifest.jsonl")
     assert {c.name for c in m.chunks} == {Path(f).name for f in host["files"]}
 
+    from tests.flows.test_correlation_flows import _artifacts_and_logs
+
+    arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
+    summary = next(a.data for a in arts if a.key == "capture-summary")
+    assert str(session) in summary and "| media-1 | lo |" in summary
+    counters = [a for a in arts if a.key == "capture-counters"]
+    assert counters, "the live counters table artifact"
+    final = counters[-1].data if isinstance(counters[-1].data, list) else __import__("json").loads(counters[-1].data)
+    assert final[0]["host"] == "media-1" and final[0]["packets"] >= sent and final[0]["state"] == "done"
+    assert any(a.type == "progress" for a in arts)
+    text = "\n".join(log.message for log in logs)
+    assert "media-1" in text and "packets" in text, "per-host counters in the run log"
+
 
 def test_stop_capture_flow_ends_it_early(lab: Path) -> None:
     from flows.capture_session import capture_session
