@@ -340,3 +340,22 @@ def test_replace_udp_payload_through_vlans_and_rejections(tmp_path: Path, tshark
         replace_udp_payload(real_frag.linktype, real_frag.data, b"")
     with pytest.raises(ValueError, match="ethertype 0x0806, not IP"):
         replace_udp_payload(LINKTYPE_ETHERNET, b"\xff" * 12 + b"\x08\x06" + b"\x00" * 28, b"")
+
+
+def test_ipv6_fragments_keep_a_hop_by_hop_header_unfragmentable() -> None:
+    """RFC 8200: extension headers before the Fragment header are repeated in every fragment."""
+    import struct as _struct
+
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop, defragment6
+
+    from rtpcore.pcap.build import build_udp, fragment_ip
+
+    l3 = build_udp("2001:db8::1", 5060, "2001:db8::2", 5060, bytes(range(256)) * 12)
+    hop_by_hop = bytes([17, 0]) + b"\x01\x04\x00\x00\x00\x00"  # next header UDP, PadN
+    with_hbh = l3[:6] + bytes([0]) + l3[7:40] + hop_by_hop + l3[40:]
+    with_hbh = with_hbh[:4] + _struct.pack("!H", len(with_hbh) - 40) + with_hbh[6:]
+    pieces = fragment_ip(with_hbh, 1280, ident=7)
+    assert len(pieces) == 3 and all(len(p) <= 1280 for p in pieces)
+    assert all(IPv6ExtHdrHopByHop in IPv6(p) for p in pieces)
+    whole = defragment6([IPv6(p) for p in pieces])
+    assert bytes(whole[IPv6].payload.payload) == bytes(IPv6(with_hbh)[IPv6].payload.payload)
