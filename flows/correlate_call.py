@@ -19,8 +19,8 @@ def run_correlation(
 ) -> dict:
     """The DAG, shared by correlate-call and process-call: plan → filter (mapped) → merge → decrypt → combine."""
     plan = t.resolve_legs(sip, direction, call_id, number)
-    sources = t.list_media(media)
     paths = t.prepare_outputs(out, overwrite)
+    sources = t.list_media(media, paths.root)
     try:
         results = t.filter_raw_file.map(unmapped(plan), sources, unmapped(paths), unmapped(min_packets)).result()
         t.merge_raw(plan, results, paths)
@@ -29,7 +29,7 @@ def run_correlation(
     except BaseException:
         t.rollback(paths)
         raise
-    report = t.publish_report(plan, results, decrypted, paths)
+    report = t.publish_report(plan, results, decrypted, paths, media)
     return report.to_json()
 
 
@@ -49,7 +49,7 @@ def correlate_call(
     Args:
         sip_pcap: Path of the SIP pcap/pcapng of the call.
         direction: inbound — the carrier sent the first INVITE; outbound — the core did.
-        media: Raw media captures, or folders of them (rolling chunks of one or more media hosts).
+        media: Raw media captures, or folders of them (rolling chunks of one or more media hosts), or an s3:// session.
         output_folder: Where decrypted/ and combined/ are written.
         call_id: Select the call by Call-ID when the SIP pcap holds several calls.
         number: Or select it by caller/callee number (+44…, 0044… and 44… match).

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -26,11 +26,20 @@ def resolve_legs(sip: Path, direction: str, call_id: str | None, number: str | N
     return pipeline.plan_call(sip, direction, call_id=call_id, number=number)
 
 
-@task(name="list-media", **_PRIVATE)
-def list_media(media: Sequence[str]) -> list[Path]:
+@task(name="list-media", retries=1, retry_delay_seconds=10, **_PRIVATE)
+def list_media(media: Sequence[str], out: Path) -> list[Path]:
+    """Local files/folders as given; an s3:// session's raw/ is downloaded (verified) into <out>/raw/ first."""
     from rtpcore.media.demux import media_files
 
+    if any(_is_s3(m) for m in media):
+        from rtpcore.storage.download import materialize_media
+
+        return media_files(materialize_media(list(media), out))
     return media_files([Path(m) for m in media])
+
+
+def _is_s3(source: str) -> bool:
+    return str(source).strip().lower().startswith("s3://")
 
 
 @task(name="prepare-outputs", **_PRIVATE)
@@ -60,7 +69,8 @@ def combine(sip: Path, paths: pipeline.SessionPaths) -> int:
 
 @task(name="publish-report", **_PRIVATE)
 def publish_report(
-    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, paths: pipeline.SessionPaths
+    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, paths: pipeline.SessionPaths,
+    media: Sequence[str] = (),
 ) -> CorrelationReport:
     report = build_report(plan, results, decrypted, paths.finals)
     slug = "".join(ch if ch.isalnum() else "-" for ch in plan.call_id.lower())[:40].strip("-")
@@ -69,7 +79,26 @@ def publish_report(
     create_table_artifact(report.stream_rows(), key=f"streams-{slug}", description="Streams of the call")
     for path in paths.finals:
         create_link_artifact(path.resolve().as_uri(), link_text=path.name, description=f"{path.name} (local file)")
+    remote = [m for m in media if _is_s3(m)]
+    if remote:
+        _publish_to_s3(remote[0], paths)
     return report
+
+
+def _publish_to_s3(source: str, paths: pipeline.SessionPaths) -> None:
+    """Media that came from an S3 session gets its outputs back in that session, linked by presigned URLs."""
+    from rtpcore.settings import load_settings
+    from rtpcore.storage.download import publish_outputs
+
+    settings = load_settings()
+    if settings.storage_mode != "s3":
+        return
+    published = publish_outputs(source, paths.root, settings)
+    if published.error:
+        get_run_logger().warning("outputs not uploaded to S3: %s", published.error)
+    for relative, url in published.urls.items():
+        if relative.startswith("combined/"):
+            create_link_artifact(url, link_text=Path(relative).name, description=f"{Path(relative).name} (S3, presigned)")
 
 
 def rollback(paths: pipeline.SessionPaths) -> None:

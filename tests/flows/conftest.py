@@ -24,3 +24,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Real rpcapd for the capture-session flow tests (built by scripts/build-rpcapd.sh).
 from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: E402,F401
+from tests.storage.conftest import moto_server  # noqa: E402,F401  (a real S3 endpoint for the S3 flow test)

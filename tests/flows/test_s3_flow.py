@@ -1,0 +1,48 @@
+"""correlate-call with media from an S3 session (real moto_server): outputs go back there, presigned links."""
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import load_truth
+from tests.storage.conftest import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, MotoServer
+
+SESSION = "captures/PRD/ticket-9/20250505_101010"
+
+
+def test_correlate_call_flow_from_s3(moto_server: MotoServer, generated, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.correlate_call import correlate_call
+    from tests.flows.test_correlation_flows import _artifacts_and_logs
+
+    for key, value in {"RTPHELPER_S3_ENDPOINT": moto_server.endpoint, "RTPHELPER_S3_REGION": REGION,
+                       "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
+                       "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    folder = generated("rolling")
+    truth = load_truth(folder)
+    client = moto_server.client()
+    for path in sorted((folder / "media").glob("*.pcap")):
+        client.put_object(Bucket=BUCKET, Key=f"{SESSION}/raw/{path.name}", Body=path.read_bytes())
+
+    state = correlate_call(sip_pcap=str(folder / "sip.pcap"), direction="inbound",
+                           media=[f"s3://{BUCKET}/{SESSION}/"], output_folder=str(tmp_path / "out"), return_state=True)
+    assert state.is_completed(), state
+    doc = state.result()
+    got = {(s["src"], s["dst"], s["kind"]): s["packets"] for leg in doc["legs"] for s in leg["streams"]}
+    assert got == {(s["src"], s["dst"], s["kind"]): s["packets"] for s in truth["streams"]}
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{SESSION}/combined/")["Contents"]}
+    assert keys == {f"{SESSION}/combined/{n}" for n in ("media_raw.pcap", "media_decrypted.pcap",
+                                                         "SIP_plus_media_decrypted.pcap")}
+    arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
+    presigned = [a.data.split("](", 1)[1].rstrip(")") for a in arts
+                 if a.description and a.description.endswith("(S3, presigned)")]
+    assert len(presigned) == 3
+    local = Path(doc["outputs"]["media_decrypted"]).read_bytes()
+    link = next(u for u in presigned if "/combined/media_decrypted.pcap" in u)
+    assert urllib.request.urlopen(link, timeout=10).read() == local
+    text = "\n".join(log.message for log in logs)
+    assert "Signature=" not in text and "X-Amz-Signature" not in text and SECRET_KEY not in text
