@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
 from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
-from rtpcore.sip.capture import SipPacket, read_sip
+from rtpcore.sip.capture import SipPacket, scan_sip
 from rtpcore.sip.crypto import CryptoAttribute
 from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, chain_calls, numbers_match
 from rtpcore.sip.sdp import MediaDescription, SessionDescription
@@ -46,9 +46,18 @@ def resolve_legs(
     margin_ns: int = DEFAULT_MARGIN_NS,
 ) -> LegPlan:
     """Read a SIP pcap and build the leg plan of the selected call."""
-    return plan_from_packets(
-        read_sip(Path(sip_path)), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns
-    )
+    capture = scan_sip(Path(sip_path))
+    try:
+        return plan_from_packets(
+            list(capture.packets), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns
+        )
+    except SipError as exc:
+        if capture.packets or not capture.stats.tcp_discarded_bytes:
+            raise
+        raise SipError(
+            f"{exc}; it has {capture.stats.tcp_discarded_bytes} bytes of TCP that are not plain SIP — SIP over TLS "
+            "(port 5061) or WebSocket cannot be read: capture the SIP where it is in clear, or export it decrypted"
+        ) from None
 
 
 def list_calls(packets: list[SipPacket]) -> list[CallSummary]:

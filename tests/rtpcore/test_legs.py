@@ -253,3 +253,10 @@ def test_real_single_hop_call_warns_about_missing_leg(shared_pcaps: Path) -> Non
     assert [leg.name for leg in plan.legs] == ["carrier"]
     assert plan.leg("carrier").endpoints == ["10.33.6.100:6000", "10.33.6.101:6050"]
     assert any("only one hop" in w for w in plan.warnings)
+
+
+def test_sip_over_tls_is_named(shared_pcaps: Path, capsys) -> None:
+    code, _, err = _legs_cli(capsys, "--sip", str(shared_pcaps / "sngrep_tlssaved.pcap"), "--direction", "inbound")
+    assert code == 2 and err.count("\n") == 1
+    assert "no INVITE found (no SIP messages at all)" in err
+    assert "5313 bytes of TCP that are not plain SIP — SIP over TLS (port 5061)" in err
