@@ -209,43 +209,16 @@ class CaptureReader:
     # -- classic pcap ----------------------------------------------------------------------
 
     def _iter_pcap(self) -> Iterator[Frame]:
-        """Yield classic pcap records; locals keep the per-packet path short."""
-        unpack = self._record_header.unpack_from
-        hlen = self._record_header.size
-        ts_mul = self._ts_mul
-        linktype = self.linktype
-        index = 0
+        """Classic pcap records as Frames; the reading itself is the tuple loop below."""
         try:
-            while True:
-                buf, pos = self._buf, self._pos
-                if len(buf) - pos < hlen:
-                    avail = self._fill(hlen)
-                    if avail == 0:
-                        return
-                    if avail < hlen:
-                        raise self._truncated(self._base + self._pos, hlen)
-                    buf, pos = self._buf, self._pos
-                sec, frac, caplen, orig_len = unpack(buf, pos)
-                end = pos + hlen + caplen
-                if end > len(buf):
-                    if caplen > MAX_RECORD_BYTES:
-                        raise self._corrupt(
-                            self._base + pos,
-                            f"record header: captured length {caplen} exceeds the {MAX_RECORD_BYTES}-byte limit",
-                        )
-                    if self._fill(hlen + caplen) < hlen + caplen:
-                        raise self._truncated(self._base + self._pos, hlen + caplen)
-                    buf, pos = self._buf, self._pos
-                    end = pos + hlen + caplen
-                self._pos = end
-                index += 1
-                self.packets_read = index
-                yield Frame(index - 1, sec * NS_PER_S + frac * ts_mul, linktype, buf[pos + hlen : end], orig_len)
+            for index, (ts_ns, linktype, data, orig_len) in enumerate(self._iter_pcap_tuples()):
+                self.packets_read = index + 1
+                yield Frame(index, ts_ns, linktype, data, orig_len)
         finally:
             self.close()
 
     def _iter_pcap_tuples(self) -> Iterator[tuple[int, int, bytes, int]]:
-        """_iter_pcap yielding plain tuples: the hot loops (decrypt, merge, demux) skip the dataclass."""
+        """Classic pcap records as plain tuples; locals keep the per-packet path short (decrypt, merge, demux)."""
         unpack = self._record_header.unpack_from
         hlen = self._record_header.size
         ts_mul = self._ts_mul
