@@ -38,6 +38,7 @@ import gen_media  # noqa: E402
 import pylibsrtp  # noqa: E402
 
 from rtpcore.media.bpf import leg_filter  # noqa: E402
+from rtpcore.media.demux import filter_for_file  # noqa: E402
 from rtpcore.media.decrypt import FilteredInput, decrypt_call  # noqa: E402
 from rtpcore.media.demux import filter_raw_file, filter_raw_files, media_files  # noqa: E402
 from rtpcore.pcap import libpcap  # noqa: E402
@@ -189,7 +190,7 @@ def breakdown(sip: Path, media: list[Path], repeat: int) -> dict:
         filter_raw_file(plan, sources[0], WORK / "steps-serial")
         serial.append(time.perf_counter() - t)
     bpf = []
-    expression = leg_filter(plan, libpcap.linktype_of(sources[0]))
+    expression = filter_for_file(plan, sources[0])
     for _ in range(repeat):
         t = time.perf_counter()
         libpcap.filter_file(sources[0], WORK / "steps-bpf.pcap", expression)
@@ -237,7 +238,7 @@ def seed_pipeline(plan: LegPlan, media: list[Path], *, quick: bool, kept_pairs: 
 def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int) -> dict[str, dict]:
     """(a) CLI, (a) library and (c) tcpdump, round-robin so load from elsewhere hits all three alike."""
     bpf = WORK / "legs.bpf"
-    bpf.write_text(leg_filter(plan, libpcap.linktype_of(media[0])) + "\n")
+    bpf.write_text(filter_for_file(plan, media[0]) + "\n")  # the same expression our demux compiles
     tcpdump_out, cli_out, lib_out = WORK / "tcpdump", WORK / "cli", WORK / "lib"
     tcpdump_cmd = ["bash", str(BENCH / "tcpdump_anchor.sh"), str(tcpdump_out), str(bpf), *map(str, media)]
     cli_cmd = [str(RTPHELPER), "correlate", "--sip", str(sip), "--direction", DIRECTION, "--media", *map(str, media),

@@ -50,14 +50,21 @@ def _clause(pair: Pair) -> str:
     return f"(src host {src} and src port {sport} and dst host {dst} and dst port {dport})"
 
 
-def leg_filter(plan: LegPlan, linktype: int = LINKTYPE_ETHERNET) -> str:
-    """One expression for all legs; on Ethernet it also matches 802.1Q and QinQ (0x88a8/0x9100) frames."""
+def leg_filter(plan: LegPlan, linktype: int = LINKTYPE_ETHERNET, *, vlan_tags: bool = True) -> str:
+    """One expression for all legs; on Ethernet it also matches 802.1Q and QinQ (0x88a8/0x9100) frames.
+
+    With vlan_tags=False (a file whose first frames carry no tag) the exact per-pair test is compiled
+    once and any tagged frame is let through whole, to be routed exactly in Python: the nested VLAN
+    copies triple the program, and every packet of the file pays for its length.
+    """
     pairs = leg_pairs(plan)
     if not pairs:
         raise ValueError(f"call {plan.call_id}: the leg plan has no media endpoints to filter on")
     core = f"udp and ({' or '.join(_clause(p) for p in pairs)})"
     if linktype not in VLAN_LINKTYPES:
         return core
+    if not vlan_tags:
+        return f"({core}) or vlan"
     # libpcap's `vlan` shifts the offsets of everything after it in the expression, even across `or`,
     # so "(F) or (vlan and F) or (vlan and vlan and F)" would test a triple tag in its last term:
     # nest instead, each `vlan` adding one tag to the terms inside it.

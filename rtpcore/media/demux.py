@@ -6,6 +6,7 @@ import secrets
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -13,9 +14,17 @@ from pathlib import Path
 
 from rtpcore.errors import InputError, PcapError, TruncatedCaptureError
 from rtpcore.fsutil import atomic_output
-from rtpcore.media.bpf import Pair, leg_filter, negotiation_pairs
+from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pairs
 from rtpcore.pcap import libpcap
-from rtpcore.pcap.layers import ETH_HEADER_LEN, SLL2_HEADER_LEN, SLL_HEADER_LEN, link_payload, parse_ip, parse_udp
+from rtpcore.pcap.layers import (
+    ETH_HEADER_LEN,
+    SLL2_HEADER_LEN,
+    SLL_HEADER_LEN,
+    VLAN_ETHERTYPES,
+    link_payload,
+    parse_ip,
+    parse_udp,
+)
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 from rtpcore.pcap.reader import open_capture
 from rtpcore.pcap.writer import PcapWriter
@@ -28,6 +37,7 @@ __all__ = [
     "LegFile",
     "filter_raw_file",
     "filter_raw_files",
+    "filter_for_file",
     "leg_filter",
     "media_files",
     "no_match_message",
@@ -216,6 +226,30 @@ def _write_leg(records: list[_Record], linktype: int, output: Path) -> None:
         writer.write_many((ts, data, orig_len) for ts, _, data, orig_len in records)
 
 
+VLAN_SAMPLE_FRAMES = 256
+
+
+def filter_for_file(plan: LegPlan, source: Path) -> str:
+    """The leg filter for this file's link type; the VLAN-nested form only when its first frames are tagged."""
+    linktype = libpcap.linktype_of(source)
+    return leg_filter(plan, linktype, vlan_tags=linktype in VLAN_LINKTYPES and _starts_tagged(source))
+
+
+def _starts_tagged(source: Path) -> bool:
+    """True when any of the first frames is 802.1Q/QinQ-tagged (a trunk or SPAN capture)."""
+    try:
+        with open_capture(source) as reader:
+            for ts, linktype, data, _ in islice(reader.records(), VLAN_SAMPLE_FRAMES):
+                if linktype in VLAN_LINKTYPES and data[12:14] in _VLAN_TAGS:
+                    return True
+    except PcapError:
+        return True  # unreadable start: the exact nested form, libpcap will report the file
+    return False
+
+
+_VLAN_TAGS = frozenset(t.to_bytes(2, "big") for t in VLAN_ETHERTYPES)
+
+
 def filter_raw_file(
     plan: LegPlan, source: Path, filtered_dir: Path, *, min_packets: int = DEFAULT_MIN_PACKETS
 ) -> FileResult:
@@ -226,8 +260,7 @@ def filter_raw_file(
     temp = filtered_dir / _MATCHED_TEMP.format(stem=source.stem, token=secrets.token_hex(4))
     try:
         if libpcap.available():
-            linktype = libpcap.linktype_of(source)
-            result = libpcap.filter_file(source, temp, leg_filter(plan, linktype))
+            result = libpcap.filter_file(source, temp, filter_for_file(plan, source))
             matched, error = result.packets_matched, result.src_error
             routed, linktype, read_error = _read_routed(plan, temp)
             error = error or read_error

@@ -421,3 +421,27 @@ def test_no_match_message_names_files_times_and_legs(generated, tmp_path: Path, 
     for leg in plan.legs:
         for ep in leg.endpoints:
             assert ep in text
+
+
+def test_tags_that_start_late_still_match(generated, tmp_path: Path) -> None:
+    """A file whose first frames are untagged gets the short filter; tagged frames later are still the call's."""
+    from rtpcore.media.bpf import leg_filter as _leg_filter
+    from rtpcore.media.demux import filter_for_file
+    from rtpcore.pcap.build import frame
+    from rtpcore.pcap.layers import link_payload
+    from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
+    from rtpcore.pcap.reader import open_capture
+    from rtpcore.pcap.writer import PcapWriter
+
+    folder = generated("vlan")
+    truth = load_truth(folder)
+    plan = _plan(folder)
+    source = folder / truth["media"][0]
+    mixed = tmp_path / "mixed.pcap"
+    with open_capture(source) as reader, PcapWriter(mixed, LINKTYPE_ETHERNET, nanosecond=True) as writer:
+        for i, f in enumerate(reader):  # the first 400 frames lose their tags, the rest keep them
+            writer.write(f.ts_ns, frame(LINKTYPE_ETHERNET, link_payload(f.linktype, f.data)) if i < 400 else f.data)
+    assert filter_for_file(plan, mixed) == _leg_filter(plan, LINKTYPE_ETHERNET, vlan_tags=False)
+    assert filter_for_file(plan, source) == _leg_filter(plan, LINKTYPE_ETHERNET)
+    result = filter_raw_file(plan, mixed, tmp_path / "filtered")
+    assert sum(lf.packets for lf in result.legs) == truth["media_packets"]
