@@ -189,20 +189,26 @@ def test_sigkill_then_repair_accounts_for_every_chunk(rpcapd, tmp_path: Path) ->
         proc.wait()
         traffic.stop()
     before = Manifest.read(out / MANIFEST_NAME)
-    assert len(before.open_chunks) == 1 and before.sessions[-1]["status"] == "started"
+    assert before.sessions[-1]["status"] == "started"
+    listed = {c.name for c in before.chunks}
+    # The chunk being written when the kill landed; none when it landed between closing one chunk and
+    # creating the next (rare, but a real crash can do it too).
+    leftover = [f for f in sorted((out / "raw").glob("*.pcap")) if f.name not in listed]
+    assert len(leftover) <= 1 and len(before.open_chunks) <= 1
     repair = [sys.executable, "-m", "rtpcore.cli", "repair", str(out), "--json"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     first_run = subprocess.run(repair, capture_output=True, text=True, timeout=60, env=env)
     assert first_run.returncode == 0, first_run.stderr
     doc = json.loads(first_run.stdout)
-    assert doc["changed"] and not doc["problems"] and any(a["action"] == "recorded" or a["action"] == "truncated"
-                                                          for a in doc["actions"])
+    assert not doc["problems"] and doc["changed"] == bool(leftover or before.open_chunks)
     again = subprocess.run(repair, capture_output=True, text=True, timeout=60, env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False, "repair is idempotent"
     state = Manifest.read(out / MANIFEST_NAME)
     files = sorted((out / "raw").glob("*.pcap"))
     assert sorted(c.name for c in state.chunks) == [f.name for f in files] and not state.open_chunks
-    assert [c.reason for c in state.chunks][-1] == "repair"
+    if leftover:
+        assert state.chunk(leftover[0].name).reason == "repair"
+        assert any(a["action"] in ("recorded", "truncated") for a in doc["actions"])
     got = written(files)  # every file reads to the end without error
     for chunk, path in zip(sorted(state.chunks, key=lambda c: c.name), files):
         with open_capture(path) as reader:
