@@ -40,10 +40,11 @@ def _legs(args: argparse.Namespace) -> int:
 def _correlate(args: argparse.Namespace) -> int:
     from rtpcore.pipeline import correlate
     from rtpcore.settings import load_settings
+    from rtpcore.storage.download import is_s3_url
 
     settings = load_settings()
     min_packets = args.min_packets if args.min_packets is not None else settings.min_leg_packets
-    media = [m if m.strip().lower().startswith("s3://") else Path(m) for m in args.media]
+    media = [m if is_s3_url(m) else Path(m) for m in args.media]
     report = correlate(Path(args.sip), args.direction, media, Path(args.out), call_id=args.call_id,
                        number=args.number, min_packets=min_packets, overwrite=args.overwrite, settings=settings)
     doc = report.to_json()

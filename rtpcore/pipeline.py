@@ -72,6 +72,11 @@ class SessionPaths:
     def finals(self) -> tuple[Path, ...]:
         return (self.media_raw, self.media_decrypted, self.sip_plus_media)
 
+    def discard_finals(self) -> None:
+        """After a failed run: nothing may be left under the final output names."""
+        for p in self.finals:
+            p.unlink(missing_ok=True)
+
 
 def prepare_outputs(out: Path, *, overwrite: bool = False) -> SessionPaths:
     """Create the output folders; refuse to overwrite earlier results unless asked."""
@@ -141,9 +146,9 @@ def correlate(
     An "s3://…/<env>/<folder>/<session>/" media source is downloaded into <out>/raw/ first (after the SIP
     capture has been read, so a wrong call costs no download).
     """
-    if any(isinstance(m, str) and m.strip().lower().startswith("s3://") for m in media):
-        from rtpcore.storage.download import materialize_media  # boto3 only when S3 is involved
+    from rtpcore.storage.download import is_s3_url, materialize_media  # boto3 loads only for an s3:// source
 
+    if any(is_s3_url(m) for m in media):
         plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
         paths = prepare_outputs(Path(out), overwrite=overwrite)
         sources = media_files(materialize_media(media, paths.root, settings))
@@ -157,8 +162,7 @@ def correlate(
         decrypted = decrypt(plan, results, paths)
         combine(Path(sip), paths)
     except BaseException:
-        for p in paths.finals:
-            p.unlink(missing_ok=True)
+        paths.discard_finals()
         raise
     return build_report(plan, results, decrypted, paths.finals)
 

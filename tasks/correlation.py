@@ -30,16 +30,11 @@ def resolve_legs(sip: Path, direction: str, call_id: str | None, number: str | N
 def list_media(media: Sequence[str], out: Path) -> list[Path]:
     """Local files/folders as given; an s3:// session's raw/ is downloaded (verified) into <out>/raw/ first."""
     from rtpcore.media.demux import media_files
+    from rtpcore.storage.download import is_s3_url, materialize_media
 
-    if any(_is_s3(m) for m in media):
-        from rtpcore.storage.download import materialize_media
-
+    if any(is_s3_url(m) for m in media):
         return media_files(materialize_media(list(media), out))
     return media_files([Path(m) for m in media])
-
-
-def _is_s3(source: str) -> bool:
-    return str(source).strip().lower().startswith("s3://")
 
 
 @task(name="prepare-outputs", **_PRIVATE)
@@ -79,7 +74,9 @@ def publish_report(
     create_table_artifact(report.stream_rows(), key=f"streams-{slug}", description="Streams of the call")
     for path in paths.finals:
         create_link_artifact(path.resolve().as_uri(), link_text=path.name, description=f"{path.name} (local file)")
-    remote = [m for m in media if _is_s3(m)]
+    from rtpcore.storage.download import is_s3_url
+
+    remote = [m for m in media if is_s3_url(m)]
     if remote:
         _publish_to_s3(remote[0], paths)
     return report
@@ -103,5 +100,4 @@ def _publish_to_s3(source: str, paths: pipeline.SessionPaths) -> None:
 
 def rollback(paths: pipeline.SessionPaths) -> None:
     """A failed run leaves nothing under the final output names."""
-    for p in paths.finals:
-        p.unlink(missing_ok=True)
+    paths.discard_finals()

@@ -29,6 +29,7 @@ from rtpcore.media.srtp import SUPPORTED_SUITES, SrtpAuthError, SrtpContext, Srt
 from rtpcore.pcap.build import frame, replace_udp_payload
 from rtpcore.pcap.layers import ETH_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
+from rtpcore.pcap.merge import common_linktype
 from rtpcore.pcap.reader import CaptureReader, open_capture
 from rtpcore.pcap.writer import RECORD_HEADER, PcapWriter
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide
@@ -205,8 +206,7 @@ def _run(
     with ExitStack() as stack:
         readers = [stack.enter_context(open_capture(item.path)) for item in inputs]
         lts = [r.linktype for r in readers]
-        linktypes = set(lts)
-        out_linktype = linktypes.pop() if len(linktypes) == 1 else LINKTYPE_ETHERNET
+        out_linktype = common_linktype(lts)
         streams: dict[_StreamKey, _Stream] = {}
         warnings: list[str] = []
         sources = list(dict.fromkeys(item.source for item in inputs))
@@ -219,9 +219,8 @@ def _run(
         for src in sources if per_file else ():
             tmp = decrypted_dir / f".{src.stem}.{os.getpid()}.part"
             tmp_paths.append(tmp)
-            types = {lt for lt, item in zip(lts, inputs) if item.source == src}
-            writers.append(stack.enter_context(PcapWriter(tmp, types.pop() if len(types) == 1 else LINKTYPE_ETHERNET,
-                                                          nanosecond=True)))
+            linktype = common_linktype(lt for lt, item in zip(lts, inputs) if item.source == src)
+            writers.append(stack.enter_context(PcapWriter(tmp, linktype, nanosecond=True)))
         try:
             total = _loop(_records(readers), inputs, sources, route, streams, warnings, merged_w, writers,
                           decrypted_per_file, out_linktype)

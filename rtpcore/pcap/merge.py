@@ -16,11 +16,17 @@ from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
 from rtpcore.pcap.reader import CaptureReader, open_capture
 from rtpcore.pcap.writer import DEFAULT_SNAPLEN, PcapWriter
 
-__all__ = ["merge_captures"]
+__all__ = ["common_linktype", "merge_captures"]
 
 PCAP_MAGIC_NS = (b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 IN_MEMORY_BYTES = 256 << 20     # inputs up to this size are merged in memory; larger ones stream
+
+def common_linktype(linktypes: Iterable[int]) -> int:
+    """The one link type several captures share, or Ethernet when they differ (frames are then re-framed)."""
+    kinds = set(linktypes)
+    return kinds.pop() if len(kinds) == 1 else LINKTYPE_ETHERNET
+
 
 def _may_have_sub_us(path: Path) -> bool:
     """True for ns pcaps and for pcapng (whose interfaces may tick finer than 1 µs)."""
@@ -72,8 +78,7 @@ def merge_captures(inputs: Sequence[Path], output: Path) -> int:
     paths = [Path(p) for p in inputs]
     with ExitStack() as stack:
         readers = [stack.enter_context(open_capture(p)) for p in paths]
-        linktypes = {r.linktype for r in readers}
-        out_linktype = linktypes.pop() if len(linktypes) == 1 else LINKTYPE_ETHERNET
+        out_linktype = common_linktype(r.linktype for r in readers)
         nanosecond = any(_may_have_sub_us(p) for p in paths)
         snaplen = max([DEFAULT_SNAPLEN, *(r.snaplen for r in readers)])
         streams = [

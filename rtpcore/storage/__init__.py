@@ -1,56 +1,30 @@
 """Session storage: one interface, local and S3 backends, a durable upload queue and the fallback between them.
 
 boto3 is imported only by rtpcore.storage.s3, and only when S3 is used (import it explicitly for S3Storage).
+The names below load on first use (PEP 562), so `rtpcore.storage.download.is_s3_url` costs no queue/policy import.
 """
 from __future__ import annotations
 
-from rtpcore.storage.base import (
-    ObjectInfo,
-    Storage,
-    StorageAuthError,
-    StorageError,
-    StorageIntegrityError,
-    StorageNotFoundError,
-    StorageUnavailableError,
-)
-from rtpcore.storage.download import DownloadReport, S3Url, download_session, parse_s3_url
-from rtpcore.storage.keys import SESSION_SUBDIRS, SessionLocation, key_for_path, path_for_key, split_key
-from rtpcore.storage.local import LocalStorage
-from rtpcore.storage.policy import (
-    FallbackPolicy,
-    FlushReport,
-    SessionStorage,
-    StorageStatus,
-    flush_session,
-    open_session_storage,
-)
-from rtpcore.storage.queue import QUEUE_DIR, UploadItem, UploadQueue
+import importlib
+from typing import Any
 
-__all__ = [
-    "QUEUE_DIR",
-    "SESSION_SUBDIRS",
-    "DownloadReport",
-    "FallbackPolicy",
-    "FlushReport",
-    "LocalStorage",
-    "ObjectInfo",
-    "S3Url",
-    "SessionLocation",
-    "SessionStorage",
-    "Storage",
-    "StorageAuthError",
-    "StorageError",
-    "StorageIntegrityError",
-    "StorageNotFoundError",
-    "StorageStatus",
-    "StorageUnavailableError",
-    "UploadItem",
-    "UploadQueue",
-    "download_session",
-    "flush_session",
-    "key_for_path",
-    "open_session_storage",
-    "parse_s3_url",
-    "path_for_key",
-    "split_key",
-]
+_HOMES = {
+    "ObjectInfo": "base", "Storage": "base", "StorageAuthError": "base", "StorageError": "base",
+    "StorageIntegrityError": "base", "StorageNotFoundError": "base", "StorageUnavailableError": "base",
+    "DownloadReport": "download", "S3Url": "download", "download_session": "download", "parse_s3_url": "download",
+    "SESSION_SUBDIRS": "keys", "SessionLocation": "keys", "key_for_path": "keys", "path_for_key": "keys",
+    "split_key": "keys",
+    "LocalStorage": "local",
+    "FallbackPolicy": "policy", "FlushReport": "policy", "SessionStorage": "policy", "StorageStatus": "policy",
+    "flush_session": "policy", "open_session_storage": "policy",
+    "QUEUE_DIR": "queue", "UploadItem": "queue", "UploadQueue": "queue",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
