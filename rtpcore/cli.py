@@ -8,8 +8,12 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtpcore.errors import RtpCoreError
+
+if TYPE_CHECKING:
+    from rtpcore.sip.assembly import AssembledCall, AssemblyConfig
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -21,12 +25,20 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _legs(args: argparse.Namespace) -> int:
+    from rtpcore.sip.assembly import load_assembly_config
     from rtpcore.sip.legs import resolve_legs
 
-    plan = resolve_legs(Path(args.sip), args.direction, call_id=args.call_id, number=args.number)
+    assembly = load_assembly_config()
+    plan = resolve_legs(Path(args.sip), args.direction, call_id=args.call_id, number=args.number, assembly=assembly)
+    explained = _explain(args, assembly) if args.explain else None
     if args.json:
-        print(json.dumps(plan.to_json()))
+        doc = plan.to_json()
+        if explained is not None:
+            doc["assembly"] = explained.to_json()
+        print(json.dumps(doc))
         return EXIT_OK
+    if explained is not None:
+        print("\n".join(explained.explain()))
     print(f"call {plan.call_id}  ({args.direction})")
     if len(plan.call_ids) > 1:
         print(f"dialogs: {', '.join(plan.call_ids)}")
@@ -156,18 +168,33 @@ def _repair(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.problems else EXIT_INTERNAL
 
 
-def _calls(args: argparse.Namespace) -> int:
+# --- call assembly (issue 8): `calls` with evidence, `legs --explain` ---------------------------
+def _explain(args: argparse.Namespace, assembly: AssemblyConfig) -> AssembledCall:
+    """The selected call's assembly (hops, links, evidence), read again from the SIP pcap."""
     from rtpcore.sip.capture import read_sip
-    from rtpcore.sip.legs import list_calls
+    from rtpcore.sip.legs import select_call
 
-    calls = list_calls(read_sip(Path(args.sip)))
+    return select_call(read_sip(Path(args.sip)), source=str(args.sip), call_id=args.call_id, number=args.number,
+                       assembly=assembly)
+
+
+def _calls(args: argparse.Namespace) -> int:
+    from rtpcore.sip.assembly import load_assembly_config
+    from rtpcore.sip.capture import read_sip
+    from rtpcore.sip.legs import assemble_calls, list_calls
+
+    packets = read_sip(Path(args.sip))
+    assembly = load_assembly_config()
     if args.json:
-        print(json.dumps([{"call_id": c.call_id, "call_ids": list(c.call_ids), "from": c.from_user,
-                           "to": c.to_user, "start_ns": c.start_ns} for c in calls]))
+        print(json.dumps([c.to_json() for c in assemble_calls(packets, assembly)]))
+    elif args.explain:
+        for call in assemble_calls(packets, assembly):
+            print("\n".join(call.explain()))
     else:
-        for c in calls:
+        for c in list_calls(packets, assembly):
             print(c.line())
     return EXIT_OK
+# --- end call assembly ---------------------------------------------------------------------------
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -227,6 +254,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     legs = sub.add_parser("legs", help="print the call's media legs (from the SIP pcap)")
     _call_args(legs)
     legs.add_argument("--json", action="store_true", help="print one JSON object")
+    legs.add_argument("--explain", action="store_true",
+                      help="also say which evidence tied the call's dialogs together (with --json: an 'assembly' key)")
     legs.set_defaults(handler=_legs)
 
     cor = sub.add_parser("correlate", help="filter, decrypt and merge the call's media (in-process, no Prefect)")
@@ -264,7 +293,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     calls = sub.add_parser("calls", help="list the calls in a SIP pcap")
     calls.add_argument("--sip", required=True, metavar="FILE")
-    calls.add_argument("--json", action="store_true")
+    calls.add_argument("--json", action="store_true", help="each call with all its Call-IDs and the evidence per link")
+    calls.add_argument("--explain", action="store_true", help="the evidence per link in plain words")
     calls.set_defaults(handler=_calls)
 
     gen = sub.add_parser("generate", help="write a synthetic call (SIP + media pcaps + truth.json)")

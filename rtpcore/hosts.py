@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rtpcore.errors import ConfigError
 
@@ -31,7 +40,7 @@ _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")
 
 _KNOWN_KEYS = ("rpcap", "settings", "environments", "regions", "sub-region", "hosts", "id", "address",
                "description", "interfaces", "port", "auth", "auth_mode", "username", "password",
-               "default_port", "default_capture_root")
+               "default_port", "default_capture_root", "sip_addresses", "media_addresses")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -95,6 +104,21 @@ class HostConfig(BaseModel):
     interfaces: Annotated[tuple[str, ...], BeforeValidator(_as_list)] = Field(min_length=1)
     port: Port | None = None
     auth: RpcapAuth | None = None
+    # Call assembly (issue 8): the box's signalling and media addresses tie the two sides of a B2BUA call.
+    sip_addresses: Annotated[tuple[str, ...], BeforeValidator(_as_list)] = ()
+    media_addresses: Annotated[tuple[str, ...], BeforeValidator(_as_list)] = ()
+
+    @field_validator("sip_addresses", "media_addresses")
+    @classmethod
+    def _check_ip_list(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        out = []
+        for index, text in enumerate(value):
+            try:
+                out.append(str(ipaddress.ip_address(str(text).strip())))
+            except ValueError:
+                raise ValueError(f"{info.field_name}[{index}] {text!r} is not an IP address "
+                                 "(list the addresses the SBC signals/relays media from, e.g. 192.0.2.10)") from None
+        return tuple(out)
 
     @field_validator("id")
     @classmethod
@@ -156,6 +180,8 @@ class HostEntry:
     interfaces: tuple[str, ...]
     description: str
     auth: RpcapAuth
+    sip_addresses: tuple[str, ...] = ()     # call assembly: addresses this box signals from
+    media_addresses: tuple[str, ...] = ()   # call assembly: addresses this box relays media from
 
     @property
     def label(self) -> str:
@@ -236,6 +262,7 @@ class HostsConfig(BaseModel):
                     env=env, region=region, sub_region=sub, id=host.id, address=host.address,
                     port=host.port or self.rpcap.default_port, interfaces=host.interfaces,
                     description=host.description, auth=host.auth or default_auth,
+                    sip_addresses=host.sip_addresses, media_addresses=host.media_addresses,
                 ))
         return entries
 

@@ -141,6 +141,47 @@ SettingsPath = Annotated[Path, AfterValidator(_expand_path)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_to_optional_text), AfterValidator(
     lambda v, info: None if v is None else _expand_path(v, info))]
 StorageMode = Literal["s3", "local"]
+
+
+# --- call assembly (issue 8): number formats on both sides of an SBC, correlation headers ---------
+_DIGITS_RE = re.compile(r"^\d{1,8}$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!%*_+`'~.-]+$")
+MAX_COUNTRY_CODE_DIGITS = 3
+
+
+def _to_country_code(value: Any) -> str | None:
+    text = _to_optional_text(value)
+    if text is None:
+        return None
+    text = text.lstrip("+")
+    if not text.isdigit() or len(text) > MAX_COUNTRY_CODE_DIGITS:
+        raise ValueError("is not a country code (1-3 digits, e.g. 44)")
+    return text
+
+
+def _to_digits(value: Any) -> str:
+    text = str(value).strip()
+    if not _DIGITS_RE.match(text):
+        raise ValueError("must be 1-8 digits (e.g. 0 or 00)")
+    return text
+
+
+def _to_list(check: re.Pattern[str], what: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    out = []
+    for position, item in enumerate(items, 1):
+        text = str(item).strip()
+        if not check.match(text):
+            raise ValueError(f"item {position} {text!r} is not {what} (give a comma-separated list)")
+        out.append(text)
+    return tuple(out)
+
+
+CountryCode = Annotated[str | None, BeforeValidator(_to_country_code)]
+Digits = Annotated[str, BeforeValidator(_to_digits)]
+DigitList = Annotated[tuple[str, ...], BeforeValidator(partial(_to_list, _DIGITS_RE, "1-8 digits"))]
+HeaderList = Annotated[tuple[str, ...], BeforeValidator(partial(_to_list, _HEADER_NAME_RE, "a SIP header name"))]
+# --- end call assembly ----------------------------------------------------------------------------
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -188,6 +229,15 @@ class Settings(BaseModel):
     min_leg_packets: NonNegativeInt = Field(
         10, description="keep a leg/file result only when it has more than this many packets")
     log_dir: SettingsPath = Path("logs")
+    # --- call assembly (issue 8) ---
+    number_country_code: CountryCode = Field(
+        None, description="country code of national numbers on the core side (44: 020… is +4420…)")
+    number_national_prefix: Digits = Field("0", description="trunk prefix of national numbers")
+    number_international_prefix: Digits = Field("00", description="prefix of international numbers (00 44… is +44…)")
+    number_strip_prefixes: DigitList = Field((), description="routing prefixes removed before comparing numbers")
+    correlation_headers: HeaderList = Field(
+        ("X-CID",), description="headers an SBC copies across both sides of a call (besides Session-ID and "
+                                "P-Charging-Vector)")
 
     @field_validator("s3_bucket")
     @classmethod
@@ -240,6 +290,8 @@ class Settings(BaseModel):
             value = getattr(self, name)
             if isinstance(value, Path):
                 value = str(value)
+            elif isinstance(value, tuple):  # list settings print as they are written: a,b
+                value = ",".join(value)
             out[env_var(name)] = redact_secrets(value) if isinstance(value, str) else value
         return out
 

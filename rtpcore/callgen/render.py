@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtpcore.callgen.media import MediaPacket, synthesize
+from rtpcore.callgen.concurrent import call_truth, concurrent_plans
 from rtpcore.callgen.plan import CallPlan, SipEvent, background_spec, plan_call
+from rtpcore.callgen.sbc import apply_sbc
 from rtpcore.callgen.scenario import BASE_TIME_NS, CallSpec
 from rtpcore.callgen.sip import endpoint
 from rtpcore.pcap.build import build_tcp, build_udp, fragment_ip, frame
@@ -148,12 +150,15 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     """Write sip.pcap, media/<region>-<host>-NNNN.pcap and truth.json into out; return the truth."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    main = plan_call(spec, BASE_TIME_NS)
-    bg1 = plan_call(background_spec(spec, 1), BASE_TIME_NS + BACKGROUND_1_OFFSET_NS)
-    bg2 = plan_call(background_spec(spec, 2), main.end_ns + BACKGROUND_2_GAP_NS)
+    main = apply_sbc(plan_call(spec, BASE_TIME_NS), spec)
+    bg1_spec, bg2_spec = background_spec(spec, 1), background_spec(spec, 2)
+    bg1 = apply_sbc(plan_call(bg1_spec, BASE_TIME_NS + BACKGROUND_1_OFFSET_NS), bg1_spec)
+    bg2 = apply_sbc(plan_call(bg2_spec, main.end_ns + BACKGROUND_2_GAP_NS), bg2_spec)
     calls = [main, bg1, bg2]
+    concurrent = concurrent_plans(spec, BASE_TIME_NS)   # call assembly: SIP only, no media
 
     sip_events = list(main.sip) + (list(bg1.sip) + list(bg2.sip) if spec.background_calls else [])
+    sip_events += [ev for plan in concurrent for ev in plan.sip]
     sip_frames = _sip_frames(sip_events, spec.mtu, tcp=spec.sip_transport == "tcp")
     sip_frames.sort(key=lambda f: f.ts_ns)
     _write(out / SIP_FILE, spec, spec.sip_linktype, spec.sip_vlans, sip_frames)
@@ -191,8 +196,10 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
         "sip": SIP_FILE,
         "media": media_names,
     }
-    if spec.background_calls:
+    if spec.background_calls or concurrent:
         truth["select"] = {"call_id": main.call_id}
+    if concurrent:
+        truth["calls"] = [call_truth(plan) for plan in (main, *concurrent)]
     truth["legs"] = {"call_id": main.call_id, "call_ids": list(main.call_ids), "direction": spec.direction,
                      "legs": list(main.legs)}
     truth["streams"] = _streams(main, call_packets)

@@ -66,6 +66,13 @@ class CallSpec:
     roll_after_wrap: bool = False               # a rolling boundary just after the carrier's wrap
     duplicates_every: int = 0                   # every Nth carrier-leg RTP frame captured twice
     srtcp_clear_first: bool = False             # the carrier's first RTCP goes out unencrypted
+    # --- call assembly (wt-assembly): how the SBC rewrites its onward dialog; concurrent calls ---
+    number_rewrite: Literal["none", "national", "extension"] = "none"   # core side: 020… / an extension
+    cseq_rewrite: bool = False                  # the onward dialog (hop 2) starts its own CSeq
+    hide_topology: bool = False                 # hop 2: Call-ID masked, Record-Route stripped, Contact hidden
+    correlation_header: str | None = None       # "X-CID" / "Session-ID": the same value on both hops' INVITE
+    user_names: bool = False                    # non-numeric user parts ("ua") instead of numbers
+    concurrent_calls: int = 0                   # other overlapping calls through the SBC in sip.pcap
 
     def __post_init__(self) -> None:
         if self.media_seconds < 2.5:
@@ -113,6 +120,15 @@ _OVERRIDES: dict[str, dict[str, object]] = {
     "duplicates": {"duplicates_every": 50, "media_linktype": LINKTYPE_LINUX_SLL2},
     "srtcp-clear-first": {"srtcp_clear_first": True},
     "late-offer": {"late_offer": True},
+    # --- call assembly (wt-assembly) ---
+    "b2bua-rewrite": {"topology": "b2bua", "number_rewrite": "extension", "cseq_rewrite": True},
+    "b2bua-national": {"topology": "b2bua", "number_rewrite": "national", "cseq_rewrite": True,
+                       "correlation_header": "X-CID"},
+    "outbound-b2bua-rewrite": {"direction": "outbound", "bye_from": "core", "topology": "b2bua",
+                               "number_rewrite": "extension", "cseq_rewrite": True, "correlation_header": "Session-ID"},
+    "topology-hiding": {"hide_topology": True},
+    "multi-call": {"topology": "b2bua", "number_rewrite": "extension", "cseq_rewrite": True, "user_names": True,
+                   "concurrent_calls": 5},
 }
 
 VARIANTS: dict[str, CallSpec] = {

@@ -1,4 +1,4 @@
-"""Group SIP packets into hops (one Call-ID between two signalling addresses) and chain hops into calls."""
+"""Group SIP packets into hops (one Call-ID between two signalling addresses); rtpcore.sip.assembly links them into calls."""
 from __future__ import annotations
 
 import re
@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from rtpcore.sip.capture import SipPacket
 from rtpcore.sip.sdp import SessionDescription
 
-# A B2BUA or proxy forwards the INVITE within this time of receiving it.
-FORWARD_WINDOW_NS = 5 * 10**9
 # Called/calling numbers match when this many trailing digits agree (+44…, 0044…, 44… are one number).
 NUMBER_SUFFIX_DIGITS = 8
 SIDE_A = "a"  # the side that sent the hop's first INVITE (upstream)
@@ -178,43 +176,3 @@ def numbers_match(a: str | None, b: str | None) -> bool:
         return bool(a) and a == b
     n = min(NUMBER_SUFFIX_DIGITS, len(da), len(db))
     return da[-n:] == db[-n:]
-
-
-def chain_calls(hops: list[Hop]) -> list[list[Hop]]:
-    """Link each hop to the hop its signalling was forwarded on; each chain from an unforwarded hop is a call."""
-    nxt: dict[int, Hop] = {}
-    taken: set[int] = set()
-    for i, hop in enumerate(hops):
-        best: tuple[int, int, Hop] | None = None
-        t0 = hop.invite.ts_ns
-        for cand in hops[i + 1 :]:
-            dt = cand.invite.ts_ns - t0
-            if dt > FORWARD_WINDOW_NS:
-                break
-            if id(cand) in taken or cand.a == hop.a:
-                continue  # the same origin again is a retry or a fork, not a forward
-            same_call = cand.call_id == hop.call_id
-            if not same_call and not _same_numbers(hop, cand):
-                continue
-            rank = 0 if same_call else (1 if cand.a == hop.b else 2)
-            if best is None or (rank, dt) < (best[0], best[1]):
-                best = (rank, dt, cand)
-        if best is not None:
-            nxt[id(hop)] = best[2]
-            taken.add(id(best[2]))
-    calls = []
-    for hop in hops:
-        if id(hop) in taken:
-            continue
-        chain = [hop]
-        while id(chain[-1]) in nxt:
-            chain.append(nxt[id(chain[-1])])
-        calls.append(chain)
-    return calls
-
-
-def _same_numbers(a: Hop, b: Hop) -> bool:
-    ma, mb = a.invite.message, b.invite.message
-    called_a = ma.request_user or ma.to_user
-    called_b = mb.request_user or mb.to_user
-    return numbers_match(called_a, called_b) or numbers_match(ma.to_user, mb.to_user)

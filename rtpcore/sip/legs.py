@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +12,8 @@ from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
 from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
 from rtpcore.sip.capture import SipPacket, scan_sip
 from rtpcore.sip.crypto import CryptoAttribute
-from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, chain_calls, numbers_match
+from rtpcore.sip.assembly import AssembledCall, AssemblyConfig, assemble, load_assembly_config
+from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, numbers_match
 from rtpcore.sip.sdp import MediaDescription, SessionDescription
 
 log = logging.getLogger(__name__)
@@ -24,17 +25,20 @@ _UNSPECIFIED = ("0.0.0.0", "::")
 
 @dataclass(frozen=True, slots=True)
 class CallSummary:
-    """One candidate call, as listed to the user when a selection is needed."""
+    """One assembled call, as listed to the user when a selection is needed."""
 
     call_id: str
     call_ids: tuple[str, ...]
     from_user: str | None
     to_user: str | None
     start_ns: int
+    ambiguous: bool = False
 
     def line(self) -> str:
         when = datetime.fromtimestamp(self.start_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        return f"{self.call_id}  from {self.from_user or '?'}  to {self.to_user or '?'}  at {when}"
+        ids = f"  (Call-IDs {', '.join(self.call_ids)})" if len(self.call_ids) > 1 else ""
+        flag = "  [assembly ambiguous: see --explain]" if self.ambiguous else ""
+        return f"{self.call_id}  from {self.from_user or '?'}  to {self.to_user or '?'}  at {when}{ids}{flag}"
 
 
 def resolve_legs(
@@ -44,12 +48,14 @@ def resolve_legs(
     call_id: str | None = None,
     number: str | None = None,
     margin_ns: int = DEFAULT_MARGIN_NS,
+    assembly: AssemblyConfig | None = None,
 ) -> LegPlan:
-    """Read a SIP pcap and build the leg plan of the selected call."""
+    """Read a SIP pcap and build the leg plan of the selected call (assembly settings: runtime.env + hosts.yaml)."""
     capture = scan_sip(Path(sip_path))
     try:
         return plan_from_packets(
-            list(capture.packets), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns
+            list(capture.packets), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns,
+            assembly=assembly if assembly is not None else load_assembly_config(),
         )
     except SipError as exc:
         if capture.packets or not capture.stats.tcp_discarded_bytes:
@@ -60,9 +66,31 @@ def resolve_legs(
         ) from None
 
 
-def list_calls(packets: list[SipPacket]) -> list[CallSummary]:
-    """Every INVITE call in the capture (B2BUA dialogs chained), in time order."""
-    return [_summary(chain) for chain in chain_calls(build_hops(packets))]
+def list_calls(packets: list[SipPacket], assembly: AssemblyConfig | None = None) -> list[CallSummary]:
+    """Every INVITE call in the capture (hops assembled by evidence), in time order."""
+    return [_summary(call) for call in assemble_calls(packets, assembly)]
+
+
+def assemble_calls(packets: list[SipPacket], assembly: AssemblyConfig | None = None) -> list[AssembledCall]:
+    """The capture's calls with the evidence that tied their hops (`calls --json`, `legs --explain`)."""
+    return assemble(build_hops(packets), assembly)
+
+
+def select_call(
+    packets: list[SipPacket],
+    *,
+    source: str = "SIP capture",
+    call_id: str | None = None,
+    number: str | None = None,
+    assembly: AssemblyConfig | None = None,
+) -> AssembledCall:
+    """The one assembled call that --call-id (any of its Call-IDs) / --number names, else a listing error."""
+    hops = build_hops(packets)
+    if not hops:
+        methods = Counter(p.message.method or f"{p.message.status}" for p in packets)
+        seen = ", ".join(f"{m} ×{n}" for m, n in methods.most_common(6)) or "no SIP messages at all"
+        raise SipError(f"{source}: no INVITE found ({seen}); give the SIP capture of the call")
+    return _select(assemble(hops, assembly), source, call_id, number)
 
 
 def plan_from_packets(
@@ -73,31 +101,31 @@ def plan_from_packets(
     call_id: str | None = None,
     number: str | None = None,
     margin_ns: int = DEFAULT_MARGIN_NS,
+    assembly: AssemblyConfig | None = None,
 ) -> LegPlan:
     """Select one call among the packets and resolve its legs for the direction."""
     if direction not in DIRECTIONS:
         raise SipError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
-    hops = build_hops(packets)
-    if not hops:
-        methods = Counter(p.message.method or f"{p.message.status}" for p in packets)
-        seen = ", ".join(f"{m} ×{n}" for m, n in methods.most_common(6)) or "no SIP messages at all"
-        raise SipError(f"{source}: no INVITE found ({seen}); give the SIP capture of the call")
-    chain = _select(chain_calls(hops), source, call_id, number)
-    return _plan(chain, direction, source, margin_ns)
+    call = select_call(packets, source=source, call_id=call_id, number=number, assembly=assembly)
+    plan = _plan(list(call.hops), direction, source, margin_ns)
+    notes = call.notes()
+    for note in notes:
+        log.warning(note)
+    return replace(plan, warnings=tuple(dict.fromkeys((*plan.warnings, *notes)))) if notes else plan
 
 
-def _summary(chain: list[Hop]) -> CallSummary:
-    first = chain[0].invite.message
-    ids = tuple(dict.fromkeys(h.call_id for h in chain))
-    return CallSummary(ids[0], ids, first.from_user, first.to_user, chain[0].invite.ts_ns)
+def _summary(call: AssembledCall) -> CallSummary:
+    first = call.hops[0].invite.message
+    return CallSummary(call.call_ids[0], call.call_ids, first.from_user, first.to_user, call.hops[0].invite.ts_ns,
+                       call.ambiguous)
 
 
-def _select(calls: list[list[Hop]], source: str, call_id: str | None, number: str | None) -> list[Hop]:
+def _select(calls: list[AssembledCall], source: str, call_id: str | None, number: str | None) -> AssembledCall:
     chosen = calls
     if call_id:
-        chosen = [c for c in chosen if any(h.call_id == call_id for h in c)]
+        chosen = [c for c in chosen if call_id in c.call_ids]
     if number:
-        chosen = [c for c in chosen if any(_has_number(h, number) for h in c)]
+        chosen = [c for c in chosen if any(_has_number(h, number) for h in c.hops)]
     if len(chosen) == 1:
         return chosen[0]
     listing = "\n".join("  " + _summary(c).line() for c in (chosen or calls))

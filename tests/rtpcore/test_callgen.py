@@ -93,7 +93,7 @@ def test_every_variant_renders_consistent_truth(name: str, rendered: dict[str, t
             assert {s["src"], s["dst"]} <= set(leg["endpoints"]), s
         assert s["encrypted"] == (s["suite"] is not None)
     assert {s["leg"] for s in truth["streams"] if s["kind"] == "rtp"} == {"carrier", "core"}
-    assert ("select" in truth) == (name == "background-calls")
+    assert ("select" in truth) == (name in ("background-calls", "multi-call"))
 
 
 def test_variant_knobs_show_in_truth(rendered: dict[str, tuple[Path, dict]]) -> None:
