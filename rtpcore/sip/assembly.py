@@ -11,11 +11,25 @@ better, so such links are kept but marked ambiguous with their rivals — said, 
 from __future__ import annotations
 
 import bisect
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rtpcore.sip.dialog import Hop
-from rtpcore.sip.evidence import FORWARD_WINDOW_NS, AssemblyConfig, Evidence, HopFacts, hop_facts, score
+from rtpcore.sip.capture import SipPacket
+from rtpcore.sip.dialog import Hop, build_hops
+from rtpcore.sip.evidence import (
+    FORWARD_WINDOW_NS,
+    RELAY_TIGHT_NS,
+    SAME_BOX_POINTS,
+    UNTIED_BOX_POINTS,
+    AssemblyConfig,
+    Evidence,
+    HopFacts,
+    hop_facts,
+    score,
+)
 from rtpcore.sip.numbering import NumberPlan
 
 if TYPE_CHECKING:
@@ -26,10 +40,16 @@ if TYPE_CHECKING:
 MIN_LINK_SCORE = 4.0
 # A rival within this many points of the chosen link makes the link ambiguous.
 AMBIGUITY_MARGIN = 2.0
+# A box pairing (in → out address) is learned once this many confident links used it: one could be chance.
+LEARN_MIN_LINKS = 2
+# An INVITE from an address that clearly originates calls (and never forwarded one) is no continuation.
+ORIGINATOR_POINTS = -6.0
 # An unlinked hop this close below MIN_LINK_SCORE, with nothing against its addresses, is reported as a near miss.
 NEAR_MISS_MARGIN = 1.0
 # Besides index hits, the next INVITEs after the upstream one are candidates (timing + addresses alone).
 NEAREST_BY_TIME = 3
+# A hop with this many events (18x, 200, BYE, CANCEL) within 50 ms of this hop's is a candidate by timing.
+MIN_TWIN_EVENTS = 2
 # A key shared by more hops than this inside one window is too common to find candidates by (e.g. "o=- 0").
 MAX_HITS_PER_KEY = 32
 # Index keys that alone say "same call" (a proxy's Call-ID, a correlation header): they teach which addresses are one box.
@@ -140,19 +160,26 @@ def _candidates(facts: list[HopFacts], config: AssemblyConfig) -> list[_Candidat
         for key in f.keys:
             index.setdefault(key, []).append(f.index)  # facts are in time order, so each list is too
     learned = _learned_boxes(facts, index)
+    events: dict[tuple[int, int], list[int]] = {}   # (event, time bucket) → hops: relayed twins are near in time
+    for f in facts:
+        for e, ts in enumerate(f.events):
+            if ts is not None:
+                events.setdefault((e, ts // RELAY_TIGHT_NS), []).append(f.index)
     out: list[_Candidate] = []
     floor = MIN_LINK_SCORE - AMBIGUITY_MARGIN
     for up in facts:
         t0, t1 = up.invite_ns, up.invite_ns + FORWARD_WINDOW_NS
         chosen: dict[int, None] = {}
         start, stop = bisect.bisect_left(times, t0), bisect.bisect_right(times, t1)
-        nearest = 0
-        for j in range(start, stop):
-            if nearest >= NEAREST_BY_TIME:
-                break
-            if j != up.index and facts[j].a != up.a:
-                chosen[j] = None
-                nearest += 1
+        twins: dict[int, int] = {}
+        for e, ts in enumerate(up.events):
+            if ts is not None:
+                bucket = ts // RELAY_TIGHT_NS
+                for b in (bucket - 1, bucket, bucket + 1):
+                    for j in events.get((e, b), ()):
+                        if start <= j < stop and abs(facts[j].events[e] - ts) <= RELAY_TIGHT_NS:  # type: ignore[operator]
+                            twins[j] = twins.get(j, 0) + 1
+        chosen.update(dict.fromkeys(j for j, n in twins.items() if n >= MIN_TWIN_EVENTS))
         for key in up.keys:
             hits = index[key]
             lo = bisect.bisect_left(hits, start)
@@ -160,6 +187,15 @@ def _candidates(facts: list[HopFacts], config: AssemblyConfig) -> list[_Candidat
             if hi - lo > MAX_HITS_PER_KEY:
                 continue
             chosen.update(dict.fromkeys(hits[lo:hi]))
+        nearest = 0
+        for j in range(start, stop):
+            if nearest >= NEAREST_BY_TIME:
+                break
+            down = facts[j]
+            if j != up.index and down.a != up.a:
+                nearest += 1
+                if j not in chosen and _may_continue(up, down, config, learned):
+                    chosen[j] = None
         for j in chosen:
             down = facts[j]
             if j == up.index or down.a == up.a:
@@ -169,6 +205,16 @@ def _candidates(facts: list[HopFacts], config: AssemblyConfig) -> list[_Candidat
             if total >= floor:
                 out.append(_Candidate(up.index, j, total, down.invite_ns - up.invite_ns, tuple(items)))
     return out
+
+
+def _may_continue(up: HopFacts, down: HopFacts, config: AssemblyConfig, learned: frozenset[tuple[str, str]]) -> bool:
+    """Cheap gate for a candidate found by time alone: one event relayed across within 50 ms, or the same box."""
+    if up.b == down.a or (up.b, down.a) in learned:
+        return True
+    if any(u is not None and d is not None and abs(u - d) <= RELAY_TIGHT_NS for u, d in zip(up.events, down.events)):
+        return True
+    box = config.box_of(up.b)
+    return box is not None and box == config.box_of(down.a)
 
 
 def _learned_boxes(facts: list[HopFacts], index: dict[str, list[int]]) -> frozenset[tuple[str, str]]:
@@ -194,12 +240,17 @@ def _is_ancestor(node: int, of: int, upstream: dict[int, int]) -> bool:
         of = upstream[of]
 
 
-def assemble(hops: list[Hop], config: AssemblyConfig | None = None) -> list[AssembledCall]:
-    """Link hops into calls by evidence; calls in the order of their first INVITE."""
-    config = config or AssemblyConfig()
-    facts = [hop_facts(i, hop, config) for i, hop in enumerate(hops)]
-    candidates = _candidates(facts, config)
-    candidates.sort(key=lambda c: (-c.score, c.dt, c.up, c.down))
+def _by_end(candidates: list[_Candidate]) -> tuple[dict[int, list[_Candidate]], dict[int, list[_Candidate]]]:
+    by_up: dict[int, list[_Candidate]] = {}
+    by_down: dict[int, list[_Candidate]] = {}
+    for cand in candidates:
+        by_up.setdefault(cand.up, []).append(cand)
+        by_down.setdefault(cand.down, []).append(cand)
+    return by_up, by_down
+
+
+def _greedy(candidates: list[_Candidate]) -> tuple[dict[int, _Candidate], dict[int, int]]:
+    """Best score first; each hop gets at most one downstream and one upstream hop, never a loop."""
     downstream: dict[int, _Candidate] = {}
     upstream: dict[int, int] = {}
     for cand in candidates:
@@ -209,13 +260,87 @@ def assemble(hops: list[Hop], config: AssemblyConfig | None = None) -> list[Asse
             continue
         downstream[cand.up] = cand
         upstream[cand.down] = cand.up
+    return downstream, upstream
+
+
+def _learn(
+    downstream: dict[int, _Candidate], by_up: dict[int, list[_Candidate]], by_down: dict[int, list[_Candidate]],
+    facts: list[HopFacts],
+) -> tuple[dict[tuple[str, str], int], set[str]]:
+    """From confident links (clear score, no close rival): address pairs that are one box, addresses that only originate."""
+    pairs: dict[tuple[str, str], int] = {}
+    origins: set[str] = set()
+    for link in downstream.values():
+        if link.score < MIN_LINK_SCORE + AMBIGUITY_MARGIN:
+            continue
+        others = [c.score for c in by_up[link.up] if c is not link] + [c.score for c in by_down[link.down] if c is not link]
+        if others and max(others) > link.score - AMBIGUITY_MARGIN:
+            continue
+        up, down = facts[link.up], facts[link.down]
+        pairs[(up.b, down.a)] = pairs.get((up.b, down.a), 0) + 1
+        origins.add(up.a)
+    pairs = {pair: n for pair, n in pairs.items() if n >= LEARN_MIN_LINKS}
+    forwarders = {out for _, out in pairs}
+    return pairs, origins - forwarders
+
+
+def _relearn(cand: _Candidate, facts: list[HopFacts], pairs: dict[tuple[str, str], int], originators: set[str]) -> _Candidate:
+    """Replace "nothing ties the two addresses" by what the capture's confident links say about them."""
+    at = next((i for i, e in enumerate(cand.evidence) if e.kind == "address" and e.points == UNTIED_BOX_POINTS), None)
+    if at is None:
+        return cand
+    up, down = facts[cand.up], facts[cand.down]
+    seen = pairs.get((up.b, down.a), 0)
+    if seen:
+        item = Evidence("address", SAME_BOX_POINTS, f"{up.b} → {down.a} forwarded {seen} other call(s) of this capture "
+                                                    "(learned)")
+    elif down.a in originators:
+        item = Evidence("address", ORIGINATOR_POINTS, f"{down.a} originates calls in this capture and never forwarded "
+                                                      f"one: its INVITE does not continue the call that went to {up.b}")
+    else:
+        return cand
+    evidence = (*cand.evidence[:at], item, *cand.evidence[at + 1:])
+    return _Candidate(cand.up, cand.down, round(sum(e.points for e in evidence), 2), cand.dt, evidence)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic GC while 10^5 small acyclic objects are built: its passes over the parsed trace cost 2x."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def assemble_packets(packets: list[SipPacket], config: AssemblyConfig | None = None) -> list[AssembledCall]:
+    """Hops from the packets, then calls from the hops."""
+    with paused_gc():
+        return assemble(build_hops(packets), config)
+
+
+def assemble(hops: list[Hop], config: AssemblyConfig | None = None) -> list[AssembledCall]:
+    """Link hops into calls by evidence; calls in the order of their first INVITE."""
+    with paused_gc():
+        return _assemble(hops, config or AssemblyConfig())
+
+
+def _assemble(hops: list[Hop], config: AssemblyConfig) -> list[AssembledCall]:
+    facts = [hop_facts(i, hop, config) for i, hop in enumerate(hops)]
+    candidates = _candidates(facts, config)
+    candidates.sort(key=lambda c: (-c.score, c.dt, c.up, c.down))
+    by_up, by_down = _by_end(candidates)
+    downstream, upstream = _greedy(candidates)
+    pairs, originators = _learn(downstream, by_up, by_down, facts)
+    if pairs:  # second pass: what the confident links taught about the boxes replaces "nothing ties them"
+        candidates = [_relearn(c, facts, pairs, originators) for c in candidates]
+        candidates.sort(key=lambda c: (-c.score, c.dt, c.up, c.down))
+        by_up, by_down = _by_end(candidates)
+        downstream, upstream = _greedy(candidates)
     taken_in = {c.down: c.score for c in downstream.values()}
     taken_out = {u: c.score for u, c in downstream.items()}
-    by_up: dict[int, list[_Candidate]] = {}
-    by_down: dict[int, list[_Candidate]] = {}
-    for cand in candidates:
-        by_up.setdefault(cand.up, []).append(cand)
-        by_down.setdefault(cand.down, []).append(cand)
 
     def rivals(link: _Candidate) -> tuple[Rival, ...]:
         found: dict[int, float] = {}

@@ -5,13 +5,21 @@ and one plain sentence, so `rtphelper legs --explain` can say why two dialogs ar
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from rtpcore.sip.dialog import SIDE_A, Hop
-from rtpcore.sip.message import SipMessage, uri_user, _angle_uri  # noqa: PLC2701 - the same URI rules as From/To
+from rtpcore.sip.dialog import SIDE_A, Hop, message_ids
+from rtpcore.sip.message import (  # the same URI and tag rules as SipMessage's From/To properties
+    SDP_CONTENT_TYPE,
+    SipMessage,
+    _angle_uri,
+    _header_tag,
+    canonical_header_name,
+    uri_user,
+)
 from rtpcore.sip.numbering import NumberPlan, compare_numbers
-from rtpcore.sip.sdp import SessionDescription
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -47,6 +55,8 @@ DEFAULT_CORRELATION_HEADERS = ("X-CID",)
 _NULL_UUID = "0" * 32
 _ICID = re.compile(r"icid-value\s*=\s*\"?([^;\"\s]+)", re.I)
 _STATIC_CODECS = {0: "pcmu/8000", 3: "gsm/8000", 4: "g723/8000", 8: "pcma/8000", 9: "g722/8000", 18: "g729/8000"}
+# The events compared across hops, in HopFacts.events order: (name, is a response).
+EVENTS = (("18x ringing", True), ("200 OK answer", True), ("BYE", False), ("CANCEL", False))
 _IDENTITY_HEADERS = ("p-asserted-identity", "remote-party-id")
 _DIVERSION_HEADERS = ("diversion", "history-info")
 
@@ -57,10 +67,40 @@ class Evidence:
 
     kind: str        # timing | address | identity | sdp
     points: float
-    detail: str
+    text: str        # the sentence, or a str.format template for `args` (formatted only when shown)
+    args: tuple[object, ...] = ()
+
+    @property
+    def detail(self) -> str:
+        """The sentence (most candidates are scored and dropped: formatting waits until one is shown)."""
+        return self.text.format(*self.args) if self.args else self.text
 
     def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "points": self.points, "detail": self.detail}
+
+
+class _Codecs:
+    """A codec set that formats sorted and comma-separated when a sentence is shown."""
+
+    __slots__ = ("codecs",)
+
+    def __init__(self, codecs: frozenset[str]) -> None:
+        self.codecs = codecs
+
+    def __format__(self, spec: str) -> str:
+        return ", ".join(sorted(self.codecs))
+
+
+class _Duration:
+    """A time difference that formats as '42 ms' or '12.3 s' when a sentence is shown."""
+
+    __slots__ = ("ns",)
+
+    def __init__(self, ns: int) -> None:
+        self.ns = ns
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.ns / MS:.0f} ms" if abs(self.ns) < 10 * S else f"{self.ns / S:.1f} s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +130,7 @@ class HopFacts:
     calling: tuple[str, ...]
     diverted: tuple[str, ...]
     correlation: frozenset[str]
-    ringing_ns: int | None
-    answer_ns: int | None
-    bye_ns: int | None
-    cancel_ns: int | None
+    events: tuple[int | None, int | None, int | None, int | None]   # first 18x, 200 OK, BYE, CANCEL (EVENTS)
     sdp_a: SdpFacts | None
     sdp_b: SdpFacts | None
     keys: tuple[str, ...] = field(default=())   # index keys that find this hop's candidates
@@ -114,14 +151,21 @@ class AssemblyConfig:
         return next((host for addr, host in self.boxes if addr == address), None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _canonical(name: str) -> str:
+    return canonical_header_name(name)
+
+
 def _headers_by_name(msg: SipMessage) -> dict[str, list[str]]:
     """One pass over the headers (header() walks them on every call)."""
-    from rtpcore.sip.message import canonical_header_name
-
     out: dict[str, list[str]] = {}
     for name, value in msg.headers:
-        out.setdefault(canonical_header_name(name), []).append(value)
+        out.setdefault(_canonical(name), []).append(value)
     return out
+
+
+def _first_user(values: list[str] | None) -> str | None:
+    return uri_user(_angle_uri(values[0])) if values else None
 
 
 def _users(values: list[str]) -> list[str | None]:
@@ -133,22 +177,69 @@ def _users(values: list[str]) -> list[str | None]:
     return users
 
 
-def _sdp_facts(msg: SipMessage) -> SdpFacts | None:
+def _sdp_facts(msg: SipMessage, headers: dict[str, list[str]] | None = None) -> SdpFacts | None:
+    """Address, port, codecs, ptime and o= of the first audio stream: a line scan, cheaper than a full parse."""
+    content_type = headers.get("content-type") if headers is not None else None
     try:
-        text = msg.sdp()
-        sdp = SessionDescription.parse(text) if text else None
+        if content_type and content_type[0].strip().lower() == SDP_CONTENT_TYPE:
+            text: str | None = msg.body.decode("utf-8", "replace")
+        else:
+            text = msg.sdp()
     except ValueError:
         return None
-    m = sdp.audio() if sdp is not None else None
-    if sdp is None or m is None or text is None:
+    if not text:
         return None
-    codecs = {name.lower() for _, name in m.rtpmap}
-    codecs |= {_STATIC_CODECS[int(f)] for f in m.formats if f.isdigit() and int(f) in _STATIC_CODECS}
-    codecs = {c for c in codecs if not c.startswith("telephone-event")}
-    ptime = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("a=ptime:")), None)
-    origin = next((tuple(line[2:].split()[:2]) for line in text.splitlines() if line.startswith("o=")), None)
-    return SdpFacts(sdp.media_address(m), m.port, frozenset(codecs), ptime,
-                    origin if origin is not None and len(origin) == 2 else None)  # type: ignore[arg-type]
+    origin: tuple[str, str] | None = None
+    session_c: str | None = None
+    media_c: str | None = None
+    port: int | None = None
+    formats: list[str] = []
+    rtpmap: dict[str, str] = {}
+    ptime: str | None = None
+    in_audio = seen_audio = False
+    for raw in text.splitlines():
+        kind, _, value = raw.strip().partition("=")
+        if kind == "m":
+            if seen_audio:
+                break
+            parts = value.split()
+            in_audio = len(parts) >= 3 and parts[0] == "audio" and parts[1].split("/")[0].isdigit() \
+                and int(parts[1].split("/")[0]) != 0
+            if in_audio:
+                seen_audio = True
+                port, formats = int(parts[1].split("/")[0]), parts[3:]
+        elif kind == "o" and origin is None:
+            fields = value.split()
+            origin = (fields[0], fields[1]) if len(fields) >= 2 else None
+        elif kind == "c":
+            parts = value.split()
+            address = parts[2].split("/")[0] if len(parts) >= 3 else None
+            if not seen_audio:
+                session_c = address
+            elif in_audio:
+                media_c = address
+        elif kind == "a" and (in_audio or not seen_audio):
+            name, _, attr = value.partition(":")
+            if name == "rtpmap" and in_audio:
+                pt, _, encoding = attr.partition(" ")
+                rtpmap[pt] = encoding.strip().lower()
+            elif name == "ptime":
+                ptime = attr.strip()
+    if port is None:
+        return None
+    codecs = {rtpmap.get(f) or _STATIC_CODECS.get(int(f), "") if f.isdigit() else "" for f in formats}
+    codecs = {c for c in codecs if c and not c.startswith("telephone-event")}
+    return SdpFacts(_normal_address(media_c or session_c), port, frozenset(codecs), ptime, origin)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normal_address(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 def _correlation(headers: dict[str, list[str]], extra: tuple[str, ...]) -> frozenset[str]:
@@ -176,60 +267,60 @@ def hop_facts(index: int, hop: Hop, config: AssemblyConfig) -> HopFacts:
     headers = _headers_by_name(inv)
     plan = config.numbers
     norm = plan.normalise
-    called = tuple(dict.fromkeys(n for n in (norm(inv.request_user), norm(inv.to_user)) if n))
-    ids = [inv.from_user, *_users([v for h in _IDENTITY_HEADERS for v in headers.get(h, [])])]
-    calling = tuple(dict.fromkeys(n for n in map(norm, ids) if n))
+    from_values = headers.get("from")
+    from_tag = _header_tag(from_values[0]) if from_values else None
+    called = tuple(dict.fromkeys(n for n in (norm(inv.request_user), norm(_first_user(headers.get("to")))) if n))
+    identities = [_first_user(from_values), *_users([v for h in _IDENTITY_HEADERS for v in headers.get(h, [])])]
+    calling = tuple(dict.fromkeys(n for n in map(norm, identities) if n))
     diverted = tuple(dict.fromkeys(n for n in map(norm, _users([v for h in _DIVERSION_HEADERS for v in headers.get(h, [])])) if n))
     ringing = answer = bye = cancel = None
     sdp_a = sdp_b = None
-    for pkt in hop.packets:
+    ids = hop.ids if len(hop.ids) == len(hop.packets) else [message_ids(p.message) for p in hop.packets]
+    invite_cseq = message_ids(inv).cseq
+    want_b = bool(config.boxes)   # only the hosts.yaml media check reads the B side's SDP
+    for pkt, mid in zip(hop.packets, ids):
         msg = pkt.message
-        if msg.is_request:
-            if msg.method == "BYE" and bye is None:
-                bye = pkt.ts_ns
-            elif msg.method == "CANCEL" and cancel is None:
-                cancel = pkt.ts_ns
-        elif msg.status is not None and msg.status < 300 and msg.cseq_method == "INVITE":
-            if 180 <= msg.status < 190 and ringing is None:
-                ringing = pkt.ts_ns
-            elif msg.status >= 200 and answer is None and msg.cseq_number == inv.cseq_number:
+        method, status = msg.method, msg.status
+        if method is not None:
+            if method == "BYE":
+                bye = bye or pkt.ts_ns
+            elif method == "CANCEL":
+                cancel = cancel or pkt.ts_ns
+        elif status is not None and status < 300 and mid.cseq_method == "INVITE":
+            if 180 <= status < 190:
+                ringing = ringing or pkt.ts_ns
+            elif status >= 200 and answer is None and mid.cseq == invite_cseq:
                 answer = pkt.ts_ns
-        if msg.body and (sdp_a is None or sdp_b is None):
+        if msg.body and (sdp_a is None or (sdp_b is None and want_b)):
             side = hop.side_of(pkt)
             if side == SIDE_A and sdp_a is None:
-                sdp_a = _sdp_facts(msg)
-            elif side != SIDE_A and sdp_b is None:
+                sdp_a = _sdp_facts(msg, headers if msg is inv else None)
+            elif side != SIDE_A and sdp_b is None and want_b:
                 sdp_b = _sdp_facts(msg)
     correlation = _correlation(headers, config.correlation_headers)
-    facts = HopFacts(
-        index=index, call_id=hop.call_id, a=hop.a, b=hop.b, invite_ns=invite_pkt.ts_ns, end_ns=hop.end_ns,
-        from_tag=inv.from_tag, cseq=inv.cseq_number, called=called, calling=calling, diverted=diverted,
-        correlation=correlation, ringing_ns=ringing, answer_ns=answer, bye_ns=bye, cancel_ns=cancel,
-        sdp_a=sdp_a, sdp_b=sdp_b,
-    )
-    keys = [f"cid {hop.call_id}", *(f"corr {c}" for c in correlation), *(f"num {n}" for n in called)]
-    if inv.from_tag:
-        keys.append(f"tag {inv.from_tag}")
+    keys = [f"cid {hop.call_id}", *(f"corr {c}" for c in correlation), *(f"num {n}" for n in called),
+            *(f"num {n}" for n in calling)]
+    if from_tag:
+        keys.append(f"tag {from_tag}")
     if sdp_a is not None and sdp_a.origin is not None:
         keys.append(f"o {sdp_a.origin[0]} {sdp_a.origin[1]}")
-    keys += [f"tail {n.lstrip('+')[-8:]}" for n in called if len(n.lstrip("+")) >= 8]
-    return replace(facts, keys=tuple(dict.fromkeys(keys)))
+    keys += [f"tail {n.lstrip('+')[-8:]}" for n in (*called, *calling) if len(n.lstrip("+")) >= 8]
+    return HopFacts(
+        index=index, call_id=hop.call_id, a=hop.a, b=hop.b, invite_ns=invite_pkt.ts_ns, end_ns=hop.end_ns,
+        from_tag=from_tag, cseq=invite_cseq, called=called, calling=calling, diverted=diverted,
+        correlation=correlation, events=(ringing, answer, bye, cancel),
+        sdp_a=sdp_a, sdp_b=sdp_b, keys=tuple(dict.fromkeys(keys)),
+    )
 
 
-def _ms(ns: int) -> str:
-    return f"{ns / MS:.0f} ms" if abs(ns) < 10 * S else f"{ns / S:.1f} s"
-
-
-def _relay(what: str, up: int | None, down: int | None, *, response: bool) -> Evidence | None:
+def _relay(what: str, up: int, down: int, *, response: bool) -> Evidence | None:
     """A response travels downstream→upstream, a BYE either way; twins close in time are one event."""
-    if up is None or down is None:
-        return None
     delta = up - down
     if abs(delta) <= RELAY_DELTA_NS and (not response or delta >= -RELAY_TIGHT_NS):
         points = RELAY_TIGHT_POINTS if abs(delta) <= RELAY_TIGHT_NS else RELAY_POINTS
-        return Evidence("timing", points, f"{what} on both hops within {_ms(abs(delta))}")
+        return Evidence("timing", points, "{} on both hops within {}", (what, _Duration(abs(delta))))
     if abs(delta) > CONTRADICTION_NS:
-        return Evidence("timing", CONTRADICTION_POINTS, f"{what} {_ms(abs(delta))} apart on the two hops")
+        return Evidence("timing", CONTRADICTION_POINTS, "{} {} apart on the two hops", (what, _Duration(abs(delta))))
     return None
 
 
@@ -244,18 +335,17 @@ def score(
     out: list[Evidence] = []
     dt = down.invite_ns - up.invite_ns
     points = next(p for limit, p in INVITE_BANDS if dt <= limit)
-    out.append(Evidence("timing", points, f"INVITE forwarded {_ms(dt)} after the upstream INVITE"))
-    for what, u, d, resp in (("18x ringing", up.ringing_ns, down.ringing_ns, True),
-                             ("200 OK answer", up.answer_ns, down.answer_ns, True),
-                             ("BYE", up.bye_ns, down.bye_ns, False), ("CANCEL", up.cancel_ns, down.cancel_ns, False)):
-        item = _relay(what, u, d, response=resp)
-        if item is not None:
-            out.append(item)
+    out.append(Evidence("timing", points, "INVITE forwarded {} after the upstream INVITE", (_Duration(dt),)))
+    for (what, resp), u, d in zip(EVENTS, up.events, down.events):
+        if u is not None and d is not None:
+            item = _relay(what, u, d, response=resp)
+            if item is not None:
+                out.append(item)
     # Addresses: the box that received the upstream INVITE sent the downstream one.
     if up.call_id == down.call_id:
         out.append(Evidence("identity", SAME_CALL_ID_POINTS, f"same Call-ID {up.call_id} (a proxy)"))
     if up.b == down.a:
-        out.append(Evidence("address", SAME_BOX_POINTS, f"the INVITE went to {up.b} and left again from {down.a}"))
+        out.append(Evidence("address", SAME_BOX_POINTS, "the INVITE went to {} and left again from {}", (up.b, down.a)))
     else:
         box_up, box_down = config.box_of(up.b), config.box_of(down.a)
         if box_up is not None and box_up == box_down:
@@ -265,8 +355,8 @@ def score(
                                 f"{up.b} → {down.a} forwards other calls of this capture (same Call-ID or correlation id)"))
         else:
             out.append(Evidence("address", UNTIED_BOX_POINTS,
-                                f"the INVITE went to {up.b} but the next left from {down.a}; nothing ties the two "
-                                "(list both in hosts.yaml sip_addresses if they are one SBC)"))
+                                "the INVITE went to {} but the next left from {}; nothing ties the two "
+                                "(list both in hosts.yaml sip_addresses if they are one SBC)", (up.b, down.a)))
     if up.sdp_b is not None and down.sdp_a is not None:
         relay_up, relay_down = config.box_of(up.sdp_b.address), config.box_of(down.sdp_a.address)
         if relay_up is not None and relay_up == relay_down:
@@ -285,7 +375,7 @@ def score(
                   compare_numbers(up.calling, down.calling, "calling number", CALLING_POINTS)):
         if match is not None:
             out.append(Evidence("identity", match.points, match.detail))
-    diverted = compare_numbers(up.called, down.diverted, "diverted-from number", DIVERSION_POINTS)
+    diverted = compare_numbers(up.called, down.diverted, "diverted-from number", DIVERSION_POINTS) if down.diverted else None
     if diverted is not None and diverted.points > 0:
         out.append(Evidence("identity", diverted.points, diverted.detail))
     # SDP.
@@ -293,11 +383,11 @@ def score(
         ua, da = up.sdp_a, down.sdp_a
         if ua.codecs and da.codecs:
             if ua.codecs == da.codecs:
-                out.append(Evidence("sdp", CODECS_EQUAL_POINTS, f"same codecs offered ({', '.join(sorted(ua.codecs))})"))
+                out.append(Evidence("sdp", CODECS_EQUAL_POINTS, "same codecs offered ({})", (_Codecs(ua.codecs),)))
             elif not ua.codecs & da.codecs:
                 out.append(Evidence("sdp", CODECS_DISJOINT_POINTS, "no codec in common between the two offers"))
         if ua.ptime and ua.ptime == da.ptime:
-            out.append(Evidence("sdp", PTIME_POINTS, f"same ptime {ua.ptime}"))
+            out.append(Evidence("sdp", PTIME_POINTS, "same ptime {}", (ua.ptime,)))
         if ua.origin is not None and ua.origin == da.origin and up.call_id != down.call_id:
             out.append(Evidence("sdp", ORIGIN_POINTS, f"o= session {ua.origin[1]} kept"))
     return out

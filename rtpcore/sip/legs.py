@@ -12,7 +12,14 @@ from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
 from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
 from rtpcore.sip.capture import SipPacket, scan_sip
 from rtpcore.sip.crypto import CryptoAttribute
-from rtpcore.sip.assembly import AssembledCall, AssemblyConfig, assemble, load_assembly_config
+from rtpcore.sip.assembly import (
+    AssembledCall,
+    AssemblyConfig,
+    assemble,
+    assemble_packets,
+    load_assembly_config,
+    paused_gc,
+)
 from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, numbers_match
 from rtpcore.sip.sdp import MediaDescription, SessionDescription
 
@@ -73,7 +80,7 @@ def list_calls(packets: list[SipPacket], assembly: AssemblyConfig | None = None)
 
 def assemble_calls(packets: list[SipPacket], assembly: AssemblyConfig | None = None) -> list[AssembledCall]:
     """The capture's calls with the evidence that tied their hops (`calls --json`, `legs --explain`)."""
-    return assemble(build_hops(packets), assembly)
+    return assemble_packets(packets, assembly)
 
 
 def select_call(
@@ -85,7 +92,8 @@ def select_call(
     assembly: AssemblyConfig | None = None,
 ) -> AssembledCall:
     """The one assembled call that --call-id (any of its Call-IDs) / --number names, else a listing error."""
-    hops = build_hops(packets)
+    with paused_gc():
+        hops = build_hops(packets)
     if not hops:
         methods = Counter(p.message.method or f"{p.message.status}" for p in packets)
         seen = ", ".join(f"{m} ×{n}" for m, n in methods.most_common(6)) or "no SIP messages at all"

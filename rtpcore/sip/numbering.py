@@ -70,7 +70,7 @@ def _common_suffix(a: str, b: str) -> int:
 
 
 def compare_numbers(up: tuple[str, ...], down: tuple[str, ...], what: str, full: float) -> NumberMatch | None:
-    """Best agreement between normalised numbers; a clear contradiction (two different E.164) counts against."""
+    """Best agreement between normalised numbers; two long numbers with different endings count against."""
     if not up or not down:
         return None
     best: NumberMatch | None = None
@@ -86,8 +86,8 @@ def compare_numbers(up: tuple[str, ...], down: tuple[str, ...], what: str, full:
             elif min(len(du), len(dd)) <= MAX_EXTENSION_DIGITS and tail == min(len(du), len(dd)):
                 match = NumberMatch(1.0, f"{what} {d if len(dd) < len(du) else u} is the end of {u if len(dd) < len(du) else d} (extension)")
             else:
-                if u.startswith(INTERNATIONAL) and d.startswith(INTERNATIONAL):
-                    contradiction = (u, d)
+                if min(len(du), len(dd)) >= SUFFIX_DIGITS:
+                    contradiction = (u, d)  # a format change keeps the subscriber digits; these differ
                 continue
             if best is None or match.points > best.points:
                 best = match
