@@ -514,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CHECK FAILED: {problem}", file=sys.stderr)
     if not args.no_write:
         kept = capture_bench.capture_section(RESULTS.read_text()) if RESULTS.exists() else ""
+        # call assembly (issue 8): keep bench/assembly_bench.py's section too
+        assembly = re.search(r"<!-- assembly:begin -->.*?<!-- assembly:end -->\n?", RESULTS.read_text(), re.S) \
+            if RESULTS.exists() else None
+        kept += ("\n" + assembly.group(0)) if assembly else ""
         RESULTS.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
     if not args.skip_capture:

@@ -76,6 +76,8 @@ class Link:
     score: float
     evidence: tuple[Evidence, ...]
     rivals: tuple[Rival, ...] = ()
+    up_call_id: str = ""
+    down_call_id: str = ""
 
     @property
     def ambiguous(self) -> bool:
@@ -83,7 +85,8 @@ class Link:
         return bool(self.rivals)
 
     def to_json(self) -> dict[str, object]:
-        return {"up": self.up, "down": self.down, "score": self.score, "ambiguous": self.ambiguous,
+        return {"up": self.up, "down": self.down, "up_call_id": self.up_call_id, "down_call_id": self.down_call_id,
+                "score": self.score, "ambiguous": self.ambiguous,
                 "evidence": [e.to_json() for e in self.evidence], "rivals": [r.to_json() for r in self.rivals]}
 
 
@@ -230,6 +233,14 @@ def _learned_boxes(facts: list[HopFacts], index: dict[str, list[int]]) -> frozen
     return frozenset(pairs)
 
 
+def _credible(cand: _Candidate) -> bool:
+    """A near miss worth reporting: nothing against its addresses, and a relayed event or an identity tie."""
+    if any(e.kind == "address" and e.points < 0 for e in cand.evidence):
+        return False
+    # evidence[0] is always the INVITE timing: a forward delay alone is no tie
+    return any(e.points > 0 and e.kind in ("timing", "identity") for e in cand.evidence[1:])
+
+
 def _is_ancestor(node: int, of: int, upstream: dict[int, int]) -> bool:
     """True when `node` is `of` or lies upstream of it (taking the link would close a loop)."""
     while True:
@@ -361,11 +372,12 @@ def _assemble(hops: list[Hop], config: AssemblyConfig) -> list[AssembledCall]:
         chain, links = [root], []
         while chain[-1] in downstream:
             cand = downstream[chain[-1]]
-            links.append(Link(describe(hops[cand.up]), describe(hops[cand.down]), cand.score, cand.evidence, rivals(cand)))
+            links.append(Link(describe(hops[cand.up]), describe(hops[cand.down]), cand.score, cand.evidence, rivals(cand),
+                              hops[cand.up].call_id, hops[cand.down].call_id))
             chain.append(cand.down)
         misses = tuple(Rival(describe(hops[c.up]), c.score) for c in by_down.get(root, [])
                        if MIN_LINK_SCORE - NEAR_MISS_MARGIN <= c.score < MIN_LINK_SCORE and c.up not in downstream
-                       and not any(e.kind == "address" and e.points < 0 for e in c.evidence))
+                       and _credible(c))
         calls.append(AssembledCall(tuple(hops[k] for k in chain), tuple(links), misses))
     return calls
 

@@ -56,6 +56,7 @@ def test_b2bua_rewrite_assembles_from_timing_and_addresses_alone(generated, caps
     folder = generated("b2bua-rewrite")
     (call,) = _calls_json(capsys, folder / "sip.pcap")
     assert call["to"].startswith("+44") and len(call["links"]) == 1
+    assert [call["links"][0]["up_call_id"], call["links"][0]["down_call_id"]] == call["call_ids"]
     evidence = call["links"][0]["evidence"]
     positive = {e["kind"] for e in evidence if e["points"] > 0}
     assert positive <= {"timing", "address", "sdp"}, evidence
