@@ -12,8 +12,14 @@ from rtpcore.callgen.plan import plan_call
 from rtpcore.callgen.render import _sip_frames, _write
 from rtpcore.callgen.sbc import apply_sbc
 from rtpcore.callgen.scenario import BASE_TIME_NS
+from rtpcore.callgen.sip import Dialog, request
 from rtpcore.cli import main
+from rtpcore.sip.assembly import assemble
+from rtpcore.sip.capture import SipPacket
+from rtpcore.sip.dialog import build_hops
+from rtpcore.sip.evidence import AssemblyConfig
 from rtpcore.sip.legs import resolve_legs
+from rtpcore.sip.message import SipMessage
 from rtpcore.sip.numbering import NumberPlan, compare_numbers
 from tests.conftest import load_truth
 
@@ -240,3 +246,36 @@ def test_configured_correlation_header_ties_the_hops(generated, capsys, monkeypa
     monkeypatch.setenv("RTPHELPER_CORRELATION_HEADERS", "X-Other,x-cid")
     (call,) = _calls_json(capsys, folder / "sip.pcap")
     assert any(e["detail"].startswith("x-cid ") and e["points"] == 6 for e in call["links"][0]["evidence"])
+
+
+def _packet(ts_ns: int, src: str, dst: str, data: bytes, index: int) -> SipPacket:
+    return SipPacket(ts_ns, index, "udp", src, 5060, dst, 5060, SipMessage.parse(data))
+
+
+def test_identity_headers_alone_tie_two_dialogs() -> None:
+    """PAI, Diversion and a P-Charging-Vector icid carried across link dialogs even with no timing to speak of."""
+    carrier, sbc_in, sbc_out, core = "198.51.100.10", "10.77.1.1", "10.77.2.1", "10.77.2.10"
+    up = Dialog("up-call@x", "+442079460001", "+442079460000", carrier, sbc_in, "t1", "t2", "UDP")
+    down = Dialog("down-call@y", "trunk", "4711", sbc_out, core, "t3", "t4", "UDP")
+    icid = "P-Charging-Vector: icid-value=AyretyU0dm+6O2IrT5tAFrbHLso=;orig-ioi=home1.net"
+    up_invite = request(up, "INVITE", 1, from_caller=True, branch="b1", established=False,
+                        extra=(icid, "P-Asserted-Identity: <sip:+442079460001@carrier.example>"))
+    down_invite = request(down, "INVITE", 77, from_caller=True, branch="b2", established=False,
+                          extra=(icid, "P-Asserted-Identity: <tel:+442079460001>",
+                                 "Diversion: <sip:+442079460000@sbc.example>;reason=unconditional"))
+    t0 = BASE_TIME_NS
+    packets = [_packet(t0, carrier, sbc_in, up_invite, 0), _packet(t0 + 3_000_000_000, sbc_out, core, down_invite, 1)]
+    calls = assemble(build_hops(packets), AssemblyConfig())
+    assert [c.call_ids for c in calls] == [("up-call@x", "down-call@y")]
+    details = {e.detail: e.points for e in calls[0].links[0].evidence}
+    assert details["P-Charging-Vector icid-value AyretyU0dm+6O2IrT5tAFrbHLso= carried across"] == 6
+    assert details["calling number +442079460001 on both sides"] == 2
+    assert details["diverted-from number +442079460000 on both sides"] == 2
+    assert details["INVITE forwarded 3000 ms after the upstream INVITE"] == 0
+
+
+def test_session_id_of_rfc_7989_is_evidence(generated, capsys) -> None:
+    folder = generated("outbound-b2bua-rewrite")
+    (call,) = _calls_json(capsys, folder / "sip.pcap")
+    assert any(e["detail"].startswith("Session-ID ") and e["points"] == 6 for e in call["links"][0]["evidence"])
+    assert call["from"] == "sbc-trunk" and call["to"].isdigit() and len(call["to"]) == 4
