@@ -223,7 +223,8 @@ def _config(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"settings": settings.redacted_dict(), "hosts_file": str(hosts_path),
                           "hosts": [{"env": h.env, "region": h.region, "sub_region": h.sub_region, "id": h.id,
-                                     "address": h.address, "port": h.port, "interfaces": list(h.interfaces)}
+                                     "address": h.address, "port": h.port, "interfaces": list(h.interfaces),
+                                     "sip_addresses": list(h.sip_addresses), "media_addresses": list(h.media_addresses)}
                                     for h in entries]}, default=str))
         return EXIT_OK
     for key, value in settings.redacted_dict().items():

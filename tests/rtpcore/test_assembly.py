@@ -175,6 +175,15 @@ def test_indistinguishable_calls_are_reported_ambiguous_never_silently_picked(tm
     assert any(w.startswith("call assembly is ambiguous") for w in plan.warnings)
 
 
+def test_config_json_shows_the_sbc_addresses(tmp_path: Path, capsys) -> None:
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(_HOSTS.format(sip="[10.77.1.1, '2001:db8:0::1']", media="10.77.1.2"))
+    code, out, _ = _cli(capsys, "config", "--config", str(hosts), "--json")
+    assert code == 0
+    (host,) = json.loads(out)["hosts"]
+    assert host["sip_addresses"] == ["10.77.1.1", "2001:db8::1"] and host["media_addresses"] == ["10.77.1.2"]
+
+
 def test_hosts_yaml_addresses_tie_the_two_sides_of_the_sbc(generated, capsys, monkeypatch, tmp_path: Path) -> None:
     folder = generated("b2bua-rewrite")
     (call,) = _calls_json(capsys, folder / "sip.pcap")
