@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 from rtpcore.errors import InputError, NoMediaMatchError
 from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
-from rtpcore.media.demux import FileResult, filter_raw_file, filter_raw_files, media_files, no_match_message
+from rtpcore.media.demux import (
+    DEFAULT_MIN_PACKETS, FileResult, filter_raw_file, filter_raw_files, media_files, no_match_message,
+)
+from rtpcore.media.latch import adopt
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
@@ -106,6 +109,14 @@ def filter_one(plan: LegPlan, source: Path, paths: SessionPaths, *, min_packets:
     return filter_raw_file(plan, Path(source), paths.filtered, min_packets=min_packets)
 
 
+def learn(
+    plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths, *, min_packets: int = DEFAULT_MIN_PACKETS
+) -> tuple[LegPlan, list[FileResult]]:
+    """Step 2b, once over all files: adopt learned peers and late RTCP; the plan gets the learned endpoints."""
+    adoption = adopt(plan, results, min_packets=min_packets)
+    return adoption.plan, list(adoption.results)
+
+
 def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -> int:
     """Step 3: all kept per-leg files by timestamp → media_raw.pcap; no match at all is an error."""
     kept = [lf.output for r in results for lf in r.legs if lf.kept and lf.output is not None]
@@ -158,6 +169,7 @@ def correlate(
         paths = prepare_outputs(Path(out), overwrite=overwrite)
     try:
         results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
+        plan, results = learn(plan, results, paths, min_packets=min_packets)
         merge_raw(plan, results, paths)
         decrypted = decrypt(plan, results, paths)
         combine(Path(sip), paths)

@@ -114,6 +114,8 @@ class LegPlan:
     start_ns: int  # first SIP message of the call
     end_ns: int  # last SIP message of the call
     warnings: tuple[str, ...] = ()
+    # wt-parsing: what the media showed about the plan (learned peers, ambiguities); the report lists them.
+    findings: tuple[str, ...] = ()
 
     def leg(self, name: str) -> Leg | None:
         return next((leg for leg in self.legs if leg.name == name), None)

@@ -113,7 +113,7 @@ def _utc(ns: int) -> str:
 
 def findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
     """Plain-language observations: one-way audio, loss, gaps, keys that do not fit."""
-    found: list[str] = []
+    found: list[str] = list(plan.findings)
     for leg in plan.legs:
         rtp = [s for s in streams if s.leg == leg.name and s.kind == "rtp"]
         if not rtp:

@@ -107,6 +107,7 @@ class Sender:
     start_roc: int = 0                      # dummy packets protected first so real ones start at this ROC
     clear_first_rtcp: bool = False
     duplicate_every: int = 0
+    final_rtcp_ns: int | None = None        # one more RTCP report after the last RTP (a final SR after the BYE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,3 +199,9 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
                 seq, roc = 0, roc + 1
             rtp_ts = (rtp_ts + SAMPLES_PER_PACKET) & 0xFFFFFFFF
             t += PACKET_INTERVAL_NS
+    if sender.final_rtcp_ns is not None:
+        seg_no, seg, protector = len(sender.segments) - 1, sender.segments[-1], protectors[-1]
+        report = rtcp_sender_report(sender.ssrc, sender.final_rtcp_ns, rtp_ts, sent_packets, sent_octets, sender.cname)
+        data, index = protector.rtcp(report, clear=False)
+        yield MediaPacket(sender.final_rtcp_ns, seg.src, seg.rtcp_sport, seg.dst, seg.rtcp_dport, data,
+                          sender_index, seg_no, "rtcp", index)

@@ -70,6 +70,7 @@ def background_spec(spec: CallSpec, number: int) -> CallSpec:
         seed=spec.seed + 1000 * number, core_ip=spec.core_background_ip, reinvite_rekey=False, mid_call=False,
         carrier_initial_seq=None, duplicates_every=0, srtcp_clear_first=False, late_offer=False, invite_padding=0,
         background_calls=False, media_seconds=3.0,
+        core_media_from=None, carrier_media_from=None, stray_sender=None, sip_holds_media=False, final_rtcp_after_bye_ns=0,
     )
     if number == 1:
         return replace(spec, carrier_media_port=spec.carrier_media_port + 100, host_carrier_port=spec.host_carrier_port + 10,
@@ -266,11 +267,39 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
         sender("core", core, host_k, suite_core, starts[by_side[id(core)]], stop[by_side[id(core)]], is_carrier_sender=False),
         sender("core", host_k, core, suite_core, starts[by_side[id(host_k)]], stop[by_side[id(host_k)]], is_carrier_sender=False),
     )
+    senders = _latched(spec, senders, t_bye)
     legs = tuple(_leg_truth(name, peer, host, negotiations[name]) for name, peer, host in
                  (("carrier", carrier, host_c), ("core", core, host_k)))
     events.sort(key=lambda e: e.ts_ns)
     call_ids = (call_id1,) if call_id2 == call_id1 else (call_id1, call_id2)
-    return CallPlan(call_id1, call_ids, spec.direction, tuple(events), senders, legs, start_ns, t4, max(stop.values()))
+    end = max([*stop.values(), *(s.final_rtcp_ns or 0 for s in senders)])
+    return CallPlan(call_id1, call_ids, spec.direction, tuple(events), senders, legs, start_ns, t4, end)
+
+
+def _latched(spec: CallSpec, senders: tuple[Sender, ...], t_bye: int) -> tuple[Sender, ...]:
+    """Where media really flows (wt-parsing knobs): a peer sending from another address than its SDP's, the
+    relay sending back to that address (latching), and final RTCP reports after the BYE."""
+    real: dict[str, tuple[str, int | None]] = {}
+    if spec.carrier_media_from is not None:
+        real["carrier"] = spec.carrier_media_from
+    if spec.core_media_from is not None:
+        real["core"] = (spec.core_media_from, None)
+    out = []
+    for i, s in enumerate(senders):
+        segments = s.segments
+        if s.leg in real:
+            ip, port = real[s.leg]
+            from_peer = i % 2 == 0  # carrier→host, host→carrier, core→host, host→core
+            moved = []
+            for seg in segments:
+                p = port if port is not None else (seg.sport if from_peer else seg.dport)
+                rtcp = p if spec.rtcp_mux else p + 1
+                moved.append(replace(seg, src=ip, sport=p, rtcp_sport=rtcp) if from_peer
+                             else replace(seg, dst=ip, dport=p, rtcp_dport=rtcp))
+            segments = tuple(moved)
+        final = t_bye + spec.final_rtcp_after_bye_ns if spec.final_rtcp_after_bye_ns and i in (0, 2) else None
+        out.append(replace(s, segments=segments, final_rtcp_ns=final))
+    return tuple(out)
 
 
 def _leg_truth(name: str, peer: _Side, host: _Side, negotiations: list[tuple[int, str, str, str | None]]) -> dict[str, object]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtpcore.callgen.media import MediaPacket, synthesize
+from rtpcore.callgen.media import MediaPacket, Segment, Sender, synthesize
 from rtpcore.callgen.plan import CallPlan, SipEvent, background_spec, plan_call
 from rtpcore.callgen.scenario import BASE_TIME_NS, CallSpec
 from rtpcore.callgen.sip import endpoint
@@ -175,7 +175,16 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     for ts, src, sport, dst, dport, payload in _noise(spec, cap_start, cap_end):
         records.append((ts, order, build_udp(src, sport, dst, dport, payload, ip_id=ip_id(src)), None))
         order += 1
+    stray = _stray(spec, main)
+    for p in stray:
+        if cap_start <= p.ts_ns <= cap_end:
+            records.append((p.ts_ns, order, build_udp(p.src, p.sport, p.dst, p.dport, p.payload, ip_id=ip_id(p.src)), None))
+        order += 1
     records.sort(key=lambda r: (r[0], r[1]))
+    if spec.sip_holds_media:
+        # The full capture handed in as "the SIP pcap": signalling and every media frame, by time.
+        sip_frames = sorted(sip_frames + [Frame(r[0], r[2]) for r in records], key=lambda f: f.ts_ns)
+        _write(out / SIP_FILE, spec, spec.sip_linktype, spec.sip_vlans, sip_frames)
 
     chunks = _roll(spec, records)
     media_names = []
@@ -202,8 +211,42 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     for ev in sip_events:
         counts[ev.call_id] = counts.get(ev.call_id, 0) + 1
     truth["sip_messages"] = counts
+    latched = _latched_truth(main)
+    if latched:
+        truth["latched"] = latched
+    if spec.sip_holds_media:
+        truth["sip_holds_media"] = True
+    if stray:
+        truth["stray"] = {"src": endpoint(*spec.stray_sender) if spec.stray_sender else None,
+                          "packets": sum(1 for p in stray if cap_start <= p.ts_ns <= cap_end)}
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
+
+
+def _latched_truth(main: CallPlan) -> list[dict[str, str]]:
+    """Per leg, where the peer's RTP really came from when that is not what its SDP said."""
+    out = []
+    for index, leg in ((0, main.legs[0]), (2, main.legs[1])):
+        seg = main.senders[index].segments[0]
+        sdp_rtp = str(leg["endpoints"][0])  # type: ignore[index]
+        real_rtp = endpoint(seg.src, seg.sport)
+        if real_rtp != sdp_rtp:
+            out.append({"leg": str(leg["name"]), "sdp": sdp_rtp, "real": real_rtp})
+    return out
+
+
+def _stray(spec: CallSpec, main: CallPlan) -> list[MediaPacket]:
+    """A second device sending RTP+RTCP to the media host's carrier endpoint during the call (not the call's)."""
+    if spec.stray_sender is None:
+        return []
+    ip, port = spec.stray_sender
+    first = main.senders[1].segments[0]   # host → carrier: the host's carrier-side endpoint is its source
+    seg = Segment(main.answer_ns, main.end_ns, ip, port, first.src, first.sport, port + 1, first.rtcp_sport)
+    rng = random.Random(spec.seed ^ 0x57A7)
+    sender = Sender(leg="carrier", ssrc=rng.getrandbits(32), pt=spec.payload_type, initial_seq=rng.randrange(1, 30000),
+                    initial_ts=rng.getrandbits(32), cname="stray@device", segments=(seg,),
+                    rtcp_offset_ns=900 * MS, jitter_seed=rng.getrandbits(32), background=True)
+    return list(synthesize(sender, -1))
 
 
 def _roll(spec: CallSpec, records: list[_Record]) -> list[list[_Record]]:

@@ -66,6 +66,12 @@ class CallSpec:
     roll_after_wrap: bool = False               # a rolling boundary just after the carrier's wrap
     duplicates_every: int = 0                   # every Nth carrier-leg RTP frame captured twice
     srtcp_clear_first: bool = False             # the carrier's first RTCP goes out unencrypted
+    # wt-parsing: latching peers, combined file, RTCP tail.
+    core_media_from: str | None = None          # the core phone sends (and the relay latches) from this other address
+    carrier_media_from: tuple[str, int] | None = None   # NAT'd carrier: media from this ip:port (RTCP from port+1)
+    stray_sender: tuple[str, int] | None = None  # a second device sends RTP+RTCP to the host's carrier endpoint
+    sip_holds_media: bool = False               # sip.pcap is the full capture: SIP and every media frame
+    final_rtcp_after_bye_ns: int = 0            # carrier and core send a last RTCP report this long after the BYE
 
     def __post_init__(self) -> None:
         if self.media_seconds < 2.5:
@@ -113,6 +119,13 @@ _OVERRIDES: dict[str, dict[str, object]] = {
     "duplicates": {"duplicates_every": 50, "media_linktype": LINKTYPE_LINUX_SLL2},
     "srtcp-clear-first": {"srtcp_clear_first": True},
     "late-offer": {"late_offer": True},
+    # wt-parsing
+    "latching-peer": {"core_media_from": "10.77.3.10"},
+    "nat-carrier": {"carrier_media_from": ("203.0.113.77", 61000)},
+    "two-senders-one-port": {"carrier_media_from": ("203.0.113.77", 61000), "stray_sender": ("203.0.113.99", 5004)},
+    "full-capture-sip": {"sip_holds_media": True},
+    "ipv6-srtp-both-legs": {**_IPV6, "core_suite": SUITE_80},
+    "rtcp-after-bye": {"final_rtcp_after_bye_ns": 2_300_000_000},
 }
 
 VARIANTS: dict[str, CallSpec] = {

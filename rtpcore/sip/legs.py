@@ -4,22 +4,26 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
 from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
-from rtpcore.sip.capture import SipPacket, scan_sip
+from rtpcore.sip.capture import DroppedSip, SipPacket, scan_sip
 from rtpcore.sip.crypto import CryptoAttribute
-from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, chain_calls, numbers_match
-from rtpcore.sip.sdp import MediaDescription, SessionDescription
+from rtpcore.sip.dialog import (
+    FORWARD_WINDOW_NS, SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, chain_calls, numbers_match,
+)
+from rtpcore.sip.sdp import MAX_PORT, MediaDescription, SessionDescription, is_address
 
 log = logging.getLogger(__name__)
 
 # Media clocks and SIP clocks are different hosts' clocks, and media outlives the BYE.
 DEFAULT_MARGIN_NS = 2 * 10**9
 _UNSPECIFIED = ("0.0.0.0", "::")
+UNRESOLVED_V4, UNRESOLVED_V6 = _UNSPECIFIED  # a peer whose c= is a name: it sends from no address we know
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ def resolve_legs(
     """Read a SIP pcap and build the leg plan of the selected call."""
     capture = scan_sip(Path(sip_path))
     try:
-        return plan_from_packets(
+        plan = plan_from_packets(
             list(capture.packets), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns
         )
     except SipError as exc:
@@ -58,6 +62,29 @@ def resolve_legs(
             f"{exc}; it has {capture.stats.tcp_discarded_bytes} bytes of TCP that are not plain SIP — SIP over TLS "
             "(port 5061) or WebSocket cannot be read: capture the SIP where it is in clear, or export it decrypted"
         ) from None
+    _refuse_lost_invite(plan, capture.stats.dropped, str(sip_path))
+    extra = capture.stats.warnings(str(sip_path))
+    if not extra:
+        return plan
+    for line in extra:
+        log.warning(line)
+    return replace(plan, warnings=tuple(dict.fromkeys(plan.warnings + tuple(extra))))
+
+
+def _refuse_lost_invite(plan: LegPlan, dropped: Sequence[DroppedSip], source: str) -> None:
+    """A hop whose INVITE was lost hides where the call came from: refuse rather than name the legs wrongly."""
+    for lost in dropped:
+        if not lost.message.is_invite:
+            continue
+        ours = lost.message.call_id in plan.call_ids
+        upstream = plan.start_ns - FORWARD_WINDOW_NS <= lost.ts_ns <= plan.end_ns
+        if ours or upstream:
+            why = "it is one of this call's dialogs" if ours else "it was sent while this call was set up, so it may be its first hop"
+            raise SipError(
+                f"{source}: {lost.text()}; {why}, and without it the legs and the direction would be guessed from "
+                "the hops that remain (the core hop could be taken for the carrier). Capture or export the SIP again "
+                "so the INVITE is complete, or give the SIP of a call without an oversize message"
+            )
 
 
 def list_calls(packets: list[SipPacket]) -> list[CallSummary]:
@@ -221,8 +248,42 @@ def _leg(
             negotiations.append(n)
     if not negotiations:
         raise SipError(f"Call-ID {hop.call_id} ({hop.a} → {hop.b}): no usable audio stream in any SDP for the {name} leg")
+    warnings += _address_warnings(name, hop, done, negotiations)
     first = negotiations[0]
     return Leg(name, first.host.rtp.ip, first.peer.rtp.ip, (hop.call_id,), tuple(negotiations))
+
+
+def _media_ip(addr: str) -> str:
+    """The c= address as routing compares it; a name (legal SDP) becomes "unknown": the peer is then learned."""
+    text = addr.split("/")[0].partition("%")[0]
+    if not is_address(text):
+        return UNRESOLVED_V6 if ":" in text else UNRESOLVED_V4
+    return str(ipaddress.ip_address(text))
+
+
+def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], negotiations: list[Negotiation]) -> list[str]:
+    """Names in c= and RTP on port 65535 (no RTCP port after it): each a warning on its message and frame."""
+    out: list[str] = []
+    for oa in done:
+        for item in (oa.offer, oa.answer):
+            m = item.sdp.audio()
+            addr = item.sdp.media_address(m) if m is not None else None
+            if m is None or not addr:
+                continue
+            where = _where(hop, item.ts_ns, item.label)
+            if not is_address(addr.split("/")[0].partition("%")[0]):
+                out.append(f"Call-ID {hop.call_id}: {where}: media address {addr!r} (c=) is a name; resolve it — the "
+                           f"{name} leg's peer is learned from the media reaching the media host's port instead")
+            if not m.rtcp_mux and m.rtcp_port is None and m.port >= MAX_PORT:
+                out.append(f"Call-ID {hop.call_id}: {where}: RTP port {m.port} leaves no port for RTCP "
+                           f"({m.port + 1}); RTCP of the {name} leg is not followed")
+    return out
+
+
+def _where(hop: Hop, ts_ns: int, label: str) -> str:
+    """'200 INVITE at frame 7': the message a warning is about."""
+    frame = next((p.frame_index + 1 for p in hop.packets if p.ts_ns == ts_ns), None)
+    return f"{label} at frame {frame}" if frame is not None else label
 
 
 def _negotiation(
@@ -261,7 +322,7 @@ def _side(sdp: SessionDescription, m: MediaDescription, mux: bool, crypto: Crypt
     addr = sdp.media_address(m)
     if not addr or addr in _UNSPECIFIED or m.port == 0:
         return None
-    addr = str(ipaddress.ip_address(addr.split("/")[0]))
+    addr = _media_ip(addr)
     if mux:
         rtcp = Endpoint(addr, m.port)
     else:

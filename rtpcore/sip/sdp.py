@@ -12,11 +12,23 @@ MAX_PORT = 65535
 
 
 def _normalise_address(text: str) -> str:
-    """The address as ipaddress formats it; FQDNs are kept as written."""
+    """The address as ipaddress formats it, an IPv6 zone id (fe80::1%eth0) dropped; FQDNs are kept as written."""
+    address, _, zone = text.partition("%")
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ipaddress.ip_address(address))
     except ValueError:
         return text
+
+
+def is_address(text: str | None) -> bool:
+    """True for an IPv4/IPv6 address; False for a name (legal in c=, RFC 8866 §5.7) or nothing."""
+    if not text:
+        return False
+    try:
+        ipaddress.ip_address(text.split("/", 1)[0].partition("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _connection_address(value: str) -> str:
