@@ -45,7 +45,7 @@ from rtpcore.pcap import libpcap  # noqa: E402
 from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp  # noqa: E402
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET  # noqa: E402
 from rtpcore.pcap.reader import open_capture  # noqa: E402
-from rtpcore.pipeline import combine, correlate, decrypt, merge_raw, prepare_outputs  # noqa: E402
+from rtpcore.pipeline import combine, correlate, decrypt, learn, merge_raw, prepare_outputs  # noqa: E402
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide  # noqa: E402
 from rtpcore.report import CorrelationReport, build_report  # noqa: E402
 from rtpcore.sip.legs import resolve_legs  # noqa: E402
@@ -131,6 +131,7 @@ def run_plan(plan: LegPlan, sip: Path, media: list[Path], out: Path) -> Correlat
     sources = media_files(media)
     paths = prepare_outputs(out, overwrite=True)
     results = filter_raw_files(plan, sources, paths.filtered, min_packets=SEED_MIN_PACKETS)
+    plan, results = learn(plan, results, paths, min_packets=SEED_MIN_PACKETS)
     merge_raw(plan, results, paths)
     decrypted = decrypt(plan, results, paths)
     combine(sip, paths)

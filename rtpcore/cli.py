@@ -231,9 +231,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     cor = sub.add_parser("correlate", help="filter, decrypt and merge the call's media (in-process, no Prefect)")
     _call_args(cor)
-    cor.add_argument("--media", required=True, nargs="+", metavar="PATH",
+    cor.add_argument("--media", nargs="*", default=[], metavar="PATH",
                      help="raw media captures, folders of them, or s3://bucket/…/<env>/<folder>/<session>/ "
-                          "(its raw/ is downloaded into --out/raw first)")
+                          "(its raw/ is downloaded into --out/raw first); without it the SIP capture is the "
+                          "media source (a full capture exported as the SIP pcap)")
     cor.add_argument("--out", required=True, metavar="DIR", help="output folder (decrypted/, combined/)")
     cor.add_argument("--min-packets", dest="min_packets", type=int, default=None,
                      help="keep a leg's packets from a file only above this count (RTPHELPER_MIN_LEG_PACKETS, 10)")

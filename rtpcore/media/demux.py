@@ -15,7 +15,7 @@ from pathlib import Path
 from rtpcore.errors import BpfBuildError, InputError, PcapError, TruncatedCaptureError
 from rtpcore.fsutil import atomic_output
 from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pairs, relay_endpoints
-from rtpcore.media.candidates import CandidateCollector, CandidateFlow, endpoint_text, sender_ssrc
+from rtpcore.media.candidates import CandidateCollector, CandidateFlow, endpoint_text
 from rtpcore.pcap import libpcap
 from rtpcore.pcap.layers import (
     ETH_HEADER_LEN,
@@ -74,10 +74,9 @@ class FileResult:
     error: str | None
     first_ns: int | None  # first/last packet routed to a leg
     last_ns: int | None
-    # For the cross-file decisions of rtpcore.media.latch: exact flows routed, (leg, SSRC) seen on them, and
-    # the candidate packets (learned peers, late RTCP) with their per-flow summary.
+    # For the cross-file decisions of rtpcore.media.latch: exact flows routed, and the candidate packets
+    # (learned peers, late RTCP) with their per-flow summary.
     exact_flows: tuple[tuple[str, str, str, int], ...] = ()   # (leg, src, dst, packets)
-    ssrcs: tuple[tuple[str, int], ...] = ()
     candidates: tuple[CandidateFlow, ...] = ()
     candidates_file: Path | None = None
 
@@ -241,20 +240,6 @@ def _route(plan: LegPlan, records: Iterable[_Record]) -> _Routed:
     return _Routed(routed, flows, collector)  # type: ignore[arg-type]
 
 
-def _leg_ssrcs(routed: dict[str, list[_Record]]) -> tuple[tuple[str, int], ...]:
-    """(leg, sender SSRC) of every RTP/RTCP packet routed: what late RTCP must belong to."""
-    seen: dict[tuple[str, int], None] = {}
-    for name, records in routed.items():
-        for _, linktype, data, _ in records:
-            l3 = link_payload(linktype, data)
-            ip = parse_ip(l3) if l3 else None
-            udp = parse_udp(ip) if ip else None
-            ssrc = sender_ssrc(udp.payload) if udp is not None else None
-            if ssrc is not None:
-                seen.setdefault((name, ssrc), None)
-    return tuple(seen)
-
-
 def _read_routed(plan: LegPlan, path: Path) -> tuple[_Routed, int, str | None]:
     """Route every record of a capture, streamed; (routed, linktype, error of a capture that ends badly)."""
     errors: list[str] = []
@@ -349,8 +334,8 @@ def filter_raw_file(
         candidates_file = filtered_dir / CANDIDATES_NAME.format(stem=source.stem)
         _write_leg(routed.candidates.records, linktype, candidates_file)
     exact = tuple((name, endpoint_text(p[0], p[1]), endpoint_text(p[2], p[3]), n) for (name, p), n in routed.flows.items())
-    return FileResult(source, matched, tuple(legs), error, first, last, exact, _leg_ssrcs(routed.legs),
-                      routed.candidates.flows(), candidates_file)
+    return FileResult(source, matched, tuple(legs), error, first, last, exact, routed.candidates.flows(),
+                      candidates_file)
 
 
 def _error_text(source: Path, exc: Exception) -> str:

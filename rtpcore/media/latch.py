@@ -152,6 +152,21 @@ def _flow(record: _Record) -> tuple[str, str, int | None, bool] | None:
     return endpoint_text(udp.src, udp.sport), endpoint_text(udp.dst, udp.dport), sender_ssrc(payload), is_rtcp(payload)
 
 
+def _leg_ssrcs(results: Sequence[FileResult]) -> dict[str, set[int]]:
+    """Sender SSRCs of every RTP/RTCP packet in the legs' files: what late RTCP must belong to."""
+    ssrcs: dict[str, set[int]] = {}
+    for r in results:
+        for lf in r.legs:
+            if lf.output is None or not lf.output.exists():
+                continue
+            found = ssrcs.setdefault(lf.leg, set())
+            for record in _read(lf.output)[0]:
+                flow = _flow(record)
+                if flow is not None and flow[2] is not None:
+                    found.add(flow[2])
+    return ssrcs
+
+
 def _read(path: Path) -> tuple[list[_Record], int]:
     with open_capture(path) as reader:
         return list(reader.records()), reader.linktype
@@ -177,9 +192,9 @@ def adopt(
     """Decide on every file's candidates at once, move the adopted packets into the legs' files, drop the rest."""
     accepted, learned, findings, warnings = _decide(plan, results)
     ssrcs: dict[str, set[int]] = {}
+    if any(f.tail for r in results for f in r.candidates):
+        ssrcs = _leg_ssrcs(results)  # only late RTCP needs them: the common case reads nothing more
     for r in results:
-        for leg, ssrc in r.ssrcs:
-            ssrcs.setdefault(leg, set()).add(ssrc)
         for f in r.candidates:
             if f.kind == CANDIDATE_LATCH and not f.tail and (f.src, f.dst) in accepted:
                 ssrcs.setdefault(f.leg, set()).update(f.ssrcs)

@@ -1,0 +1,145 @@
+"""Learned peers (NAT, multi-homed phones, latching relays), late RTCP, and the full capture as the SIP pcap."""
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import rtpcore.media.candidates as candidates
+from rtpcore.callgen import render, variant
+from rtpcore.cli import main
+from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp
+from rtpcore.pcap.reader import open_capture
+from rtpcore.pipeline import correlate
+from tests.conftest import load_truth
+
+
+def _udp(path: Path):
+    with open_capture(path) as reader:
+        for f in reader:
+            l3 = link_payload(f.linktype, f.data)
+            udp = parse_udp(parse_ip(l3)) if l3 else None
+            if udp is not None:
+                yield udp
+
+
+def _ep(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _flows(path: Path) -> Counter:
+    return Counter((_ep(u.src, u.sport), _ep(u.dst, u.dport)) for u in _udp(path))
+
+
+def _correlate(folder: Path, out: Path, media: list[Path] | None = None):
+    truth = load_truth(folder)
+    return truth, correlate(folder / truth["sip"], truth["direction"], [folder / "media"] if media is None else media, out)
+
+
+@pytest.mark.parametrize("name", ["latching-peer", "nat-carrier"])
+def test_legs_json_is_still_the_sdp_truth(name: str, generated, capsys) -> None:
+    folder = generated(name)
+    truth = load_truth(folder)
+    assert main(["legs", "--sip", str(folder / "sip.pcap"), "--direction", "inbound", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == truth["legs"]
+    assert truth["latched"], "the generator says where the media really came from"
+
+
+@pytest.mark.parametrize("name", ["latching-peer", "nat-carrier"])
+def test_learned_peer_is_reported_and_decrypted_with_the_sdp_keys(name: str, generated, tmp_path: Path) -> None:
+    folder = generated(name)
+    truth, report = _correlate(folder, tmp_path / "out")
+    (latched,) = truth["latched"]
+    line = f"{latched['leg']} peer sent from {latched['real']}; its SDP said {latched['sdp']} — NAT or multi-homed"
+    assert any(f.startswith(line) for f in report.findings), report.findings
+    assert not any("no RTP at all" in f or "one-way audio" in f for f in report.findings)
+    streams = {(s.src, s.dst, s.kind): s for s in report.streams}
+    for s in truth["streams"]:
+        got = streams[(s["src"], s["dst"], s["kind"])]
+        assert got.packets == s["packets"] and got.auth_failed == 0
+        assert got.decrypted == (s["packets"] - s["clear_rtcp"] if s["encrypted"] else 0)
+
+
+def test_learning_is_decided_across_rolling_files(tmp_path: Path) -> None:
+    folder = tmp_path / "call"
+    truth = render(variant("nat-carrier", rolling_packets=300), folder)
+    assert len(truth["media"]) > 3
+    _, report = _correlate(folder, tmp_path / "out")
+    want = Counter({(s["src"], s["dst"]): s["packets"] for s in truth["streams"]})
+    got = _flows(report.outputs[0])
+    assert got == want
+    assert sum(1 for f in report.findings if "sent from 203.0.113.77" in f) == 2, "RTP and RTCP, once each"
+    assert not list((tmp_path / "out" / "combined" / "filtered").glob(".*candidates*")), "candidates cleaned up"
+
+
+def test_two_senders_on_one_relay_port_are_never_merged(generated, tmp_path: Path, capsys) -> None:
+    folder = generated("two-senders-one-port")
+    truth = load_truth(folder)
+    code = main(["correlate", "--sip", str(folder / "sip.pcap"), "--direction", "inbound", "--media",
+                 str(folder / "media"), "--out", str(tmp_path / "o"), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    ambiguous = [f for f in doc["findings"] if "ambiguous, nothing merged" in f]
+    assert len(ambiguous) == 2 and all("203.0.113.77" in f and "203.0.113.99" in f for f in ambiguous)
+    assert truth["stray"]["packets"] > 300
+    raw = _flows(Path(doc["outputs"]["media_raw"]))
+    assert not [f for f in raw if any(a.startswith(("203.0.113.77", "203.0.113.99")) for a in f)]
+    core = Counter({(s["src"], s["dst"]): s["packets"] for s in truth["streams"] if s["leg"] == "core"})
+    assert raw == core, "the core leg is complete; the carrier leg has nothing rather than a mix"
+
+
+def test_a_second_sender_while_the_sdp_peer_talks_is_only_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "call"
+    truth = render(variant("inbound-proxy", stray_sender=("203.0.113.99", 5004)), folder)
+    _, report = _correlate(folder, tmp_path / "out")
+    assert _flows(report.outputs[0]) == Counter({(s["src"], s["dst"]): s["packets"] for s in truth["streams"]})
+    assert any("also received RTP from 203.0.113.99:5004" in w and "not merged" in w for w in report.warnings)
+
+
+def test_rtcp_after_the_bye_is_attributed(generated, tmp_path: Path) -> None:
+    folder = generated("rtcp-after-bye")
+    truth, report = _correlate(folder, tmp_path / "out")
+    finals = [s for s in truth["streams"] if s["kind"] == "rtcp" and s["src"] in ("198.51.100.10:30001", "10.77.2.10:16385")]
+    got = {(s.src, s.kind): s for s in report.streams}
+    for s in finals:
+        assert got[(s["src"], "rtcp")].packets == s["packets"]
+    last_sip = report.plan.end_ns
+    late = [u for u in _udp(report.outputs[0])]
+    with open_capture(report.outputs[0]) as reader:
+        stamps = [f.ts_ns for f in reader]
+    assert max(stamps) - last_sip > 2 * 10**9, "a report later than the 2 s margin made it in"
+    assert len(late) == truth["media_packets"]
+
+
+def test_without_the_rtcp_tail_the_final_report_is_lost(generated, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(candidates, "RTCP_TAIL_NS", 0)
+    folder = generated("rtcp-after-bye")
+    truth, report = _correlate(folder, tmp_path / "out")
+    assert sum(_flows(report.outputs[0]).values()) == truth["media_packets"] - 2, "both final reports missing"
+
+
+def test_full_capture_as_sip_pcap_each_media_packet_once(generated, tmp_path: Path, capsys, tshark: str) -> None:
+    folder = generated("full-capture-sip")
+    truth = load_truth(folder)
+    assert truth["sip_holds_media"]
+    sip_messages = sum(truth["sip_messages"].values())
+    media = sum(s["packets"] for s in truth["streams"])
+    for args, out in (([], "no-media"), (["--media", str(folder / "media")], "with-media")):
+        code = main(["correlate", "--sip", str(folder / "sip.pcap"), "--direction", "inbound", *args,
+                     "--out", str(tmp_path / out), "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        assert code == 0
+        combined = Path(doc["outputs"]["sip_plus_media_decrypted"])
+        flows = _flows(combined)
+        assert sum(flows.values()) == sip_messages + media
+        assert sum(n for f, n in flows.items() if f[0].endswith(":5060") or f[1].endswith(":5060")) == sip_messages
+        told = any("media was taken from the SIP capture" in f for f in doc["findings"])
+        assert told == (not args)
+        listed = subprocess.run([tshark, "-r", str(combined), "-q", "-z", "rtp,streams"], capture_output=True,
+                                text=True, timeout=60).stdout
+        rows = [line.split() for line in listed.splitlines() if "0x" in line]
+        assert sorted(int(r[8]) for r in rows) == sorted(s["packets"] for s in truth["streams"] if s["kind"] == "rtp")
+        assert all(r[9] == "0" for r in rows), "no stream shows loss or duplicates"
