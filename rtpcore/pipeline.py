@@ -195,7 +195,13 @@ def correlate(
     try:
         results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
         plan, results = learn(note_sip_as_media(plan, Path(sip), given), results, paths, min_packets=min_packets)
-        merge_raw(plan, results, paths)
+        try:
+            merge_raw(plan, results, paths)
+        except NoMediaMatchError as exc:
+            if given:
+                raise
+            raise NoMediaMatchError(f"{exc}\nno --media was given, so only the SIP capture was searched: give the "
+                                    "raw media captures of the call's media host with --media") from None
         decrypted = decrypt(plan, results, paths)
         combine(Path(sip), paths)
     except BaseException:

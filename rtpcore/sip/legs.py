@@ -64,22 +64,25 @@ def resolve_legs(
         ) from None
     _refuse_lost_invite(plan, capture.stats.dropped, str(sip_path))
     extra = capture.stats.warnings(str(sip_path))
+    lost = tuple(f"{sip_path}: {d.text()}" for d in capture.stats.dropped if d.message.is_invite)
     if not extra:
         return plan
     for line in extra:
         log.warning(line)
-    return replace(plan, warnings=tuple(dict.fromkeys(plan.warnings + tuple(extra))))
+    return replace(plan, warnings=tuple(dict.fromkeys(plan.warnings + tuple(x for x in extra if x not in lost))),
+                   findings=plan.findings + lost)
 
 
 def _refuse_lost_invite(plan: LegPlan, dropped: Sequence[DroppedSip], source: str) -> None:
     """A hop whose INVITE was lost hides where the call came from: refuse rather than name the legs wrongly."""
     for lost in dropped:
-        if not lost.message.is_invite:
-            continue
+        if not lost.message.is_initial_invite:
+            continue  # a lost re-INVITE or other message costs a negotiation at most: a warning, not a refusal
         ours = lost.message.call_id in plan.call_ids
-        upstream = plan.start_ns - FORWARD_WINDOW_NS <= lost.ts_ns <= plan.end_ns
+        upstream = plan.start_ns - FORWARD_WINDOW_NS <= lost.ts_ns <= plan.start_ns
         if ours or upstream:
-            why = "it is one of this call's dialogs" if ours else "it was sent while this call was set up, so it may be its first hop"
+            why = ("it is one of this call's dialogs" if ours else
+                   "it was sent just before this call's first INVITE, so it may be the call's first hop")
             raise SipError(
                 f"{source}: {lost.text()}; {why}, and without it the legs and the direction would be guessed from "
                 "the hops that remain (the core hop could be taken for the carrier). Capture or export the SIP again "
@@ -248,7 +251,7 @@ def _leg(
             negotiations.append(n)
     if not negotiations:
         raise SipError(f"Call-ID {hop.call_id} ({hop.a} → {hop.b}): no usable audio stream in any SDP for the {name} leg")
-    warnings += _address_warnings(name, hop, done, negotiations)
+    warnings += _address_warnings(name, hop, done, peer_side)
     first = negotiations[0]
     return Leg(name, first.host.rtp.ip, first.peer.rtp.ip, (hop.call_id,), tuple(negotiations))
 
@@ -261,7 +264,7 @@ def _media_ip(addr: str) -> str:
     return str(ipaddress.ip_address(text))
 
 
-def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], negotiations: list[Negotiation]) -> list[str]:
+def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], peer_side: str) -> list[str]:
     """Names in c= and RTP on port 65535 (no RTCP port after it): each a warning on its message and frame."""
     out: list[str] = []
     for oa in done:
@@ -272,8 +275,10 @@ def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], negotiations
                 continue
             where = _where(hop, item.ts_ns, item.label)
             if not is_address(addr.split("/")[0].partition("%")[0]):
-                out.append(f"Call-ID {hop.call_id}: {where}: media address {addr!r} (c=) is a name; resolve it — the "
-                           f"{name} leg's peer is learned from the media reaching the media host's port instead")
+                then = (f"the {name} leg's peer is learned from the media reaching the media host's port instead"
+                        if item.side == peer_side else f"the {name} leg's media host endpoint is unknown, so its media "
+                        "cannot be filtered")
+                out.append(f"Call-ID {hop.call_id}: {where}: media address {addr!r} (c=) is a name; resolve it — {then}")
             if not m.rtcp_mux and m.rtcp_port is None and m.port >= MAX_PORT:
                 out.append(f"Call-ID {hop.call_id}: {where}: RTP port {m.port} leaves no port for RTCP "
                            f"({m.port + 1}); RTCP of the {name} leg is not followed")

@@ -38,6 +38,7 @@ _START_LINE_ANYWHERE = re.compile(
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.I | re.M)
 _INVITE_START = re.compile(rb"INVITE +\S+ +SIP/2\.0")
 _CALL_ID_LINE = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.I | re.M)
+_TO_TAG_LINE = re.compile(rb"^(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.I | re.M)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _TAG_PARAM = re.compile(r";\s*tag\s*=\s*([^;>\s,]+)", re.I)
 _LOOKS_LIKE_SCAN = 512
@@ -332,11 +333,17 @@ class DroppedMessage:
     start_line: str
     call_id: str | None
     reason: str
+    to_tag: bool = False   # the To header had a tag: a re-INVITE inside a dialog, not the one that starts a hop
 
     @property
     def is_invite(self) -> bool:
-        """True when the lost message was an INVITE (the one that defines a hop)."""
+        """True when the lost message was an INVITE."""
         return _INVITE_START.match(self.start_line.encode("utf-8", "replace")) is not None
+
+    @property
+    def is_initial_invite(self) -> bool:
+        """An INVITE without a To tag: the message that defines a hop (and the call's direction)."""
+        return self.is_invite and not self.to_tag
 
 
 class SipFramer:
@@ -432,7 +439,7 @@ class SipFramer:
         start = head[: line_end if line_end >= 0 else 200].decode("utf-8", "replace").strip()[:200]
         found = _CALL_ID_LINE.search(head)
         call_id = found.group(1).decode("utf-8", "replace") if found else None
-        self.dropped.append(DroppedMessage(start, call_id, reason))
+        self.dropped.append(DroppedMessage(start, call_id, reason, _TO_TAG_LINE.search(head) is not None))
 
     def _drop_first_line(self) -> None:
         """Give up on an implausible message so the resync can find the next one."""

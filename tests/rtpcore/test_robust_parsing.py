@@ -169,3 +169,19 @@ def test_a_dropped_invite_refuses_rather_than_labels_the_core_hop_carrier(knobs,
         assert "was dropped" in err and why in err and truth["legs"]["call_ids"][0] in err
         assert "core hop could be taken for the carrier" in err and "Traceback" not in err
     assert not (tmp_path / "o" / "combined" / "media_raw.pcap").exists()
+
+
+def test_a_lost_reinvite_is_a_warning_not_a_refusal() -> None:
+    framer = SipFramer()
+    reinvite = (b"INVITE sip:b@x SIP/2.0\r\nCall-ID: c1\r\nTo: <sip:b@x>;tag=abc\r\nCSeq: 2 INVITE\r\n"
+                b"Content-Length: 2147483648\r\n\r\n")
+    framer.feed(reinvite)
+    (lost,) = framer.dropped
+    assert lost.is_invite and not lost.is_initial_invite
+
+
+def test_no_media_and_a_sip_pcap_without_media_says_what_to_give(generated, tmp_path: Path, cli) -> None:
+    folder = generated("inbound-proxy")
+    code, out, err = cli("correlate", "--sip", str(folder / "sip.pcap"), "--direction", "inbound",
+                         "--out", str(tmp_path / "o"))
+    assert code == 2 and "no --media was given, so only the SIP capture was searched" in err
