@@ -154,8 +154,9 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     calls = [main, bg1, bg2]
 
     sip_events = list(main.sip) + (list(bg1.sip) + list(bg2.sip) if spec.background_calls else [])
-    if spec.invite_content_length is not None:
-        sip_events[0] = _with_content_length(sip_events[0], spec.invite_content_length)
+    if spec.content_length_override is not None:
+        n, value = spec.content_length_override
+        sip_events[n] = _with_content_length(sip_events[n], value)
     sip_frames = _sip_frames(sip_events, spec.mtu, tcp=spec.sip_transport == "tcp")
     sip_frames.sort(key=lambda f: f.ts_ns)
     _write(out / SIP_FILE, spec, spec.sip_linktype, spec.sip_vlans, sip_frames)

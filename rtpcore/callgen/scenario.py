@@ -72,7 +72,8 @@ class CallSpec:
     stray_sender: tuple[str, int] | None = None  # a second device sends RTP+RTCP to the host's carrier endpoint
     sip_holds_media: bool = False               # sip.pcap is the full capture: SIP and every media frame
     final_rtcp_after_bye_ns: int = 0            # carrier and core send a last RTCP report this long after the BYE
-    invite_content_length: str | None = None    # the first INVITE's Content-Length header says this (a broken peer)
+    content_length_override: tuple[int, str] | None = None   # (n, value): the call's n-th SIP message (time order,
+                                                # 0 = the first INVITE) says Content-Length: value (a broken peer)
 
     def __post_init__(self) -> None:
         if self.media_seconds < 2.5:

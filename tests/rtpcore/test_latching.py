@@ -143,3 +143,18 @@ def test_full_capture_as_sip_pcap_each_media_packet_once(generated, tmp_path: Pa
         rows = [line.split() for line in listed.splitlines() if "0x" in line]
         assert sorted(int(r[8]) for r in rows) == sorted(s["packets"] for s in truth["streams"] if s["kind"] == "rtp")
         assert all(r[9] == "0" for r in rows), "no stream shows loss or duplicates"
+
+
+@pytest.mark.parametrize("knobs", [
+    {"core_media_from": "2001:db8:77:3::10"},
+    {"carrier_media_from": ("2001:db8:200::77", 61000), "media_vlans": (200,)},
+], ids=["ipv6-multi-homed-core", "ipv6-nat-carrier-vlan"])
+def test_learning_on_ipv6_and_vlan(knobs: dict, tmp_path: Path) -> None:
+    folder = tmp_path / "call"
+    truth = render(variant("ipv6-srtp-both-legs", **knobs), folder)
+    _, report = _correlate(folder, tmp_path / "out")
+    assert _flows(report.outputs[0]) == Counter({(s["src"], s["dst"]): s["packets"] for s in truth["streams"]})
+    (latched,) = truth["latched"]
+    assert any(f.startswith(f"{latched['leg']} peer sent from {latched['real']}; its SDP said {latched['sdp']}")
+               for f in report.findings)
+    assert all(s.decrypted + s.clear == s.packets and s.auth_failed == 0 for s in report.streams)

@@ -100,6 +100,9 @@ def test_rtp_port_65535_has_no_rtcp_pair_and_the_job_goes_on(generated, tmp_path
     folder = generated("inbound-proxy")
     # The core phone announces RTP on 65535 (so RTCP on 65536) but sends from 16384: learned, and no filter error.
     sip = _mutated(folder, tmp_path / "sip.pcap", lambda p: p.replace(b"m=audio 16384", b"m=audio 65535"))
+    code, doc, err = _legs_json(cli, sip)
+    assert code == 0 and "RTP port 65535 leaves no port for RTCP (65536)" in err
+    assert "10.77.2.10:65535" in doc["legs"][1]["endpoints"], "legs prints what the SDP said"
     code, out, err = cli("correlate", "--sip", str(sip), "--direction", "inbound", "--media",
                           str(folder / "media"), "--out", str(tmp_path / "o"), "--json")
     report = json.loads(out)
@@ -155,8 +158,8 @@ def test_framer_survives_a_5000_digit_content_length_and_says_what_it_dropped() 
 @pytest.mark.parametrize(
     "knobs, why",
     [({"invite_padding": 140_000}, "headers run past 64 KiB"),
-     ({"invite_content_length": "2147483648"}, "Content-Length 2147483648 is over the 1 MiB"),
-     ({"invite_content_length": "9" * 5000}, "Content-Length of 5000 digits")],
+     ({"content_length_override": (0, "2147483648")}, "Content-Length 2147483648 is over the 1 MiB"),
+     ({"content_length_override": (0, "9" * 5000)}, "Content-Length of 5000 digits")],
     ids=["over-64k", "2GB-content-length", "5000-digit-content-length"],
 )
 def test_a_dropped_invite_refuses_rather_than_labels_the_core_hop_carrier(knobs, why, tmp_path: Path, cli) -> None:
@@ -185,3 +188,18 @@ def test_no_media_and_a_sip_pcap_without_media_says_what_to_give(generated, tmp_
     code, out, err = cli("correlate", "--sip", str(folder / "sip.pcap"), "--direction", "inbound",
                          "--out", str(tmp_path / "o"))
     assert code == 2 and "no --media was given, so only the SIP capture was searched" in err
+
+
+def test_a_dropped_provisional_response_is_a_warning_and_the_legs_stand(tmp_path: Path, cli) -> None:
+    folder = tmp_path / "call"
+    # Message 1 is the SBC's 100 Trying to the carrier over TCP, with a 2 GB Content-Length.
+    truth = render(variant("sip-tcp", topology="b2bua", content_length_override=(1, "2147483648")), folder)
+    code, out, err = cli("legs", "--sip", str(folder / "sip.pcap"), "--direction", "inbound", "--json")
+    assert code == 0 and json.loads(out) == truth["legs"]
+    assert re.search(r"frame \d+ \(tcp 10\.77\.1\.1 → 198\.51\.100\.10\): 'SIP/2\.0 100 Trying'.* was dropped: "
+                     r"Content-Length 2147483648 is over the 1 MiB", err), err
+    code, out, err = cli("correlate", "--sip", str(folder / "sip.pcap"), "--direction", "inbound", "--media",
+                         str(folder / "media"), "--out", str(tmp_path / "o"), "--json")
+    doc = json.loads(out)
+    assert code == 0 and any("100 Trying" in w and "was dropped" in w for w in doc["warnings"])
+    assert sum(s["packets"] for leg in doc["legs"] for s in leg["streams"]) == sum(s["packets"] for s in truth["streams"])
