@@ -58,8 +58,9 @@ def add_capture_parser(sub: Any) -> argparse.ArgumentParser:
                    help="s3: upload chunks as they close, local disk while S3 is down; local: disk only "
                         "(RTPHELPER_STORAGE_MODE)")
     p.add_argument("--folder", metavar="NAME", help="S3 key folder: <prefix>/<env>/<NAME>/<session>/raw/…")
-    p.add_argument("--flush-timeout", dest="flush_timeout", type=float, default=300.0, metavar="S",
-                   help="seconds to wait for the final uploads after the capture (300); the rest stays queued")
+    p.add_argument("--flush-timeout", dest="flush_timeout", type=float, default=None, metavar="S",
+                   help="seconds to wait for the final uploads after the capture (RTPHELPER_S3_FINAL_FLUSH_SECONDS, "
+                        "10); the rest stays queued for `rtphelper flush`")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object: {hosts, session, storage}")
     p.set_defaults(handler=run_capture)
@@ -235,7 +236,7 @@ def run_capture(args: argparse.Namespace) -> int:
     if max_seconds < 0:
         raise InputError(f"--max-seconds {max_seconds:g}: must be 0 (off) or positive")
     _check_filter(args.filter)
-    if args.flush_timeout < 0:
+    if args.flush_timeout is not None and args.flush_timeout < 0:
         raise InputError(f"--flush-timeout {args.flush_timeout:g}: must be 0 or more seconds")
     out = _prepare_out(Path(args.out))
     request = CaptureRequest(
