@@ -277,7 +277,8 @@ def _unquote(raw: str, where: str) -> str:
         if char == quote:
             rest = raw[i + 1:].strip()
             if rest and not rest.startswith("#"):
-                raise ConfigError(f"{where}: unexpected text {rest!r} after the closing {quote}")
+                raise ConfigError(f"{where}: unexpected text ({len(rest)} characters, not shown) after the closing "
+                                  f"{quote}; quote the whole value")
             return "".join(chars)
         if quote == '"' and char == "\\" and i + 1 < len(raw):
             i += 1
@@ -306,7 +307,10 @@ def _parse_env_lines(path: Path) -> dict[str, tuple[str, int]]:
         key = key.strip()
         where = f"{path} line {lineno}"
         if not sep or not _KEY_RE.match(key):
-            raise ConfigError(f"{where}: expected KEY=VALUE, got {stripped!r}")
+            start = re.match(r"[^\s=:]{0,40}", stripped)
+            shown = start.group(0) if start else ""
+            raise ConfigError(f"{where}: expected KEY=VALUE, got a line starting {shown!r} (the rest is not shown: "
+                              "it may be a secret)")
         entries[key] = (_unquote(rest.strip(), where), lineno)
     return entries
 
@@ -347,7 +351,7 @@ def _error_text(errors: list[Any], raw: dict[str, tuple[str, str]]) -> str:
         reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
         if field in raw:
             value, source = raw[field]
-            lines.append(f"{source}: {env_var(field)}={value!r} {reason}")
+            lines.append(redact_secrets(f"{source}: {env_var(field)}={value!r} {reason}"))
         else:
             lines.append(f"settings: {env_var(field) if field else 'RTPHELPER_*'} {reason}")
     return "; ".join(lines)
