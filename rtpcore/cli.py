@@ -154,7 +154,12 @@ def _decrypt(args: argparse.Namespace) -> int:
             print(f"{s.kind:4} {s.src:>24} → {s.dst:<24} 0x{s.ssrc:08x} packets {s.packets} decrypted {s.decrypted} "
                   f"auth failed {s.auth_failed} key: {s.key}")
         print(out.resolve())
-    return EXIT_OK if any(s.decrypted for s in result.streams) or not result.streams else EXIT_USAGE
+    if result.streams and not any(s.decrypted for s in result.streams):
+        print(f"rtphelper decrypt: error: the key authenticates none of the {len(result.streams)} RTP/RTCP streams in "
+              f"{args.input} (wrong key or suite, or the capture of another call); written undecrypted to {out}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _repair(args: argparse.Namespace) -> int:

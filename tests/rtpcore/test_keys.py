@@ -242,3 +242,17 @@ def test_wrong_key_stream_takes_the_fast_path_with_the_same_bytes_and_counts(
         slow_calls = calls[0]
     assert fast_files == slow_files and fast_doc == slow_doc and '"wrong key"' in fast_doc
     assert fast_calls < slow_calls // 4, (fast_calls, slow_calls)
+
+
+def test_decrypt_with_a_key_that_fits_nothing_says_so_with_exit_2(generated, tmp_path: Path, capsys) -> None:
+    folder = generated("inbound-proxy")
+    truth = load_truth(folder)
+    (chunk,) = truth["media"]
+    other = base64.b64encode(bytes(range(100, 130))).decode()
+    started = time.perf_counter()
+    code = main(["decrypt", "--in", str(folder / chunk), "--crypto", f"AES_CM_128_HMAC_SHA1_80 inline:{other}",
+                 "--out", str(tmp_path / "out.pcap")])
+    out, err = capsys.readouterr()
+    assert code == 2 and time.perf_counter() - started < 3.0
+    assert f"the key authenticates none of the {out.count(' key: ')} RTP/RTCP streams in {folder / chunk}" in err
+    assert (tmp_path / "out.pcap").is_file() and other[:SECRET_WINDOW] not in out + err
