@@ -244,6 +244,21 @@ class CryptoProblem:
         return f"SDP line {self.line} {self.text}: {self.reason}"
 
 
+def redact_crypto_line(value: str) -> str:
+    """An a=crypto value as 'a=crypto:…' with the key of every key-param redacted, whatever its method (inline,
+    uri, a malformed one); lifetime and MKI fields stay, they are not secret."""
+    parts = value.split()
+    if len(parts) >= 3:
+        params = []
+        for param in parts[2].split(";"):
+            method, sep, rest = param.partition(":")
+            key, *fields = rest.split("|")
+            shown = f"{key[:REDACTED_PREFIX_CHARS]}{REDACTED_MARK}" if sep else f"{method[:REDACTED_PREFIX_CHARS]}{REDACTED_MARK}"
+            params.append("|".join([f"{method}:{shown}" if sep else shown, *fields]))
+        parts[2] = ";".join(params)
+    return "a=crypto:" + " ".join(parts)
+
+
 def redact(text: str) -> str:
     """Hide every inline key in text, keeping its first characters so two keys can be told apart."""
     return _INLINE_IN_TEXT.sub(

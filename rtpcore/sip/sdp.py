@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from rtpcore.sip.crypto import CryptoAttribute, CryptoLineError, CryptoProblem, redact
+from rtpcore.sip.crypto import CryptoAttribute, CryptoLineError, CryptoProblem, redact, redact_crypto_line
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 DEFAULT_DIRECTION = "sendrecv"
@@ -212,7 +212,7 @@ _PARSED_KINDS = frozenset({"unknown-suite", "refused-suite"})
 
 def _crypto_attribute(current: _MediaBuilder, number: int, value: str) -> CryptoProblem | None:
     """Keep a parsed a=crypto line; describe (redacted) a line that is malformed or names a suite we cannot use."""
-    text = redact(f"a=crypto:{value}")
+    text = redact_crypto_line(value)
     try:
         attribute = CryptoAttribute.parse(value)
     except CryptoLineError as exc:

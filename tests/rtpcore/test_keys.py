@@ -256,3 +256,33 @@ def test_decrypt_with_a_key_that_fits_nothing_says_so_with_exit_2(generated, tmp
     assert code == 2 and time.perf_counter() - started < 3.0
     assert f"the key authenticates none of the {out.count(' key: ')} RTP/RTCP streams in {folder / chunk}" in err
     assert (tmp_path / "out.pcap").is_file() and other[:SECRET_WINDOW] not in out + err
+
+
+KEY = base64.b64encode(bytes(range(7, 37))).decode()           # 30 bytes: a valid AES_CM_128 key+salt
+SDP_LINES = {
+    "bad-base64": f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY[:9]}!{KEY[10:]}|2^31",
+    "key-length": f"a=crypto:1 AEAD_AES_256_GCM inline:{KEY}",
+    "unknown-suite": f"a=crypto:1 NULL_HMAC_SHA1_80 inline:{KEY}",
+    "refused-suite": f"a=crypto:1 AES_CM_192_HMAC_SHA1_80 inline:{base64.b64encode(bytes(38)).decode()}",
+    "bad-mki": f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^31|4:1:2",
+    "bad-lifetime": f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^x",
+    "no-inline-key": f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 uri:https://kms.example/{KEY}",
+    "malformed": f"a=crypto:one AES_CM_128_HMAC_SHA1_80 inline:{KEY}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SDP_LINES))
+def test_every_unusable_crypto_line_is_a_redacted_problem_with_its_line_number(kind: str) -> None:
+    from rtpcore.sip.sdp import SessionDescription
+
+    body = "\r\n".join(["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0",
+                        "m=audio 4000 RTP/SAVP 0", f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}",
+                        SDP_LINES[kind], "a=sendrecv"]) + "\r\n"
+    sdp = SessionDescription.parse(body)
+    (problem,) = sdp.crypto_problems
+    assert (problem.line, problem.media, problem.kind) == (8, "audio", kind)
+    assert problem.describe().startswith("SDP line 8 a=crypto:")
+    assert [c.tag for c in sdp.audio().crypto] == ([2, 1] if kind in ("unknown-suite", "refused-suite") else [2])
+    text = problem.describe() + problem.reason + "".join(sdp.problems)
+    assert "…(redacted)" in text or kind == "no-inline-key"
+    _assert_no_key_material(text, [KEY[4:], base64.b64encode(bytes(38)).decode()[4:]])
