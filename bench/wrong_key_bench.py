@@ -21,7 +21,6 @@ import os
 import platform
 import random
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile

@@ -286,3 +286,27 @@ def test_every_unusable_crypto_line_is_a_redacted_problem_with_its_line_number(k
     text = problem.describe() + problem.reason + "".join(sdp.problems)
     assert "…(redacted)" in text or kind == "no-inline-key"
     _assert_no_key_material(text, [KEY[4:], base64.b64encode(bytes(38)).decode()[4:]])
+
+
+def test_an_answer_that_picks_an_unusable_suite_leaves_no_key_and_the_leg_says_none() -> None:
+    from rtpcore.plan import Endpoint, Leg, MediaSide, Negotiation
+    from rtpcore.sip.legs import _select_crypto
+
+    key38 = base64.b64encode(bytes(38)).decode()
+    offered = (CryptoAttribute.parse(f"1 AES_192_CM_HMAC_SHA1_80 inline:{key38}"),
+               CryptoAttribute.parse(f"2 AES_CM_128_HMAC_SHA1_80 inline:{KEY}"))
+    suite, offer_key, answer_key = _select_crypto(offered, (CryptoAttribute.parse(f"1 AES_192_CM_HMAC_SHA1_80 inline:{key38}"),))
+    assert (suite, offer_key, answer_key) == ("AES_192_CM_HMAC_SHA1_80", None, None)
+    suite, offer_key, answer_key = _select_crypto(offered, (CryptoAttribute.parse(f"2 AES_CM_128_HMAC_SHA1_80 inline:{KEY}"),))
+    assert suite == "AES_CM_128_HMAC_SHA1_80" and offer_key is offered[1] and answer_key is not None
+
+    def leg(peer_key: CryptoAttribute | None, host_key: CryptoAttribute | None, proto: str = "RTP/SAVP") -> Leg:
+        side = [MediaSide(Endpoint("192.0.2.1", 4000 + i), Endpoint("192.0.2.1", 4001 + i), False, k)
+                for i, k in enumerate((peer_key, host_key))]
+        return Leg("carrier", "192.0.2.1", "192.0.2.1", ("c",), (Negotiation(0, 1, 0, 2, side[0], side[1], proto, suite),))
+
+    assert leg(None, None).srtp_keys == "none"
+    assert leg(offered[1], None).srtp_keys == "partial"
+    assert leg(offered[1], offered[1]).srtp_keys == "usable"
+    assert leg(None, None, "RTP/AVP").srtp_keys is None
+    assert leg(None, None).to_json()["key_problems"] == []
