@@ -310,3 +310,17 @@ def test_an_answer_that_picks_an_unusable_suite_leaves_no_key_and_the_leg_says_n
     assert leg(offered[1], offered[1]).srtp_keys == "usable"
     assert leg(None, None, "RTP/AVP").srtp_keys is None
     assert leg(None, None).to_json()["key_problems"] == []
+
+
+def test_real_plain_call_given_a_key_by_mistake_is_wrong_key_and_clear_rtcp(shared_pcaps: Path, tmp_path: Path, capsys) -> None:
+    """A real phone's plain RTP/RTCP (with its 2 stray RTCP bytes): no stream decrypts, RTCP stays clear, fast."""
+    started = time.perf_counter()
+    code = main(["decrypt", "--in", str(shared_pcaps / "heplify_rtp_rtcp_sip_ipv4_udp.pcap"), "--crypto",
+                 f"AES_CM_128_HMAC_SHA1_80 inline:{KEY}", "--out", str(tmp_path / "out.pcap"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and time.perf_counter() - started < 3.0
+    streams = json.loads(out)["streams"]
+    assert {s["key"] for s in streams if s["kind"] == "rtp"} == {"wrong key"}
+    rtcp = [s for s in streams if s["kind"] == "rtcp"]
+    assert rtcp and all(s["key"] == "clear" and s["clear"] == s["packets"] for s in rtcp)
+    assert "the key authenticates none of" in err and KEY[4:12] not in out + err
