@@ -24,7 +24,7 @@ from rtpcore.media.rtp import (
     classify,
     looks_like_clear_rtcp,
 )
-from rtpcore.media.keying import DUPLICATE, KeyState, SenderKeys
+from rtpcore.media.keying import DUPLICATE, NEVER_NS, KeyState, SenderKeys
 from rtpcore.pcap.build import frame, replace_udp_payload
 from rtpcore.pcap.layers import ETH_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
@@ -178,7 +178,7 @@ class _Fast:
     addr_sum: int                                        # IPv4 source + destination words
     udp_sum: int                                         # pseudo header + UDP ports, without the lengths
     wrong_key: bool = False                              # no key fits: pass through, counted as auth failures
-    until_ns: int = 2**63                                # back to _process from here (a new negotiation window)
+    until_ns: int = NEVER_NS                             # back to _process from here (a new negotiation window)
 
 
 def _run(
