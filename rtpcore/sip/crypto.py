@@ -148,10 +148,16 @@ def _parse_mki(text: str) -> tuple[int, int]:
     return mki, mki_length
 
 
+MAX_SHOWN_METHOD = 12  # a key method is a short word (inline, uri); anything longer may be key material
+
+
 def _parse_key_param(param: str, suite: str, info: SuiteInfo | None) -> SdesKey:
     """One 'inline:KEY[|lifetime][|MKI:len]' key-param."""
     if not param.lower().startswith(KEY_METHOD_INLINE):
-        method = param.split(":", 1)[0]
+        method, colon, _ = param.partition(":")
+        if not colon or len(method) > MAX_SHOWN_METHOD:  # no "method:" at all: the token is most likely the key itself
+            raise CryptoLineError(KIND_NO_INLINE_KEY, f"{suite}: no 'inline:' before the key ({len(param)} characters, "
+                                                      "not shown)")
         raise CryptoLineError(KIND_NO_INLINE_KEY, f"{suite}: key method {method!r} is not 'inline'")
     key_b64, *fields = param[len(KEY_METHOD_INLINE):].split("|")
     if len(fields) > 2:
