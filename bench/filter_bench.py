@@ -33,7 +33,7 @@ import gen_media  # noqa: E402
 
 RESULTS = BENCH / "RESULTS.md"
 BEFORE = "a452cf6"
-MARK = "<!-- filter-bench -->"
+BEGIN, END = "<!-- filter-bench:begin -->", "<!-- filter-bench:end -->"
 ROUNDS = 3
 
 _CHILD = r"""
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             cli_after = min(cli_after, _cli(ROOT, ds.sip, media, Path(old) / "out-after"))
     anchor = _tcpdump(media, [filter_for_file(plan, m) for m in media], args.repeat)
     lines = [
-        f"{MARK}",
+        BEGIN,
         f"## Filter step with learned peers (bench/filter_bench.py, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
         "",
         f"2 × 256 MiB (bench/out), best of {ROUNDS} alternating rounds × {args.repeat}, 2 workers; `before` = {args.before} (exact pairs in the BPF).",
@@ -145,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_write:
         current = RESULTS.read_text()
-        if MARK in current:
-            current = current[: current.index(MARK)].rstrip() + "\n"
-        RESULTS.write_text(current.rstrip() + "\n\n" + text)
+        section = text.rstrip() + "\n" + END + "\n"
+        if BEGIN in current and END in current:  # replace our section only; the others' stay where they are
+            head, _, rest = current.partition(BEGIN)
+            current = head + section + rest.partition(END)[2].lstrip("\n")
+        else:
+            current = current.rstrip() + "\n\n" + section
+        RESULTS.write_text(current)
     return 0
 
 

@@ -36,6 +36,7 @@ for p in (str(ROOT), str(BENCH)):
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import pylibsrtp  # noqa: E402
+import wrong_key_bench  # noqa: E402
 
 from rtpcore.media.bpf import leg_filter  # noqa: E402
 from rtpcore.media.demux import filter_for_file  # noqa: E402
@@ -514,9 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"CHECK FAILED: {problem}", file=sys.stderr)
     if not args.no_write:
-        kept = capture_bench.capture_section(RESULTS.read_text()) if RESULTS.exists() else ""
+        old = RESULTS.read_text() if RESULTS.exists() else ""
+        kept = capture_bench.capture_section(old) + wrong_key_bench.section(old)
         RESULTS.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print("\nwrong-key benchmark (bench/wrong_key_bench.py):", flush=True)
+    if wrong_key_bench.main(["--no-write"] if args.no_write else []) != 0:
+        problems.append("wrong-key: a wrong key cost more than 2x the right key")
     if not args.skip_capture:
         print("\ncapture benchmark (bench/capture_bench.py):", flush=True)
         if capture_bench.main(capture_args) != 0:

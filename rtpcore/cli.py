@@ -8,8 +8,12 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtpcore.errors import RtpCoreError
+
+if TYPE_CHECKING:
+    from rtpcore.plan import Leg
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -34,7 +38,24 @@ def _legs(args: argparse.Namespace) -> int:
         print(f"  {leg.name:8} media host {leg.media_host:<16} peer {leg.peer:<16} srtp {leg.srtp_suite or '-'}")
         for n in leg.negotiations:
             print(f"           peer {str(n.peer.rtp):<24} host {str(n.host.rtp):<24} {n.proto}")
+        for line in _key_lines(leg):
+            print(f"           {line}")
     return EXIT_OK
+
+
+def _key_lines(leg: Leg) -> list[str]:
+    """wt-keys: a leg's unusable a=crypto lines, and whether its SRTP can be decrypted at all (never key bytes)."""
+    from rtpcore.plan import KEYS_NONE, KEYS_PARTIAL, SIDE_PEER
+
+    lines = []
+    for p in leg.key_problems:
+        who = f"{leg.name} peer" if p.side == SIDE_PEER else "media host"
+        lines.append(f"key problem: {p.message} from the {who}: {p.detail}")
+    if leg.srtp_keys == KEYS_NONE:
+        lines.append("keys: no usable SDES key — this leg's SRTP will not be decrypted")
+    elif leg.srtp_keys == KEYS_PARTIAL:
+        lines.append("keys: only some directions have a usable SDES key — the others will stay encrypted")
+    return lines
 
 
 def _correlate(args: argparse.Namespace) -> int:
@@ -131,9 +152,14 @@ def _decrypt(args: argparse.Namespace) -> int:
     else:
         for s in result.streams:
             print(f"{s.kind:4} {s.src:>24} → {s.dst:<24} 0x{s.ssrc:08x} packets {s.packets} decrypted {s.decrypted} "
-                  f"auth failed {s.auth_failed}")
+                  f"auth failed {s.auth_failed} key: {s.key}")
         print(out.resolve())
-    return EXIT_OK if any(s.decrypted for s in result.streams) or not result.streams else EXIT_USAGE
+    if result.streams and not any(s.decrypted for s in result.streams):
+        print(f"rtphelper decrypt: error: the key authenticates none of the {len(result.streams)} RTP/RTCP streams in "
+              f"{args.input} (wrong key or suite, or the capture of another call); written undecrypted to {out}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _repair(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import struct
@@ -302,5 +303,16 @@ def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, objec
             "encrypted": seg.suite is not None,
             "clear_rtcp": sum(1 for p in unique if p.clear_rtcp),
             "key": base64.b64encode(seg.key).decode("ascii") if seg.key else None,
+            # wt-keys: the key status decryption must report, and (RTCP) a digest of the plaintext reports.
+            "key_status": sender.key_status,
+            **({"plain_sha256": _plain_digest(unique)} if not rtp else {}),
         })
     return streams
+
+
+def _plain_digest(packets: list[MediaPacket]) -> str:
+    """sha256 over the stream's plaintext RTCP compounds in capture order, each prefixed by its 2-byte length."""
+    digest = hashlib.sha256()
+    for p in packets:
+        digest.update(len(p.plain).to_bytes(2, "big") + p.plain)
+    return digest.hexdigest()

@@ -10,11 +10,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
-from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
+from rtpcore.plan import (
+    DIRECTIONS,
+    LEG_CARRIER,
+    LEG_CORE,
+    LEG_ORDER,
+    SIDE_HOST,
+    SIDE_PEER,
+    Endpoint,
+    KeyProblem,
+    Leg,
+    LegPlan,
+    MediaSide,
+    Negotiation,
+)
 from rtpcore.sip.capture import DroppedSip, SipPacket, scan_sip
 from rtpcore.sip.crypto import CryptoAttribute
 from rtpcore.sip.dialog import (
-    FORWARD_WINDOW_NS, SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, chain_calls, numbers_match,
+    FORWARD_WINDOW_NS, SIDE_A, SIDE_B, Hop, OfferAnswer, Sdp, build_hops, chain_calls, numbers_match,
 )
 from rtpcore.sip.sdp import MAX_PORT, MediaDescription, SessionDescription, is_address
 
@@ -307,19 +320,41 @@ def _negotiation(
     dtls = suite is None and bool(mo.fingerprint and ma.fingerprint)
     if dtls:
         warnings.append(f"Call-ID {hop.call_id}: DTLS-SRTP (a=fingerprint) — keys are not in the SIP, media cannot be decrypted")
+    problems = tuple(p for sdp, m in ((oa.offer, mo), (oa.answer, ma)) for p in _key_problems(sdp, m, peer_side))
+    for p in problems:
+        who = "peer" if p.side == SIDE_PEER else "media host"
+        warnings.append(f"Call-ID {hop.call_id}: {p.message} from the {who}: {p.detail}")
     peer, host = (offer_side, answer_side) if oa.offer.side == peer_side else (answer_side, offer_side)
-    return Negotiation(oa.offer.ts_ns, oa.answer.ts_ns, start, end, peer, host, ma.proto, suite, dtls)
+    return Negotiation(oa.offer.ts_ns, oa.answer.ts_ns, start, end, peer, host, ma.proto, suite, dtls, problems)
+
+
+def _key_problems(item: Sdp, m: MediaDescription, peer_side: str) -> list[KeyProblem]:
+    """The SDP's unusable a=crypto lines, and an SRTP audio stream that brought no key at all."""
+    side = SIDE_PEER if item.side == peer_side else SIDE_HOST
+    found = [KeyProblem(item.label, side, p.line, p.kind, p.describe()) for p in item.sdp.crypto_problems]
+    if m.is_secure and not m.crypto and not m.fingerprint and not found:
+        found.append(KeyProblem(item.label, side, None, NO_CRYPTO,
+                                f"m={m.media} {m.proto} has no a=crypto (and no a=fingerprint): no key to decrypt with"))
+    return found
+
+
+NO_CRYPTO = "no-crypto"
 
 
 def _select_crypto(
     offered: tuple[CryptoAttribute, ...], answered: tuple[CryptoAttribute, ...]
 ) -> tuple[str | None, CryptoAttribute | None, CryptoAttribute | None]:
-    """The answer names the suite and tag it accepted; the offer's line with that tag is the offerer's key."""
+    """The answer names the suite and tag it accepted; the offer's line with that tag is the offerer's key.
+
+    A suite we cannot decrypt (unknown, AES_192) is still named, but gives no key: nothing would authenticate.
+    """
     if not answered or not offered:
         return None, None, None
     ans = answered[0]
     off = next((c for c in offered if c.tag == ans.tag and c.suite == ans.suite), None)
     off = off or next((c for c in offered if c.suite == ans.suite), None)
+    if ans.unusable() is not None:
+        return ans.suite, None, None
     return ans.suite, off, ans
 
 
