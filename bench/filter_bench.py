@@ -63,6 +63,7 @@ print(json.dumps({"seconds": best, "kept": kept, "matched": sum(r.matched for r 
 
 
 def _child(code_root: Path, sip: Path, media: list[Path], repeat: int) -> dict:
+    """One contender's best filter time in a fresh process, so imports and caches do not leak between them."""
     out = subprocess.run([sys.executable, "-c", _CHILD, str(code_root), str(sip), ",".join(map(str, media)), str(repeat)],
                          capture_output=True, text=True, check=True, cwd=code_root)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -78,6 +79,7 @@ def _cli(code_root: Path, sip: Path, media: list[Path], out: Path) -> float:
 
 
 def _tcpdump(media: list[Path], expr_by_file: list[str], repeat: int) -> float | None:
+    """The anchor: libpcap's own tool on the same filter, None when tcpdump is not installed."""
     tcpdump = shutil.which("tcpdump")
     if tcpdump is None:
         return None
@@ -92,6 +94,7 @@ def _tcpdump(media: list[Path], expr_by_file: list[str], repeat: int) -> float |
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Measure, print the table and ratios, and keep them in bench/RESULTS.md."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--before", default=BEFORE, help="git revision of the code to compare with")

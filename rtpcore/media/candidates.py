@@ -65,6 +65,8 @@ class CandidateFlow:
 
 @dataclass(slots=True)
 class _Flow:
+    """Counters of one candidate flow while a file is read."""
+
     packets: int = 0
     first_ns: int = 0
     last_ns: int = 0
@@ -116,6 +118,7 @@ class CandidateCollector:
         self, record: tuple[int, int, bytes, int], kind: str, leg: str, udp: UdpDatagram, relay: tuple[str, int],
         payload: bytes, *, tail: bool,
     ) -> None:
+        """Count the record under its flow and hold it for the candidates pcap."""
         key = (kind, leg, endpoint_text(udp.src, udp.sport), endpoint_text(udp.dst, udp.dport),
                endpoint_text(*relay), tail)
         flow = self._flows.get(key)

@@ -222,8 +222,8 @@ def _route(plan: LegPlan, records: Iterable[_Record]) -> _Routed:
             for name, start, end in windows:
                 if start <= ts <= end:
                     routed[name].append(record)
-                    key = (name, flow)
-                    counts[key] = counts.get(key, 0) + 1
+                    counted = (name, flow)
+                    counts[counted] = counts.get(counted, 0) + 1
                     break
             else:
                 windows = None
@@ -237,7 +237,7 @@ def _route(plan: LegPlan, records: Iterable[_Record]) -> _Routed:
                 continue
         collector.offer(record, udp)
     flows = {(name, pair_of_raw[f] if isinstance(f, bytes) else f): n for (name, f), n in counts.items()}
-    return _Routed(routed, flows, collector)  # type: ignore[arg-type]
+    return _Routed(routed, flows, collector)  # type: ignore[arg-type]  # flow is a Pair here
 
 
 def _read_routed(plan: LegPlan, path: Path) -> tuple[_Routed, int, str | None]:

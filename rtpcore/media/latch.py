@@ -168,6 +168,7 @@ def _leg_ssrcs(results: Sequence[FileResult]) -> dict[str, set[int]]:
 
 
 def _read(path: Path) -> tuple[list[_Record], int]:
+    """A small per-leg or candidates pcap, whole: these hold one call's packets only."""
     with open_capture(path) as reader:
         return list(reader.records()), reader.linktype
 

@@ -36,6 +36,7 @@ class SignallingCopy:
 
     @property
     def dropped(self) -> int:
+        """Frames left out: the SIP capture's own copy of media (and anything else not signalling)."""
         return self.frames - self.kept
 
 
@@ -51,6 +52,7 @@ def _flows(packets: tuple[SipPacket, ...] | list[SipPacket]) -> set[_Flow]:
 
 
 def _flow_of(ip: IpPacket) -> _Flow | None:
+    """The transport flow of a whole IP packet, to compare with the flows that carried SIP."""
     if ip.proto == IPPROTO_UDP:
         udp = parse_udp(ip)
         return None if udp is None else (IPPROTO_UDP, udp.src, udp.sport, udp.dst, udp.dport)

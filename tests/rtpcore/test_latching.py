@@ -158,3 +158,22 @@ def test_learning_on_ipv6_and_vlan(knobs: dict, tmp_path: Path) -> None:
     assert any(f.startswith(f"{latched['leg']} peer sent from {latched['real']}; its SDP said {latched['sdp']}")
                for f in report.findings)
     assert all(s.decrypted + s.clear == s.packets and s.auth_failed == 0 for s in report.streams)
+
+
+@pytest.mark.parametrize("knobs", [{"sip_transport": "tcp"}, {"invite_padding": 1800}, {"invite_padding": 1800, **{
+    "carrier_ip": "2001:db8:100::10", "host_carrier_ip": "2001:db8:77:1::1", "host_core_ip": "2001:db8:77:2::1",
+    "core_ip": "2001:db8:77:2::10", "core_background_ip": "2001:db8:77:2::11", "noise_server_ip": "2001:db8:77::53"}}],
+    ids=["tcp-segments-and-handshakes", "ipv4-fragments", "ipv6-fragments"])
+def test_signalling_copy_keeps_every_sip_frame_and_no_media(knobs: dict, tmp_path: Path) -> None:
+    from rtpcore.sip.signalling import write_signalling
+
+    only_sip = tmp_path / "only-sip"
+    render(variant("inbound-proxy", **knobs), only_sip)
+    full = tmp_path / "full"
+    truth = render(variant("full-capture-sip", **knobs), full)
+    copy = write_signalling(full / "sip.pcap", tmp_path / "signalling.pcap")
+    with open_capture(only_sip / "sip.pcap") as a, open_capture(tmp_path / "signalling.pcap") as b:
+        want = [(f.ts_ns // 1000, f.data) for f in a]
+        got = [(f.ts_ns // 1000, f.data) for f in b]
+    assert got == want, "exactly the SIP capture's own frames: segments, handshakes, fragments"
+    assert copy.dropped == truth["media_packets"] + truth["background_packets"]
