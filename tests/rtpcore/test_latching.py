@@ -177,3 +177,35 @@ def test_signalling_copy_keeps_every_sip_frame_and_no_media(knobs: dict, tmp_pat
         got = [(f.ts_ns // 1000, f.data) for f in b]
     assert got == want, "exactly the SIP capture's own frames: segments, handshakes, fragments"
     assert copy.dropped == truth["media_packets"] + truth["background_packets"]
+
+
+def _file(name: str, *, exact=(), candidates=()) -> "FileResult":
+    from rtpcore.media.demux import FileResult
+
+    return FileResult(Path(name), 0, (), None, None, None, tuple(exact), tuple(candidates), None)
+
+
+def _sent(leg: str, src: str, relay: str, packets: int) -> "CandidateFlow":
+    from rtpcore.media.candidates import CANDIDATE_LATCH, CandidateFlow
+
+    return CandidateFlow(CANDIDATE_LATCH, leg, src, relay, relay, packets, 0, 1, (7,))
+
+
+def test_the_decision_is_taken_over_all_files_not_per_file(generated) -> None:
+    """Each file alone would learn a peer; together they say "ambiguous" or "the SDP peer talks"."""
+    from rtpcore.media.latch import adopt
+    from rtpcore.sip.legs import resolve_legs
+
+    plan = resolve_legs(generated("inbound-proxy") / "sip.pcap", "inbound")
+    relay, sdp_peer = "10.77.1.1:40000", "198.51.100.10:30000"
+    one = _file("a.pcap", candidates=[_sent("carrier", "203.0.113.77:61000", relay, 150)])
+    two = _file("b.pcap", candidates=[_sent("carrier", "203.0.113.99:5004", relay, 150)])
+    alone = adopt(plan, [one])
+    assert [lp.peer for lp in alone.learned] == ["203.0.113.77:61000"], "a single file would learn it"
+    both = adopt(plan, [one, two])
+    assert not both.learned and any("ambiguous, nothing merged" in f for f in both.findings)
+    assert both.plan.legs[0].negotiations[0].peer.rtp == plan.legs[0].negotiations[0].peer.rtp
+    talking = _file("c.pcap", exact=[("carrier", sdp_peer, relay, 300)])
+    with_sdp_peer = adopt(plan, [talking, one])
+    assert not with_sdp_peer.learned and any("also received RTP from 203.0.113.77:61000" in w
+                                             for w in with_sdp_peer.warnings)
