@@ -36,6 +36,7 @@ for p in (str(ROOT), str(BENCH)):
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import pylibsrtp  # noqa: E402
+import wrong_key_bench  # noqa: E402
 
 from rtpcore.media.bpf import leg_filter  # noqa: E402
 from rtpcore.media.demux import filter_for_file  # noqa: E402
@@ -45,7 +46,7 @@ from rtpcore.pcap import libpcap  # noqa: E402
 from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp  # noqa: E402
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET  # noqa: E402
 from rtpcore.pcap.reader import open_capture  # noqa: E402
-from rtpcore.pipeline import combine, correlate, decrypt, merge_raw, prepare_outputs  # noqa: E402
+from rtpcore.pipeline import combine, correlate, decrypt, learn, merge_raw, prepare_outputs  # noqa: E402
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide  # noqa: E402
 from rtpcore.report import CorrelationReport, build_report  # noqa: E402
 from rtpcore.sip.legs import resolve_legs  # noqa: E402
@@ -131,6 +132,7 @@ def run_plan(plan: LegPlan, sip: Path, media: list[Path], out: Path) -> Correlat
     sources = media_files(media)
     paths = prepare_outputs(out, overwrite=True)
     results = filter_raw_files(plan, sources, paths.filtered, min_packets=SEED_MIN_PACKETS)
+    plan, results = learn(plan, results, paths, min_packets=SEED_MIN_PACKETS)
     merge_raw(plan, results, paths)
     decrypted = decrypt(plan, results, paths)
     combine(sip, paths)
@@ -513,13 +515,16 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(f"CHECK FAILED: {problem}", file=sys.stderr)
     if not args.no_write:
-        kept = capture_bench.capture_section(RESULTS.read_text()) if RESULTS.exists() else ""
+        old = RESULTS.read_text() if RESULTS.exists() else ""
+        kept = capture_bench.capture_section(old) + wrong_key_bench.section(old)
         # call assembly (issue 8): keep bench/assembly_bench.py's section too
-        assembly = re.search(r"<!-- assembly:begin -->.*?<!-- assembly:end -->\n?", RESULTS.read_text(), re.S) \
-            if RESULTS.exists() else None
+        assembly = re.search(r"<!-- assembly:begin -->.*?<!-- assembly:end -->\n?", old, re.S)
         kept += ("\n" + assembly.group(0)) if assembly else ""
         RESULTS.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print("\nwrong-key benchmark (bench/wrong_key_bench.py):", flush=True)
+    if wrong_key_bench.main(["--no-write"] if args.no_write else []) != 0:
+        problems.append("wrong-key: a wrong key cost more than 2x the right key")
     if not args.skip_capture:
         print("\ncapture benchmark (bench/capture_bench.py):", flush=True)
         if capture_bench.main(capture_args) != 0:

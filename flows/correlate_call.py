@@ -17,12 +17,13 @@ def run_correlation(
     sip: Path, direction: str, media: list[str], out: Path, call_id: str | None, number: str | None,
     min_packets: int, overwrite: bool,
 ) -> dict:
-    """The DAG, shared by correlate-call and process-call: plan → filter (mapped) → merge → decrypt → combine."""
+    """The DAG, shared by correlate-call and process-call: plan → filter (mapped) → learn peers → merge → decrypt → combine."""
     plan = t.resolve_legs(sip, direction, call_id, number)
     paths = t.prepare_outputs(out, overwrite)
     sources = t.list_media(media, paths.root)
     try:
         results = t.filter_raw_file.map(unmapped(plan), sources, unmapped(paths), unmapped(min_packets)).result()
+        plan, results = t.learn(plan, results, paths, min_packets)
         t.merge_raw(plan, results, paths)
         decrypted = t.decrypt(plan, results, paths)
         t.combine(sip, paths)

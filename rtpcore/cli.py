@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from rtpcore.errors import RtpCoreError
 
 if TYPE_CHECKING:
+    from rtpcore.plan import Leg
     from rtpcore.sip.assembly import AssembledCall, AssemblyConfig
 
 EXIT_OK = 0
@@ -46,7 +47,24 @@ def _legs(args: argparse.Namespace) -> int:
         print(f"  {leg.name:8} media host {leg.media_host:<16} peer {leg.peer:<16} srtp {leg.srtp_suite or '-'}")
         for n in leg.negotiations:
             print(f"           peer {str(n.peer.rtp):<24} host {str(n.host.rtp):<24} {n.proto}")
+        for line in _key_lines(leg):
+            print(f"           {line}")
     return EXIT_OK
+
+
+def _key_lines(leg: Leg) -> list[str]:
+    """wt-keys: a leg's unusable a=crypto lines, and whether its SRTP can be decrypted at all (never key bytes)."""
+    from rtpcore.plan import KEYS_NONE, KEYS_PARTIAL, SIDE_PEER
+
+    lines = []
+    for p in leg.key_problems:
+        who = f"{leg.name} peer" if p.side == SIDE_PEER else "media host"
+        lines.append(f"key problem: {p.message} from the {who}: {p.detail}")
+    if leg.srtp_keys == KEYS_NONE:
+        lines.append("keys: no usable SDES key — this leg's SRTP will not be decrypted")
+    elif leg.srtp_keys == KEYS_PARTIAL:
+        lines.append("keys: only some directions have a usable SDES key — the others will stay encrypted")
+    return lines
 
 
 def _correlate(args: argparse.Namespace) -> int:
@@ -143,9 +161,14 @@ def _decrypt(args: argparse.Namespace) -> int:
     else:
         for s in result.streams:
             print(f"{s.kind:4} {s.src:>24} → {s.dst:<24} 0x{s.ssrc:08x} packets {s.packets} decrypted {s.decrypted} "
-                  f"auth failed {s.auth_failed}")
+                  f"auth failed {s.auth_failed} key: {s.key}")
         print(out.resolve())
-    return EXIT_OK if any(s.decrypted for s in result.streams) or not result.streams else EXIT_USAGE
+    if result.streams and not any(s.decrypted for s in result.streams):
+        print(f"rtphelper decrypt: error: the key authenticates none of the {len(result.streams)} RTP/RTCP streams in "
+              f"{args.input} (wrong key or suite, or the capture of another call); written undecrypted to {out}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _repair(args: argparse.Namespace) -> int:
@@ -261,9 +284,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     cor = sub.add_parser("correlate", help="filter, decrypt and merge the call's media (in-process, no Prefect)")
     _call_args(cor)
-    cor.add_argument("--media", required=True, nargs="+", metavar="PATH",
+    cor.add_argument("--media", nargs="*", default=[], metavar="PATH",
                      help="raw media captures, folders of them, or s3://bucket/…/<env>/<folder>/<session>/ "
-                          "(its raw/ is downloaded into --out/raw first)")
+                          "(its raw/ is downloaded into --out/raw first); without it the SIP capture is the "
+                          "media source (a full capture exported as the SIP pcap)")
     cor.add_argument("--out", required=True, metavar="DIR", help="output folder (decrypted/, combined/)")
     cor.add_argument("--min-packets", dest="min_packets", type=int, default=None,
                      help="keep a leg's packets from a file only above this count (RTPHELPER_MIN_LEG_PACKETS, 10)")

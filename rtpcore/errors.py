@@ -59,6 +59,10 @@ class NoMediaMatchError(MediaError, InputError):
     """No media packet matched the call's legs."""
 
 
+class BpfBuildError(MediaError):
+    """Our own media filter could not be built or compiled: our bug, not the capture's; names the endpoint."""
+
+
 class SrtpError(MediaError):
     """SRTP keying or decryption failure, translated from pylibsrtp at the boundary."""
 

@@ -48,7 +48,8 @@ _SECRET_ASSIGNMENTS = re.compile(
     """
 )
 _SIGNATURE = re.compile(r"(?i)(\b(?:X-Amz-)?Signature=)[^\s&\"',;]+")
-_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+(@)")
+# A password may hold '/', ':' or even '@' (unencoded, as people paste them): it runs to the last '@' of the authority.
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s]+?(@)(?=[^\s@]*(?:[\s/\"')]|$))")
 _SDES_INLINE = re.compile(r"(?i)(inline:)([A-Za-z0-9+/=]+)(…\(redacted\))?")
 
 

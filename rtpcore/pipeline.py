@@ -8,17 +8,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtpcore.errors import InputError, NoMediaMatchError
 from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
-from rtpcore.media.demux import FileResult, filter_raw_file, filter_raw_files, media_files, no_match_message
+from rtpcore.media.demux import (
+    DEFAULT_MIN_PACKETS, FileResult, filter_raw_file, filter_raw_files, media_files, no_match_message,
+)
+from rtpcore.media.latch import adopt
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
 from rtpcore.sip.legs import resolve_legs
+from rtpcore.sip.signalling import write_signalling
 
 if TYPE_CHECKING:
     from rtpcore.settings import Settings
@@ -106,6 +110,14 @@ def filter_one(plan: LegPlan, source: Path, paths: SessionPaths, *, min_packets:
     return filter_raw_file(plan, Path(source), paths.filtered, min_packets=min_packets)
 
 
+def learn(
+    plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths, *, min_packets: int = DEFAULT_MIN_PACKETS
+) -> tuple[LegPlan, list[FileResult]]:
+    """Step 2b, once over all files: adopt learned peers and late RTCP; the plan gets the learned endpoints."""
+    adoption = adopt(plan, results, min_packets=min_packets)
+    return adoption.plan, list(adoption.results)
+
+
 def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -> int:
     """Step 3: all kept per-leg files by timestamp → media_raw.pcap; no match at all is an error."""
     kept = [lf.output for r in results for lf in r.legs if lf.kept and lf.output is not None]
@@ -124,8 +136,31 @@ def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -
 
 
 def combine(sip: Path, paths: SessionPaths) -> int:
-    """Step 5: the SIP capture and the decrypted media by timestamp → SIP_plus_media_decrypted.pcap."""
-    return merge_captures([Path(sip), paths.media_decrypted], paths.sip_plus_media)
+    """Step 5: the SIP capture's signalling (not its own copy of any media) and the decrypted media by timestamp
+    → SIP_plus_media_decrypted.pcap, so each media packet is there once."""
+    temp = paths.combined / f".{Path(sip).stem}.{os.getpid()}.signalling.pcap"
+    try:
+        copy = write_signalling(Path(sip), temp)
+        if copy.dropped:
+            log.info("%s: %d of %d frames are not signalling (media?); only the signalling goes into %s",
+                     Path(sip).name, copy.dropped, copy.frames, SIP_PLUS_MEDIA)
+        return merge_captures([temp, paths.media_decrypted], paths.sip_plus_media)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def media_or_sip(sip: Path, media: Sequence[Path | str]) -> list[Path | str]:
+    """No media given: the SIP capture is the media source (people export the whole capture as "the SIP pcap")."""
+    return list(media) if media else [Path(sip)]
+
+
+def note_sip_as_media(plan: LegPlan, sip: Path, media: Sequence[Path | str]) -> LegPlan:
+    """Say in the report where the media came from when it was the SIP capture."""
+    if media:
+        return plan
+    note = (f"no raw media given: the media was taken from the SIP capture {Path(sip).name} "
+            "(it holds the call's media too); only its signalling went into SIP_plus_media_decrypted.pcap")
+    return replace(plan, findings=(note, *plan.findings))
 
 
 def correlate(
@@ -148,6 +183,7 @@ def correlate(
     """
     from rtpcore.storage.download import is_s3_url, materialize_media  # boto3 loads only for an s3:// source
 
+    given, media = media, media_or_sip(Path(sip), media)
     if any(is_s3_url(m) for m in media):
         plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
         paths = prepare_outputs(Path(out), overwrite=overwrite)
@@ -158,7 +194,14 @@ def correlate(
         paths = prepare_outputs(Path(out), overwrite=overwrite)
     try:
         results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
-        merge_raw(plan, results, paths)
+        plan, results = learn(note_sip_as_media(plan, Path(sip), given), results, paths, min_packets=min_packets)
+        try:
+            merge_raw(plan, results, paths)
+        except NoMediaMatchError as exc:
+            if given:
+                raise
+            raise NoMediaMatchError(f"{exc}\nno --media was given, so only the SIP capture was searched: give the "
+                                    "raw media captures of the call's media host with --media") from None
         decrypted = decrypt(plan, results, paths)
         combine(Path(sip), paths)
     except BaseException:

@@ -46,6 +46,28 @@ class MediaSide:
     crypto: CryptoAttribute | None = field(default=None, repr=False)
 
 
+# -- SDES key diagnosis (wt-keys) ----------------------------------------------------------------------
+KEYS_USABLE = "usable"          # every SRTP negotiation has a usable key for both directions
+KEYS_PARTIAL = "partial"        # some direction (or negotiation) has no usable key
+KEYS_NONE = "none"              # SRTP, and not one usable key: nothing will decrypt
+SIDE_PEER = "peer"
+SIDE_HOST = "host"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyProblem:
+    """One a=crypto line of the call's SDP that cannot be used, and where it was sent: never the key itself."""
+
+    message: str                # "INVITE", "183 INVITE", "200 INVITE" ...
+    side: str                   # SIDE_PEER or SIDE_HOST: who sent the SDP
+    line: int | None            # SDP line number; None when the problem is a missing line
+    kind: str                   # rtpcore.sip.crypto KIND_* code, or "no-crypto"
+    detail: str                 # redacted line and reason, in plain words
+
+    def to_json(self) -> dict[str, Any]:
+        return {"message": self.message, "side": self.side, "line": self.line, "problem": self.kind}
+
+
 @dataclass(frozen=True, slots=True)
 class Negotiation:
     """One completed offer/answer on a leg, with the window in which its media may flow."""
@@ -59,6 +81,12 @@ class Negotiation:
     proto: str  # RTP/AVP, RTP/SAVP, ...
     srtp_suite: str | None
     dtls: bool = False  # a=fingerprint without a=crypto: DTLS-SRTP, no SDES keys to use
+    key_problems: tuple[KeyProblem, ...] = ()  # unusable a=crypto lines in this offer/answer
+
+    @property
+    def is_srtp(self) -> bool:
+        """SRTP was negotiated (SAVP profile), whether or not a usable key came with it."""
+        return "SAVP" in self.proto.upper()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +121,22 @@ class Leg:
     def end_ns(self) -> int:
         return max(n.end_ns for n in self.negotiations)
 
+    @property
+    def key_problems(self) -> list[KeyProblem]:
+        """Every unusable a=crypto line of the leg's negotiations, first occurrence kept."""
+        return list(dict.fromkeys(p for n in self.negotiations for p in n.key_problems))
+
+    @property
+    def srtp_keys(self) -> str | None:
+        """Whether the SDES keys can decrypt the leg: KEYS_USABLE / KEYS_PARTIAL / KEYS_NONE, None when not SRTP."""
+        srtp = [n for n in self.negotiations if n.is_srtp]
+        if not srtp:
+            return None
+        keyed = [side.crypto is not None for n in srtp for side in (n.peer, n.host)]
+        if all(keyed):
+            return KEYS_USABLE
+        return KEYS_PARTIAL if any(keyed) else KEYS_NONE
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -100,6 +144,9 @@ class Leg:
             "peer": self.peer,
             "endpoints": self.endpoints,
             "srtp_suite": self.srtp_suite,
+            # wt-keys: SDES key diagnosis, the same fields on every leg.
+            "srtp_keys": self.srtp_keys,
+            "key_problems": [p.to_json() for p in self.key_problems],
         }
 
 
@@ -114,6 +161,8 @@ class LegPlan:
     start_ns: int  # first SIP message of the call
     end_ns: int  # last SIP message of the call
     warnings: tuple[str, ...] = ()
+    # wt-parsing: what the media showed about the plan (learned peers, ambiguities); the report lists them.
+    findings: tuple[str, ...] = ()
 
     def leg(self, name: str) -> Leg | None:
         return next((leg for leg in self.legs if leg.name == name), None)

@@ -9,7 +9,8 @@ from typing import Any
 
 from rtpcore.media.decrypt import DecryptResult, StreamStats
 from rtpcore.media.demux import FileResult
-from rtpcore.plan import LegPlan
+from rtpcore.media.keying import KEY_NONE, KEY_WRONG
+from rtpcore.plan import KEYS_NONE, SIDE_PEER, LegPlan
 
 LOSS_WARN_RATIO = 0.01
 GAP_WARN_NS = 500 * 10**6
@@ -55,7 +56,7 @@ class CorrelationReport:
         """The streams as table-artifact rows: leg first, in the summary's order, the columns support reads."""
         return [{"leg": s.leg, "stream": f"{s.kind.upper()} {s.src} → {s.dst}", "ssrc": f"0x{s.ssrc:08x}",
                  "packets": s.packets, "decrypted": s.decrypted, "auth_failed": s.auth_failed, "lost": s.lost,
-                 "duplicates": s.duplicates, "max_gap_ms": round(s.max_gap_ns / 1e6, 1)}
+                 "duplicates": s.duplicates, "max_gap_ms": round(s.max_gap_ns / 1e6, 1), "key": s.key}
                 for s in sorted(self.streams, key=lambda s: (s.leg, s.kind, s.src))]
 
     def markdown(self) -> str:
@@ -75,7 +76,7 @@ class CorrelationReport:
             out += ["", f"### {leg.name} leg", ""]
             out += [f"- **{s.kind.upper()}** {s.src} → {s.dst} (SSRC 0x{s.ssrc:08x}): {s.packets} packets, "
                     f"{s.decrypted} decrypted, {s.auth_failed} auth failed, {s.lost} lost, {s.duplicates} duplicates, "
-                    f"max gap {s.max_gap_ns / 1e6:.1f} ms" for s in rows] or ["- no packets"]
+                    f"max gap {s.max_gap_ns / 1e6:.1f} ms, key: {s.key or '-'}" for s in rows] or ["- no packets"]
         if self.findings:
             out += ["", "## Findings", ""] + [f"- {f}" for f in self.findings]
         bad = [r for r in self.files if r.error]
@@ -93,12 +94,13 @@ def format_text(doc: dict[str, Any]) -> str:
     if len(doc["call_ids"]) > 1:
         lines.append(f"dialogs: {', '.join(doc['call_ids'])}")
     lines.append(f"  {'leg':8} {'kind':4} {'src':>26} -> {'dst':<26} {'ssrc':10} {'pkts':>6} {'decr':>6} "
-                 f"{'authf':>5} {'lost':>5} {'dup':>4} {'gap ms':>7}")
+                 f"{'authf':>5} {'lost':>5} {'dup':>4} {'gap ms':>7}  key")
     for leg in doc["legs"]:
         for s in sorted(leg.get("streams", []), key=lambda s: (s["kind"], s["src"])):
             lines.append(
                 f"  {leg['name']:8} {s['kind']:4} {s['src']:>26} -> {s['dst']:<26} {s['ssrc']:10} {s['packets']:6} "
                 f"{s['decrypted']:6} {s['auth_failed']:5} {s['lost']:5} {s['duplicates']:4} {s['max_gap_ms']:7.1f}"
+                f"  {s.get('key', '')}"
             )
     lines += [f"finding: {f}" for f in doc.get("findings", [])]
     lines += [f"bad raw file: {f['source']}: {f['error']}" for f in doc.get("files", []) if f.get("error")]
@@ -113,7 +115,7 @@ def _utc(ns: int) -> str:
 
 def findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
     """Plain-language observations: one-way audio, loss, gaps, keys that do not fit."""
-    found: list[str] = []
+    found: list[str] = list(plan.findings)
     for leg in plan.legs:
         rtp = [s for s in streams if s.leg == leg.name and s.kind == "rtp"]
         if not rtp:
@@ -133,8 +135,32 @@ def findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
             found.append(f"{s.leg} {s.src} → {s.dst}: {s.lost} of {s.expected} packets lost ({100 * s.lost / s.expected:.1f} %)")
         if s.max_gap_ns > GAP_WARN_NS:
             found.append(f"{s.leg} {s.src} → {s.dst}: a gap of {s.max_gap_ns / 1e6:.0f} ms without packets")
-        if s.auth_failed and not s.decrypted:
-            found.append(f"{s.leg} {s.src} → {s.dst}: no packet decrypted with the SDES key from the SDP (wrong key or not SDES)")
+    found += key_findings(plan, streams)
+    return found
+
+
+# -- wt-keys: what the keys did, per leg and per stream ------------------------------------------------------------
+
+def key_findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
+    """Unusable a=crypto lines, legs with no usable key, and streams no key authenticated: never key material."""
+    found: list[str] = []
+    for leg in plan.legs:
+        for p in leg.key_problems:
+            who = f"the {leg.name} ({leg.peer})" if p.side == SIDE_PEER else f"the media host ({leg.media_host})"
+            found.append(f"{leg.name} leg: the a=crypto in the {p.message} from {who} cannot be used — {p.detail}")
+        if leg.srtp_keys == KEYS_NONE:
+            found.append(f"{leg.name} leg: SRTP without a usable SDES key — its media will stay encrypted")
+    for s in streams:
+        if s.key == KEY_WRONG and s.auth_failed:
+            found.append(
+                f"{s.leg} leg {s.src} → {s.dst} ({s.kind.upper()}): no packet decrypted — the SDES key from the SDP does "
+                f"not authenticate any of {s.auth_failed} packets (wrong key, or the SDP of another call); written undecrypted"
+            )
+        elif s.key == KEY_NONE and s.packets:
+            found.append(
+                f"{s.leg} leg {s.src} → {s.dst} ({s.kind.upper()}): SRTP but no usable SDES key for this sender; "
+                f"{s.packets} packets written undecrypted"
+            )
     return found
 
 

@@ -82,6 +82,12 @@ def _to_seconds(value: Any) -> float:
     return float(value)
 
 
+def _positive_seconds(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return value
+
+
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -135,6 +141,7 @@ def _int(minimum: int) -> Any:
 PositiveInt = Annotated[int, _int(1)]
 NonNegativeInt = Annotated[int, _int(0)]
 Seconds = Annotated[float, BeforeValidator(_to_seconds)]
+PositiveSeconds = Annotated[float, BeforeValidator(_to_seconds), AfterValidator(_positive_seconds)]
 Flag = Annotated[bool, BeforeValidator(_to_bool)]
 OptionalText = Annotated[str | None, BeforeValidator(_to_optional_text)]
 SettingsPath = Annotated[Path, AfterValidator(_expand_path)]
@@ -205,6 +212,17 @@ class Settings(BaseModel):
     s3_upload_max_attempts: PositiveInt = Field(5, description="tries per file before it is marked failed")
     s3_max_pool_connections: PositiveInt = Field(10, description="base botocore pool size")
     s3_maintenance_max_files_active: PositiveInt = Field(50, description="files per maintenance cycle")
+    s3_connect_timeout_seconds: PositiveSeconds = Field(3.0, description="S3 TCP/TLS connect deadline per request")
+    s3_read_timeout_seconds: PositiveSeconds = Field(
+        10.0, description="S3 deadline for each response read; a black-holed endpoint fails after this")
+    s3_request_max_attempts: PositiveInt = Field(3, description="botocore tries per S3 request (retries included)")
+    s3_probe_timeout_seconds: PositiveSeconds = Field(
+        4.0, description="deadline of the S3 health probe (one request, no retry) that decides 'unavailable'")
+    s3_probe_interval_seconds: PositiveSeconds = Field(30.0, description="how often S3 is probed while in local fallback")
+    s3_final_flush_seconds: Seconds = Field(
+        10.0, description="after a capture, wait this long for the last uploads; the rest stays queued for flush")
+    s3_stall_seconds: PositiveSeconds = Field(
+        5.0, description="an upload with no S3 progress for this long triggers a health probe")
     s3_multipart_threshold_bytes: Annotated[int, _size(S3_MIN_PART_BYTES)] = 200 * MIB
     s3_multipart_chunksize_bytes: Annotated[int, _size(S3_MIN_PART_BYTES)] = 100 * MIB
     s3_multipart_max_concurrency: PositiveInt = 10
@@ -311,7 +329,8 @@ def _unquote(raw: str, where: str) -> str:
         if char == quote:
             rest = raw[i + 1:].strip()
             if rest and not rest.startswith("#"):
-                raise ConfigError(f"{where}: unexpected text {rest!r} after the closing {quote}")
+                raise ConfigError(f"{where}: unexpected text ({len(rest)} characters, not shown) after the closing "
+                                  f"{quote}; quote the whole value")
             return "".join(chars)
         if quote == '"' and char == "\\" and i + 1 < len(raw):
             i += 1
@@ -340,7 +359,10 @@ def _parse_env_lines(path: Path) -> dict[str, tuple[str, int]]:
         key = key.strip()
         where = f"{path} line {lineno}"
         if not sep or not _KEY_RE.match(key):
-            raise ConfigError(f"{where}: expected KEY=VALUE, got {stripped!r}")
+            start = re.match(r"[^\s=:]{0,40}", stripped)
+            shown = start.group(0) if start else ""
+            raise ConfigError(f"{where}: expected KEY=VALUE, got a line starting {shown!r} (the rest is not shown: "
+                              "it may be a secret)")
         entries[key] = (_unquote(rest.strip(), where), lineno)
     return entries
 
@@ -381,7 +403,7 @@ def _error_text(errors: list[Any], raw: dict[str, tuple[str, str]]) -> str:
         reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
         if field in raw:
             value, source = raw[field]
-            lines.append(f"{source}: {env_var(field)}={value!r} {reason}")
+            lines.append(redact_secrets(f"{source}: {env_var(field)}={value!r} {reason}"))
         else:
             lines.append(f"settings: {env_var(field) if field else 'RTPHELPER_*'} {reason}")
     return "; ".join(lines)

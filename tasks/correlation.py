@@ -47,6 +47,13 @@ def filter_raw_file(plan: LegPlan, source: Path, paths: pipeline.SessionPaths, m
     return pipeline.filter_one(plan, source, paths, min_packets=min_packets)
 
 
+@task(name="learn-peers", **_PRIVATE)
+def learn(
+    plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths, min_packets: int
+) -> tuple[LegPlan, list[FileResult]]:
+    return pipeline.learn(plan, results, paths, min_packets=min_packets)
+
+
 @task(name="merge-raw", **_PRIVATE)
 def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths) -> int:
     return pipeline.merge_raw(plan, results, paths)

@@ -3,6 +3,6 @@ from __future__ import annotations
 
 from rtpcore.callgen.media import plaintext_payload
 from rtpcore.callgen.render import render
-from rtpcore.callgen.scenario import BASE_TIME_NS, DEFAULT, VARIANTS, CallSpec, variant
+from rtpcore.callgen.scenario import BASE_TIME_NS, DEFAULT, KEY_FAULTS, VARIANTS, CallSpec, variant
 
-__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "BASE_TIME_NS", "variant", "render", "plaintext_payload"]
+__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "BASE_TIME_NS", "KEY_FAULTS", "variant", "render", "plaintext_payload"]

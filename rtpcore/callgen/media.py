@@ -20,6 +20,7 @@ __all__ = [
     "new_key",
     "rtp_packet",
     "rtcp_sender_report",
+    "rtcp_single_report",
 ]
 
 PACKET_INTERVAL_NS = 20_000_000
@@ -29,6 +30,7 @@ RTCP_INTERVAL_NS = 5_000_000_000
 SEQ_MODULO = 1 << 16
 RTP_VERSION_BITS = 0x80
 RTCP_SR = 200
+RTCP_RR = 201
 RTCP_SDES = 202
 SDES_CNAME = 1
 DUPLICATE_DELAY_NS = 7_000                  # the copy seen on the second interface of "any"
@@ -74,6 +76,22 @@ def rtcp_sender_report(ssrc: int, ts_ns: int, rtp_ts: int, packets: int, octets:
     return sr + sdes
 
 
+_RR = struct.Struct("!BBHIIIIIII")          # V/P/RC, PT, length, SSRC, then one report block
+REPORT_SR = "sr"
+REPORT_RR = "rr"
+
+
+def rtcp_single_report(kind: str, ssrc: int, ts_ns: int, rtp_ts: int, packets: int, octets: int) -> bytes:
+    """One report alone, no SDES (WebRTC, some phones): an SR without blocks, or an RR with one report block."""
+    seconds, frac_ns = divmod(ts_ns, 1_000_000_000)
+    ntp_frac = (frac_ns << 32) // 1_000_000_000
+    if kind == REPORT_SR:
+        return _SR.pack(RTP_VERSION_BITS, RTCP_SR, 6, ssrc, seconds + NTP_EPOCH_OFFSET, ntp_frac, rtp_ts, packets, octets)
+    reportee = ssrc ^ 0x5A5A5A5A
+    lsr = ((seconds + NTP_EPOCH_OFFSET) & 0xFFFF) << 16 | ntp_frac >> 16
+    return _RR.pack(RTP_VERSION_BITS | 1, RTCP_RR, 7, ssrc, reportee, packets & 0xFFFFFF, packets, 12, lsr, 65536)
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A stretch of a sender's life with fixed addresses and keys (a re-INVITE starts a new one)."""
@@ -107,6 +125,10 @@ class Sender:
     start_roc: int = 0                      # dummy packets protected first so real ones start at this ROC
     clear_first_rtcp: bool = False
     duplicate_every: int = 0
+    # wt-keys: SRTCP report shape and what our decryption must say about the sender's key.
+    single_report: str = ""                 # "" (SR+SDES), REPORT_SR or REPORT_RR: one report alone
+    key_status: str = ""                    # authenticated / wrong key / no key / not SRTP, as the SDP makes it
+    final_rtcp_ns: int | None = None        # one more RTCP report after the last RTP (a final SR after the BYE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +147,7 @@ class MediaPacket:
     seq_index: int                          # RTP: ROC*65536+seq; RTCP: SRTCP index or -1 when clear
     duplicate: bool = False
     clear_rtcp: bool = False
+    plain: bytes = b""                      # RTCP: the compound before protection (truth: plain_sha256)
 
 
 class _Protector:
@@ -174,10 +197,14 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
         while t < seg.stop_ns:
             while next_rtcp <= t:
                 clear = sender.clear_first_rtcp and rtcp_sent == 0
-                report = rtcp_sender_report(sender.ssrc, next_rtcp, rtp_ts, sent_packets, sent_octets, sender.cname)
+                if sender.single_report:
+                    report = rtcp_single_report(sender.single_report, sender.ssrc, next_rtcp, rtp_ts, sent_packets,
+                                                sent_octets)
+                else:
+                    report = rtcp_sender_report(sender.ssrc, next_rtcp, rtp_ts, sent_packets, sent_octets, sender.cname)
                 data, index = protector.rtcp(report, clear=clear)
                 yield MediaPacket(next_rtcp, seg.src, seg.rtcp_sport, seg.dst, seg.rtcp_dport, data,
-                                  sender_index, seg_no, "rtcp", index, clear_rtcp=clear)
+                                  sender_index, seg_no, "rtcp", index, clear_rtcp=clear, plain=report)
                 rtcp_sent += 1
                 next_rtcp += RTCP_INTERVAL_NS + rng.randrange(-200_000_000, 200_000_000)
             ts = t + rng.randrange(-150_000, 150_000)
@@ -198,3 +225,9 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
                 seq, roc = 0, roc + 1
             rtp_ts = (rtp_ts + SAMPLES_PER_PACKET) & 0xFFFFFFFF
             t += PACKET_INTERVAL_NS
+    if sender.final_rtcp_ns is not None:
+        seg_no, seg, protector = len(sender.segments) - 1, sender.segments[-1], protectors[-1]
+        report = rtcp_sender_report(sender.ssrc, sender.final_rtcp_ns, rtp_ts, sent_packets, sent_octets, sender.cname)
+        data, index = protector.rtcp(report, clear=False)
+        yield MediaPacket(sender.final_rtcp_ns, seg.src, seg.rtcp_sport, seg.dst, seg.rtcp_dport, data,
+                          sender_index, seg_no, "rtcp", index)

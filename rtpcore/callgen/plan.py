@@ -1,10 +1,11 @@
 """The timeline of one call through the SBC: SIP events on both hops, media senders, and the leg truth."""
 from __future__ import annotations
 
+import base64
 import random
 from dataclasses import dataclass, field, replace
 
-from rtpcore.callgen.media import Segment, Sender, new_key
+from rtpcore.callgen.media import REPORT_RR, REPORT_SR, Segment, Sender, new_key
 from rtpcore.callgen.scenario import CallSpec
 from rtpcore.callgen.sip import CryptoLine, Dialog, SdpMedia, compose_sdp, endpoint, request, response
 
@@ -48,6 +49,7 @@ class CallPlan:
     invite_ns: int
     answer_ns: int
     end_ns: int                            # the last media packet's time (upper bound)
+    key_problems: tuple[dict[str, object], ...] = ()   # wt-keys: the carrier leg's, as `legs --json` lists them
 
 
 @dataclass(slots=True)
@@ -68,8 +70,10 @@ def background_spec(spec: CallSpec, number: int) -> CallSpec:
     """Another call through the same SBC; number 1 overlaps (same carrier IP, other port), 2 reuses ports later."""
     common = dict(
         seed=spec.seed + 1000 * number, core_ip=spec.core_background_ip, reinvite_rekey=False, mid_call=False,
+        carrier_key_fault="",
         carrier_initial_seq=None, duplicates_every=0, srtcp_clear_first=False, late_offer=False, invite_padding=0,
         background_calls=False, media_seconds=3.0,
+        core_media_from=None, carrier_media_from=None, stray_sender=None, sip_holds_media=False, final_rtcp_after_bye_ns=0,
     )
     if number == 1:
         return replace(spec, carrier_media_port=spec.carrier_media_port + 100, host_carrier_port=spec.host_carrier_port + 10,
@@ -110,6 +114,7 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
     a, sbc_a, sbc_b, b = (carrier, host_c, host_k, core) if carrier_first else (core, host_k, host_c, carrier)
     suite1, suite2 = (suite_carrier, suite_core) if carrier_first else (suite_core, suite_carrier)
 
+    fault_rng = random.Random(spec.seed ^ 0xBAD_CE11)   # its own stream: the other variants' bytes stay the same
     caller, callee = _numbers(rng)
     hop1_fmt = (lambda n: n) if carrier_first else _national
     hop2_fmt = _national if carrier_first else (lambda n: n)
@@ -136,16 +141,25 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
             src, sport, dst, dport = dst, dport, src, sport
         events.append(SipEvent(ts, src, sport, dst, dport, data, conn, d.call_id, **kw))
 
+    faulty: dict[str, tuple[int | None, str]] = {}   # SDP body → (line, problem) of the carrier's faulty a=crypto
+
     def sdp(s: _Side, suite: str | None, *, offer: bool, version: int = 1, padding: int = 0) -> str:
         crypto: tuple[CryptoLine, ...] = ()
         if suite and s.key is not None:
             crypto = (CryptoLine(1, suite, s.key),)
             if offer and s.alt_key is not None:
                 crypto += (CryptoLine(2, ALTERNATE_SUITE.get(suite, DEFAULT_ALTERNATE), s.alt_key),)
+        fault = spec.carrier_key_fault if s is carrier and crypto else ""
+        if fault:
+            crypto, marker = _faulty_crypto(fault, crypto, fault_rng)
         media = SdpMedia(s.ip, s.port, (spec.payload_type, 8 if spec.payload_type == 0 else 0) if offer else (spec.payload_type,),
                          crypto, s.rtcp_attr, spec.rtcp_mux, s.media_level_c, session_id=s.port * 7 + 11,
-                         version=version, padding_lines=padding)
-        return compose_sdp(media)
+                         version=version, padding_lines=padding, secure=bool(fault))
+        body = compose_sdp(media)
+        if fault and fault != "wrong-key":
+            lines = body.split("\r\n")
+            faulty[body] = (lines.index(marker) + 1 if marker else None, fault)
+        return body
 
     def negotiated(ts: int, peer: _Side, host: _Side, suite: str | None) -> None:
         leg = "carrier" if peer is carrier else "core"
@@ -256,6 +270,8 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
             start_roc=2 if (is_carrier_sender and spec.mid_call) else 0,
             clear_first_rtcp=is_carrier_sender and spec.srtcp_clear_first,
             duplicate_every=spec.duplicates_every if leg == "carrier" else 0,
+            single_report=(REPORT_SR if src.media_level_c else REPORT_RR) if spec.srtcp_single_report else "",
+            key_status=_key_status(spec, suite, from_carrier=src is carrier),
         )
 
     starts = {"a": a_start, "b": b_start, "sbc_a": b_start + RELAY_DELAY_NS, "sbc_b": a_start + RELAY_DELAY_NS}
@@ -266,14 +282,50 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
         sender("core", core, host_k, suite_core, starts[by_side[id(core)]], stop[by_side[id(core)]], is_carrier_sender=False),
         sender("core", host_k, core, suite_core, starts[by_side[id(host_k)]], stop[by_side[id(host_k)]], is_carrier_sender=False),
     )
-    legs = tuple(_leg_truth(name, peer, host, negotiations[name]) for name, peer, host in
-                 (("carrier", carrier, host_c), ("core", core, host_k)))
+    senders = _latched(spec, senders, t_bye)
     events.sort(key=lambda e: e.ts_ns)
+    problems = _carrier_key_problems(events, carrier.ip, faulty)
+    keys = {"carrier": _srtp_keys(spec, suite_carrier), "core": "usable" if suite_core else None}
+    no_suite = spec.carrier_key_fault == "no-crypto"   # no a=crypto in the offer/answer: no suite is agreed
+    legs = tuple(
+        _leg_truth(name, peer, host, [(t, p, h, None if no_suite and name == "carrier" else s) for t, p, h, s in negotiations[name]],
+                   keys[name], problems if name == "carrier" else [])
+        for name, peer, host in (("carrier", carrier, host_c), ("core", core, host_k))
+    )
     call_ids = (call_id1,) if call_id2 == call_id1 else (call_id1, call_id2)
-    return CallPlan(call_id1, call_ids, spec.direction, tuple(events), senders, legs, start_ns, t4, max(stop.values()))
+    end = max([*stop.values(), *(s.final_rtcp_ns or 0 for s in senders)])
+    return CallPlan(call_id1, call_ids, spec.direction, tuple(events), senders, legs, start_ns, t4, end,
+                    tuple(problems))
 
 
-def _leg_truth(name: str, peer: _Side, host: _Side, negotiations: list[tuple[int, str, str, str | None]]) -> dict[str, object]:
+def _latched(spec: CallSpec, senders: tuple[Sender, ...], t_bye: int) -> tuple[Sender, ...]:
+    """Where media really flows (wt-parsing knobs): a peer sending from another address than its SDP's, the
+    relay sending back to that address (latching), and final RTCP reports after the BYE."""
+    real: dict[str, tuple[str, int | None]] = {}
+    if spec.carrier_media_from is not None:
+        real["carrier"] = spec.carrier_media_from
+    if spec.core_media_from is not None:
+        real["core"] = (spec.core_media_from, None)
+    out = []
+    for i, s in enumerate(senders):
+        segments = s.segments
+        if s.leg in real:
+            ip, port = real[s.leg]
+            from_peer = i % 2 == 0  # carrier→host, host→carrier, core→host, host→core
+            moved = []
+            for seg in segments:
+                p = port if port is not None else (seg.sport if from_peer else seg.dport)
+                rtcp = p if spec.rtcp_mux else p + 1
+                moved.append(replace(seg, src=ip, sport=p, rtcp_sport=rtcp) if from_peer
+                             else replace(seg, dst=ip, dport=p, rtcp_dport=rtcp))
+            segments = tuple(moved)
+        final = t_bye + spec.final_rtcp_after_bye_ns if spec.final_rtcp_after_bye_ns and i in (0, 2) else None
+        out.append(replace(s, segments=segments, final_rtcp_ns=final))
+    return tuple(out)
+
+
+def _leg_truth(name: str, peer: _Side, host: _Side, negotiations: list[tuple[int, str, str, str | None]],
+               srtp_keys: str | None = None, key_problems: list[dict[str, object]] | None = None) -> dict[str, object]:
     """The leg as `rtphelper legs --json` prints it: endpoints de-duplicated in negotiation order."""
     endpoints: list[str] = []
     for _, peer_ep, host_ep, _suite in sorted(negotiations, key=lambda n: n[0]):
@@ -281,4 +333,75 @@ def _leg_truth(name: str, peer: _Side, host: _Side, negotiations: list[tuple[int
             if ep not in endpoints:
                 endpoints.append(ep)
     suites = [s for *_, s in sorted(negotiations, key=lambda n: n[0]) if s]
-    return {"name": name, "media_host": host.ip, "peer": peer.ip, "endpoints": endpoints, "srtp_suite": suites[0] if suites else None}
+    return {"name": name, "media_host": host.ip, "peer": peer.ip, "endpoints": endpoints, "srtp_suite": suites[0] if suites else None,
+            "srtp_keys": srtp_keys, "key_problems": list(key_problems or [])}
+
+
+# -- wt-keys: faulty a=crypto lines and what the truth says about them ------------------------------------------
+
+UNKNOWN_SUITE = "F8_128_HMAC_SHA1_80"          # RFC 4568 names it; nobody we know decrypts it
+REFUSED_SUITE = "AES_192_CM_HMAC_SHA1_80"
+REFUSED_KEY_LEN = 24 + 14
+REFUSED_TAG = 3
+MALFORMED_FAULTS = ("bad-base64", "key-length", "unknown-suite", "bad-mki", "bad-lifetime", "no-inline-key")
+
+
+def _faulty_crypto(fault: str, crypto: tuple[CryptoLine, ...], rng: random.Random) -> tuple[tuple[CryptoLine, ...], str | None]:
+    """The carrier's a=crypto lines with its own (tag 1) line broken as `fault` says; and the faulty line's text."""
+    own, *others = crypto
+    b64 = base64.b64encode(own.key).decode("ascii")
+    lifetime = "" if own.suite.startswith("AEAD") else "|2^31"
+    head = f"a=crypto:{own.tag} {own.suite}"
+    text = {
+        "bad-base64": f"{head} inline:{b64[:8]}*{b64[9:]}{lifetime}",           # a character outside base64
+        "key-length": f"{head} inline:{base64.b64encode(own.key[:-3]).decode('ascii')}{lifetime}",
+        "unknown-suite": f"a=crypto:{own.tag} {UNKNOWN_SUITE} inline:{b64}{lifetime}",
+        "bad-mki": f"{head} inline:{b64}|2^31|1:0",                               # MKI length 0
+        "bad-lifetime": f"{head} inline:{b64}|forever",
+        "no-inline-key": head,
+        "wrong-key": f"{head} inline:{base64.b64encode(rng.randbytes(len(own.key))).decode('ascii')}{lifetime}",
+    }
+    if fault == "no-crypto":
+        return (), None
+    if fault == "refused-suite":
+        line = f"a=crypto:{REFUSED_TAG} {REFUSED_SUITE} inline:{base64.b64encode(rng.randbytes(REFUSED_KEY_LEN)).decode('ascii')}|2^31"
+        return (*crypto, CryptoLine(REFUSED_TAG, REFUSED_SUITE, b"", text=line)), line
+    return (CryptoLine(own.tag, own.suite, own.key, text=text[fault]), *others), text[fault]
+
+
+def _carrier_key_problems(events: list[SipEvent], carrier_ip: str, faulty: dict[str, tuple[int | None, str]]) -> list[dict[str, object]]:
+    """Per carrier message that carried a faulty SDP (time order, first occurrence kept): what `legs --json` lists."""
+    found: list[dict[str, object]] = []
+    for ev in events:
+        head, _, body = ev.data.decode("ascii").partition("\r\n\r\n")
+        if ev.src != carrier_ip or body not in faulty:
+            continue
+        first = head.split("\r\n", 1)[0]
+        method = next(h.split()[-1] for h in head.split("\r\n") if h.startswith("CSeq:"))
+        label = f"{first.split()[1]} {method}" if first.startswith("SIP/2.0") else first.split()[0]
+        line, fault = faulty[body]
+        entry = {"message": label, "side": "peer", "line": line, "problem": fault}
+        if entry not in found:
+            found.append(entry)
+    return found
+
+
+def _srtp_keys(spec: CallSpec, suite: str | None) -> str | None:
+    """What `legs --json` says of the carrier leg's keys: a broken carrier key leaves one direction undecryptable."""
+    if suite is None:
+        return None
+    if spec.carrier_key_fault in MALFORMED_FAULTS:
+        return "partial"
+    return "none" if spec.carrier_key_fault == "no-crypto" else "usable"
+
+
+def _key_status(spec: CallSpec, suite: str | None, *, from_carrier: bool) -> str:
+    """The key status our decryption must report for a sender of this leg."""
+    if suite is None:
+        return "not SRTP"
+    fault = spec.carrier_key_fault
+    if fault == "no-crypto" or (from_carrier and fault in MALFORMED_FAULTS):
+        return "no key"
+    if from_carrier and fault == "wrong-key":
+        return "wrong key"
+    return "authenticated"

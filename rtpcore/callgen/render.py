@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rtpcore.callgen.media import MediaPacket, synthesize
 from rtpcore.callgen.concurrent import call_truth, concurrent_plans
+from rtpcore.callgen.media import MediaPacket, Segment, Sender, synthesize
 from rtpcore.callgen.plan import CallPlan, SipEvent, background_spec, plan_call
 from rtpcore.callgen.sbc import apply_sbc
 from rtpcore.callgen.scenario import BASE_TIME_NS, CallSpec
@@ -158,6 +159,9 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     concurrent = concurrent_plans(spec, BASE_TIME_NS)   # call assembly: SIP only, no media
 
     sip_events = list(main.sip) + (list(bg1.sip) + list(bg2.sip) if spec.background_calls else [])
+    if spec.content_length_override is not None:
+        n, value = spec.content_length_override
+        sip_events[n] = _with_content_length(sip_events[n], value)
     sip_events += [ev for plan in concurrent for ev in plan.sip]
     sip_frames = _sip_frames(sip_events, spec.mtu, tcp=spec.sip_transport == "tcp")
     sip_frames.sort(key=lambda f: f.ts_ns)
@@ -180,7 +184,16 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     for ts, src, sport, dst, dport, payload in _noise(spec, cap_start, cap_end):
         records.append((ts, order, build_udp(src, sport, dst, dport, payload, ip_id=ip_id(src)), None))
         order += 1
+    stray = _stray(spec, main)
+    for p in stray:
+        if cap_start <= p.ts_ns <= cap_end:
+            records.append((p.ts_ns, order, build_udp(p.src, p.sport, p.dst, p.dport, p.payload, ip_id=ip_id(p.src)), None))
+        order += 1
     records.sort(key=lambda r: (r[0], r[1]))
+    if spec.sip_holds_media:
+        # The full capture handed in as "the SIP pcap": signalling and every media frame, by time.
+        sip_frames = sorted(sip_frames + [Frame(r[0], r[2]) for r in records], key=lambda f: f.ts_ns)
+        _write(out / SIP_FILE, spec, spec.sip_linktype, spec.sip_vlans, sip_frames)
 
     chunks = _roll(spec, records)
     media_names = []
@@ -209,8 +222,50 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     for ev in sip_events:
         counts[ev.call_id] = counts.get(ev.call_id, 0) + 1
     truth["sip_messages"] = counts
+    latched = _latched_truth(main)
+    if latched:
+        truth["latched"] = latched
+    if spec.sip_holds_media:
+        truth["sip_holds_media"] = True
+    if stray:
+        truth["stray"] = {"src": endpoint(*spec.stray_sender) if spec.stray_sender else None,
+                          "packets": sum(1 for p in stray if cap_start <= p.ts_ns <= cap_end)}
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
+
+
+def _with_content_length(event: SipEvent, value: str) -> SipEvent:
+    """The message with its Content-Length header replaced (the body stays as it was)."""
+    head, sep, body = event.data.partition(b"\r\n\r\n")
+    lines = [b"Content-Length: " + value.encode() if line.lower().startswith(b"content-length:") else line
+             for line in head.split(b"\r\n")]
+    return replace(event, data=b"\r\n".join(lines) + sep + body)
+
+
+def _latched_truth(main: CallPlan) -> list[dict[str, str]]:
+    """Per leg, where the peer's RTP really came from when that is not what its SDP said."""
+    out = []
+    for index, leg in ((0, main.legs[0]), (2, main.legs[1])):
+        seg = main.senders[index].segments[0]
+        sdp_rtp = str(leg["endpoints"][0])  # type: ignore[index]
+        real_rtp = endpoint(seg.src, seg.sport)
+        if real_rtp != sdp_rtp:
+            out.append({"leg": str(leg["name"]), "sdp": sdp_rtp, "real": real_rtp})
+    return out
+
+
+def _stray(spec: CallSpec, main: CallPlan) -> list[MediaPacket]:
+    """A second device sending RTP+RTCP to the media host's carrier endpoint during the call (not the call's)."""
+    if spec.stray_sender is None:
+        return []
+    ip, port = spec.stray_sender
+    first = main.senders[1].segments[0]   # host → carrier: the host's carrier-side endpoint is its source
+    seg = Segment(main.answer_ns, main.end_ns, ip, port, first.src, first.sport, port + 1, first.rtcp_sport)
+    rng = random.Random(spec.seed ^ 0x57A7)
+    sender = Sender(leg="carrier", ssrc=rng.getrandbits(32), pt=spec.payload_type, initial_seq=rng.randrange(1, 30000),
+                    initial_ts=rng.getrandbits(32), cname="stray@device", segments=(seg,),
+                    rtcp_offset_ns=900 * MS, jitter_seed=rng.getrandbits(32), background=True)
+    return list(synthesize(sender, -1))
 
 
 def _roll(spec: CallSpec, records: list[_Record]) -> list[list[_Record]]:
@@ -255,5 +310,16 @@ def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, objec
             "encrypted": seg.suite is not None,
             "clear_rtcp": sum(1 for p in unique if p.clear_rtcp),
             "key": base64.b64encode(seg.key).decode("ascii") if seg.key else None,
+            # wt-keys: the key status decryption must report, and (RTCP) a digest of the plaintext reports.
+            "key_status": sender.key_status,
+            **({"plain_sha256": _plain_digest(unique)} if not rtp else {}),
         })
     return streams
+
+
+def _plain_digest(packets: list[MediaPacket]) -> str:
+    """sha256 over the stream's plaintext RTCP compounds in capture order, each prefixed by its 2-byte length."""
+    digest = hashlib.sha256()
+    for p in packets:
+        digest.update(len(p.plain).to_bytes(2, "big") + p.plain)
+    return digest.hexdigest()

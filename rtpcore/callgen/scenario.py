@@ -6,13 +6,18 @@ from typing import Literal
 
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 
-__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS"]
+__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS", "KEY_FAULTS"]
 
 BASE_TIME_NS = 1_768_471_200 * 10**9        # 2026-01-15T10:00:00Z: every timestamp is an offset from it
 SUITE_80 = "AES_CM_128_HMAC_SHA1_80"
 SUITE_32 = "AES_CM_128_HMAC_SHA1_32"
 SUITE_GCM128 = "AEAD_AES_128_GCM"
 SUITE_GCM256 = "AEAD_AES_256_GCM"
+
+
+# wt-keys: how the carrier's a=crypto for its own sending key can be wrong (see docs/GENERATOR.md).
+KEY_FAULTS = ("bad-base64", "key-length", "unknown-suite", "refused-suite", "bad-mki", "bad-lifetime",
+              "no-inline-key", "no-crypto", "wrong-key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,17 @@ class CallSpec:
     roll_after_wrap: bool = False               # a rolling boundary just after the carrier's wrap
     duplicates_every: int = 0                   # every Nth carrier-leg RTP frame captured twice
     srtcp_clear_first: bool = False             # the carrier's first RTCP goes out unencrypted
+    # wt-keys: SRTCP report shape and SDES key faults.
+    srtcp_single_report: bool = False           # every RTCP is one report alone: RR from the peers, SR from the media host
+    carrier_key_fault: str = ""                 # one of KEY_FAULTS: what is wrong with the carrier's own a=crypto
+    # wt-parsing: latching peers, combined file, RTCP tail.
+    core_media_from: str | None = None          # the core phone sends (and the relay latches) from this other address
+    carrier_media_from: tuple[str, int] | None = None   # NAT'd carrier: media from this ip:port (RTCP from port+1)
+    stray_sender: tuple[str, int] | None = None  # a second device sends RTP+RTCP to the host's carrier endpoint
+    sip_holds_media: bool = False               # sip.pcap is the full capture: SIP and every media frame
+    final_rtcp_after_bye_ns: int = 0            # carrier and core send a last RTCP report this long after the BYE
+    content_length_override: tuple[int, str] | None = None   # (n, value): the call's n-th SIP message (time order,
+                                                # 0 = the first INVITE) says Content-Length: value (a broken peer)
     # --- call assembly (wt-assembly): how the SBC rewrites its onward dialog; concurrent calls ---
     number_rewrite: Literal["none", "national", "extension"] = "none"   # core side: 020… / an extension
     cseq_rewrite: bool = False                  # the onward dialog (hop 2) starts its own CSeq
@@ -75,6 +91,10 @@ class CallSpec:
     concurrent_calls: int = 0                   # other overlapping calls through the SBC in sip.pcap
 
     def __post_init__(self) -> None:
+        if self.carrier_key_fault and self.carrier_key_fault not in KEY_FAULTS:
+            raise ValueError(f"carrier_key_fault {self.carrier_key_fault!r} is not one of: {', '.join(KEY_FAULTS)}")
+        if self.carrier_key_fault and (self.direction != "inbound" or self.late_offer or not self.carrier_suite):
+            raise ValueError("carrier_key_fault needs an inbound SRTP call where the carrier's INVITE offers (no late offer)")
         if self.media_seconds < 2.5:
             raise ValueError(f"media_seconds must be at least 2.5 (re-INVITE and RTCP need room), got {self.media_seconds}")
         if self.payload_type not in (0, 8):
@@ -120,6 +140,17 @@ _OVERRIDES: dict[str, dict[str, object]] = {
     "duplicates": {"duplicates_every": 50, "media_linktype": LINKTYPE_LINUX_SLL2},
     "srtcp-clear-first": {"srtcp_clear_first": True},
     "late-offer": {"late_offer": True},
+    # wt-keys: single-report SRTCP, malformed and wrong SDES keys.
+    "srtcp-single-report": {"srtcp_single_report": True, "media_seconds": 16.0},
+    "wrong-key": {"carrier_key_fault": "wrong-key"},
+    **{f"broken-key-{fault}": {"carrier_key_fault": fault} for fault in KEY_FAULTS if fault != "wrong-key"},
+    # wt-parsing
+    "latching-peer": {"core_media_from": "10.77.3.10"},
+    "nat-carrier": {"carrier_media_from": ("203.0.113.77", 61000)},
+    "two-senders-one-port": {"carrier_media_from": ("203.0.113.77", 61000), "stray_sender": ("203.0.113.99", 5004)},
+    "full-capture-sip": {"sip_holds_media": True},
+    "ipv6-srtp-both-legs": {**_IPV6, "core_suite": SUITE_80},
+    "rtcp-after-bye": {"final_rtcp_after_bye_ns": 2_300_000_000},
     # --- call assembly (wt-assembly) ---
     "b2bua-rewrite": {"topology": "b2bua", "number_rewrite": "extension", "cseq_rewrite": True},
     "b2bua-national": {"topology": "b2bua", "number_rewrite": "national", "cseq_rewrite": True,

@@ -34,8 +34,11 @@ class CryptoLine:
     tag: int
     suite: str
     key: bytes
+    text: str | None = None             # wt-keys: the whole line as a faulty sender writes it (broken-keys)
 
     def render(self) -> str:
+        if self.text is not None:
+            return self.text
         inline = base64.b64encode(self.key).decode("ascii")
         lifetime = "" if self.suite.startswith("AEAD") else "|2^31"
         return f"a=crypto:{self.tag} {self.suite} inline:{inline}{lifetime}"
@@ -55,12 +58,13 @@ class SdpMedia:
     session_id: int = 1
     version: int = 1
     padding_lines: int = 0              # extra a= lines to make a message large
+    secure: bool = False                # wt-keys: RTP/SAVP even without a=crypto (a sender that forgot its key)
 
 
 def compose_sdp(m: SdpMedia) -> str:
     """An SDP body for one audio stream (RTP/SAVP when it carries a=crypto)."""
     kind = _addrtype(m.address)
-    proto = "RTP/SAVP" if m.crypto else "RTP/AVP"
+    proto = "RTP/SAVP" if m.crypto or m.secure else "RTP/AVP"
     formats = " ".join(str(pt) for pt in (*m.payload_types, DTMF_PT))
     lines = [
         "v=0",

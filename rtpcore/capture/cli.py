@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import getpass
 import json
+import logging
 import os
 import re
 import signal
@@ -12,12 +13,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from rtpcore.capture.engine import ADHOC, CaptureTarget, adhoc_target, targets_for_hosts
-from rtpcore.capture.manifest import MANIFEST_NAME
+from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
 from rtpcore.capture.repair import RAW_DIR
 from rtpcore.capture.runner import CaptureRequest, CaptureResult, start_capture
 from rtpcore.capture.stats import STATE_FAILED, CaptureProgress, CaptureSummary
@@ -25,6 +27,8 @@ from rtpcore.errors import InputError, StorageError
 from rtpcore.rpcap.protocol import RPCAP_DEFAULT_PORT
 
 __all__ = ["add_capture_parser", "add_diagnose_parser", "diagnose_arguments", "run_capture", "run_diagnose"]
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_HOST_FAILED = 1
@@ -58,8 +62,9 @@ def add_capture_parser(sub: Any) -> argparse.ArgumentParser:
                    help="s3: upload chunks as they close, local disk while S3 is down; local: disk only "
                         "(RTPHELPER_STORAGE_MODE)")
     p.add_argument("--folder", metavar="NAME", help="S3 key folder: <prefix>/<env>/<NAME>/<session>/raw/…")
-    p.add_argument("--flush-timeout", dest="flush_timeout", type=float, default=300.0, metavar="S",
-                   help="seconds to wait for the final uploads after the capture (300); the rest stays queued")
+    p.add_argument("--flush-timeout", dest="flush_timeout", type=float, default=None, metavar="S",
+                   help="seconds to wait for the final uploads after the capture (RTPHELPER_S3_FINAL_FLUSH_SECONDS, "
+                        "10); the rest stays queued for `rtphelper flush`")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object: {hosts, session, storage}")
     p.set_defaults(handler=run_capture)
@@ -139,7 +144,7 @@ def _prepare_out(out: Path) -> Path:
     """Create <out>/raw; refuse a folder that already holds a session and one we cannot write."""
     out = out.expanduser()
     if (out / MANIFEST_NAME).exists():
-        raise InputError(f"{out} already holds a capture session ({MANIFEST_NAME}); choose a new --out folder")
+        _reuse_empty_session(out)
     try:
         (out / RAW_DIR).mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -148,6 +153,23 @@ def _prepare_out(out: Path) -> Path:
     except OSError as exc:
         raise StorageError(f"{out}: output folder is not writable: {exc.strerror or exc}") from None
     return out.resolve()
+
+
+def _reuse_empty_session(out: Path) -> None:
+    """A session that ended with nothing captured (every host failed) may be retried in place; any other is kept."""
+    state = Manifest.read(out / MANIFEST_NAME)
+    raw = out / RAW_DIR
+    files = sorted(p.name for p in raw.iterdir() if p.is_file()) if raw.is_dir() else []
+    ended = bool(state.sessions) and state.sessions[-1].get("status") != "started"
+    if state.chunks or state.opened or files or not ended:
+        what = f"{len(state.chunks) or len(files)} chunk(s)" if (state.chunks or files) else "a capture still running or crashed"
+        raise InputError(f"{out} already holds a capture session ({MANIFEST_NAME}: {what}); choose a new --out "
+                         f"folder (a session with data is never overwritten; after a crash run: rtphelper repair {out})")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = out / f"manifest.failed-{stamp}.jsonl"
+    os.replace(out / MANIFEST_NAME, aside)
+    log.warning("%s: the earlier capture here captured nothing; its manifest is kept as %s and the folder is reused",
+                out, aside.name)
 
 
 @contextmanager
@@ -235,7 +257,7 @@ def run_capture(args: argparse.Namespace) -> int:
     if max_seconds < 0:
         raise InputError(f"--max-seconds {max_seconds:g}: must be 0 (off) or positive")
     _check_filter(args.filter)
-    if args.flush_timeout < 0:
+    if args.flush_timeout is not None and args.flush_timeout < 0:
         raise InputError(f"--flush-timeout {args.flush_timeout:g}: must be 0 or more seconds")
     out = _prepare_out(Path(args.out))
     request = CaptureRequest(

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 STORAGE_MODES = (MODE_LOCAL, MODE_S3)
 MIXED_ENVIRONMENTS = "mixed"
-CLOSE_WAIT = 1.0  # seconds per upload worker at the end: the result must not wait out S3's read timeout
+CLOSE_WAIT = 1.0  # seconds for the upload workers to end: the result must not wait out S3's read timeout
 _UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -57,7 +57,7 @@ class CaptureRequest:
     storage_mode: str | None = None
     environment: str = ADHOC
     folder: str | None = None
-    flush_timeout: float = 300.0
+    flush_timeout: float | None = None  # None: RTPHELPER_S3_FINAL_FLUSH_SECONDS
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def _open_storage(
             from rtpcore.storage.s3 import S3Storage  # boto3 loads only in s3 mode
 
             storage = S3Storage.from_settings(settings, environ=environ, phase=PHASE_CAPTURE)
-        policy = FallbackPolicy(MODE_S3, storage, status_file=session_dir / QUEUE_DIR / STATUS_FILE)
+        policy = FallbackPolicy(MODE_S3, storage, status_file=session_dir / QUEUE_DIR / STATUS_FILE,
+                                probe_interval=settings.s3_probe_interval_seconds)
         queue = UploadQueue.from_settings(settings, session_dir, storage, location, policy=policy,
                                           phase=PHASE_CAPTURE, start=False)
     except Exception as exc:  # noqa: BLE001 - no bucket, bad profile, unwritable queue: capture anyway
@@ -143,7 +144,7 @@ class RunningCapture:
     """A started capture: stop it, watch it, wait for its result (which includes the final flush)."""
 
     def __init__(self, request: CaptureRequest, session: CaptureSession, storage: SessionStorage, mode: str,
-                 start_problem: StorageStatus | None) -> None:
+                 start_problem: StorageStatus | None, flush_budget: float) -> None:
         self.request = request
         self.session = session
         self.storage = storage
@@ -154,6 +155,7 @@ class RunningCapture:
         self._closed = threading.Event()
         self._result: CaptureResult | None = None
         self._probe = threading.Thread(target=self._probe_storage, name="s3-start-probe", daemon=True)
+        self._flush_budget = flush_budget
 
     def _probe_storage(self) -> None:
         """Check S3 once (falling back when it fails), then let the upload workers go."""
@@ -199,7 +201,7 @@ class RunningCapture:
 
     def _finish_storage(self) -> dict[str, Any]:
         """Flush in the post phase and describe where the files are; never raises."""
-        storage, budget = self.storage, self.request.flush_timeout
+        storage, budget = self.storage, self._flush_budget
         started = time.monotonic()
         try:
             if self._probe.is_alive():
@@ -272,7 +274,8 @@ def start_capture(
             filter_expression=request.filter_expression, max_bytes=max_bytes, max_seconds=max_seconds,
             reconnect=reconnect, on_progress=on_progress, on_chunk_closed=session_storage.on_chunk_closed,
         )
-        running = RunningCapture(request, session, session_storage, mode, problem)
+        budget = settings.s3_final_flush_seconds if request.flush_timeout is None else request.flush_timeout
+        running = RunningCapture(request, session, session_storage, mode, problem, budget)
         session.start()
     except BaseException:
         session_storage.close()

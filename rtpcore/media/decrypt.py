@@ -13,7 +13,6 @@ from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 
-from rtpcore.errors import SrtpError
 from rtpcore.fsutil import atomic_output
 from rtpcore.media.demux import ETHERTYPE_IPV4_BYTES, IPV4_FAST_LINKS
 from rtpcore.media.rtp import (
@@ -25,7 +24,7 @@ from rtpcore.media.rtp import (
     classify,
     looks_like_clear_rtcp,
 )
-from rtpcore.media.srtp import SUPPORTED_SUITES, SrtpAuthError, SrtpContext, SrtpReplayError, guess_roc
+from rtpcore.media.keying import DUPLICATE, NEVER_NS, KeyState, SenderKeys
 from rtpcore.pcap.build import frame, replace_udp_payload
 from rtpcore.pcap.layers import ETH_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
@@ -41,7 +40,6 @@ DECRYPTED_SUFFIX = "-decrypted.pcap"
 NO_DECRYPT_SUFFIX = "-no-decrypt-need.pcap"
 # Duplicates (capture on "any", two interfaces) arrive within a few packets of the original.
 DUPLICATE_MEMORY = 64
-MAX_ROC_GUESS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +72,7 @@ class StreamStats:
     first_seq: int | None = None  # extended sequence numbers (RTP only)
     highest_seq: int | None = None
     roc_start: int | None = None
+    key: str = ""  # KEY_AUTHENTICATED / KEY_WRONG / KEY_NONE / KEY_NOT_SRTP / KEY_CLEAR, set when the run ends
 
     @property
     def expected(self) -> int:
@@ -91,7 +90,7 @@ class StreamStats:
             "src": self.src, "dst": self.dst, "kind": self.kind, "ssrc": f"0x{self.ssrc:08x}",
             "packets": self.packets, "decrypted": self.decrypted, "auth_failed": self.auth_failed,
             "duplicates": self.duplicates, "clear": self.clear, "lost": self.lost,
-            "max_gap_ms": round(self.max_gap_ns / 1e6, 1), "suite": self.suite,
+            "max_gap_ms": round(self.max_gap_ns / 1e6, 1), "suite": self.suite, "key": self.key,
         }
 
 
@@ -107,41 +106,21 @@ class DecryptResult:
 
 
 @dataclass(slots=True)
-class _Sender:
-    """The keys one side may send with on one leg: (window start, crypto) per negotiation, newest last."""
-
-    suite: str | None
-    keys: list[tuple[int, int, CryptoAttribute]] = field(default_factory=list)  # (start_ns, end_ns, crypto)
-
-    def candidates(self, ts_ns: int) -> list[CryptoAttribute]:
-        """Keys in force at ts first (newest first), then the others: a rekey's switch time is not exact."""
-        inside = [c for s, e, c in reversed(self.keys) if s <= ts_ns <= e]
-        rest = [c for s, e, c in reversed(self.keys) if c not in inside]
-        seen: list[CryptoAttribute] = []
-        for c in inside + rest:
-            if c not in seen:
-                seen.append(c)
-        return seen
-
-
-@dataclass(slots=True)
 class _Stream:
     stats: StreamStats
-    sender: _Sender | None
-    ctx: SrtpContext | None = None
-    crypto: CryptoAttribute | None = None
+    keys: KeyState
     recent: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
-    gave_up: bool = False
 
 
-def _routes(leg: Leg) -> dict[tuple[Endpoint, Endpoint], _Sender]:
+def _routes(leg: Leg) -> dict[tuple[Endpoint, Endpoint], SenderKeys]:
     """(src, dst) endpoint pair → the sending side's keys, for RTP and RTCP, both directions."""
-    senders: dict[tuple[str, Endpoint, Endpoint], _Sender] = {}
-    routes: dict[tuple[Endpoint, Endpoint], _Sender] = {}
+    senders: dict[tuple[str, Endpoint, Endpoint], SenderKeys] = {}
+    routes: dict[tuple[Endpoint, Endpoint], SenderKeys] = {}
     for n in leg.negotiations:
         for role, me, other in (("peer", n.peer, n.host), ("host", n.host, n.peer)):
             for src, dst in ((me.rtp, other.rtp), (me.rtcp, other.rtcp)):
-                sender = senders.setdefault((role, src, dst), _Sender(n.srtp_suite))
+                sender = senders.setdefault((role, src, dst), SenderKeys(n.srtp_suite))
+                sender.srtp = sender.srtp or n.is_srtp
                 if n.srtp_suite and me.crypto is not None:
                     sender.keys.append((n.start_ns, n.end_ns, me.crypto))
                     sender.suite = n.srtp_suite
@@ -155,7 +134,7 @@ def decrypt_call(
     """Decrypt every stream of the call; write per-raw-file outputs and the merged media_decrypted.pcap."""
     table = {leg.name: _routes(leg) for leg in plan.legs}
 
-    def route(leg: str, src: Endpoint, dst: Endpoint) -> _Sender | None:
+    def route(leg: str, src: Endpoint, dst: Endpoint) -> SenderKeys | None:
         return table.get(leg, {}).get((src, dst))
 
     return _run(route, inputs, decrypted_dir, merged)
@@ -163,12 +142,12 @@ def decrypt_call(
 
 def decrypt_capture(source: Path, crypto: CryptoAttribute, out: Path) -> DecryptResult:
     """`rtphelper decrypt`: every RTP/RTCP stream in one capture, all with the one key given by hand."""
-    sender = _Sender(crypto.suite_info.name if crypto.supported else crypto.suite, [(0, 2**63, crypto)])
+    sender = SenderKeys(crypto.suite_info.name if crypto.supported else crypto.suite, [(0, 2**63, crypto)], srtp=True)
     item = FilteredInput("manual", Path(source), Path(source))
     return _run(lambda leg, src, dst: sender, [item], Path(out).parent, Path(out), per_file=False)
 
 
-Route = Callable[[str, Endpoint, Endpoint], "_Sender | None"]
+Route = Callable[[str, Endpoint, Endpoint], "SenderKeys | None"]
 _Record = tuple[int, int, int, bytes]                 # ts_ns, input index, link type, frame
 _StreamKey = tuple[str, Endpoint, Endpoint, str, int]
 
@@ -198,6 +177,8 @@ class _Fast:
     decrypting: bool
     addr_sum: int                                        # IPv4 source + destination words
     udp_sum: int                                         # pseudo header + UDP ports, without the lengths
+    wrong_key: bool = False                              # no key fits: pass through, counted as auth failures
+    until_ns: int = NEVER_NS                             # back to _process from here (a new negotiation window)
 
 
 def _run(
@@ -234,6 +215,8 @@ def _run(
         final = decrypted_dir / f"{src.stem}{suffix}"
         os.replace(tmp_paths[index], final)
         outputs.append(final)
+    for stream in streams.values():
+        stream.stats.key = stream.keys.status(stream.stats.decrypted, stream.stats.clear, stream.stats.packets)
     stats = tuple(s.stats for s in streams.values())
     for s in stats:
         if s.auth_failed:
@@ -309,6 +292,9 @@ def _loop(
                 ):
                     key = (raw, ssrc)
                     fast = fasts[i].get(key)
+                    if fast is not None and ts >= fast.until_ns:
+                        del fasts[i][key]
+                        fast = None
         if fast is None:
             frame, did, stream = _process(ts, inputs[i], lt, data, route, streams, warnings)
             if key is not None and stream is not None:
@@ -333,7 +319,9 @@ def _loop(
                 stats.max_gap_ns = ts - stats.last_ns
             stats.last_ns = ts
             frame, did = data, 0
-            plain = stream.ctx.unprotect_rtp_or_none(payload) if fast.decrypting else None  # type: ignore[union-attr]
+            if fast.wrong_key:
+                stats.auth_failed += 1
+            plain = stream.keys.ctx.unprotect_rtp_or_none(payload) if fast.decrypting else None  # type: ignore[union-attr]
             if fast.decrypting and plain is None:
                 frame, did = _finish(stream, "rtp", payload, ts, lt, data, warnings)
             else:
@@ -386,14 +374,19 @@ def _loop(
 
 def _fast_route(stream: _Stream, raw: bytes, decrypted: int) -> _Fast | None:
     """The fast-path entry for a stream _process has just handled, when its next packets can skip _process."""
-    stats, sender = stream.stats, stream.sender
+    stats, keys = stream.stats, stream.keys
+    sender = keys.sender
     if stats.kind != "rtp" or stats.highest_seq is None:
         return None
     clear = sender is None or not sender.suite or not sender.keys
-    if not clear and not (decrypted and stream.ctx is not None):
+    wrong = not clear and keys.wrong_key and keys.ctx is None
+    if not clear and not wrong and not (decrypted and keys.ctx is not None):
         return None
     addr_sum = int.from_bytes(raw[:8], "big") % ONES
-    return _Fast(stream, not clear, addr_sum, (int.from_bytes(raw, "big") + IPPROTO_UDP) % ONES)
+    udp_sum = (int.from_bytes(raw, "big") + IPPROTO_UDP) % ONES
+    if wrong:
+        return _Fast(stream, False, addr_sum, udp_sum, wrong_key=True, until_ns=keys.next_window())
+    return _Fast(stream, not clear, addr_sum, udp_sum)
 
 
 def _reframe(linktype: int, data: bytes) -> bytes:
@@ -428,7 +421,8 @@ def _process(
         sender = route(item.leg, src, dst)
         stats = StreamStats(item.leg, str(src), str(dst), kind, ssrc, suite=sender.suite if sender else None,
                             first_ns=ts, last_ns=ts)
-        stream = streams[key] = _Stream(stats, sender)
+        where = f"{item.leg} {src} → {dst}"
+        stream = streams[key] = _Stream(stats, KeyState(sender, ssrc, where))
     stats = stream.stats
     if payload in stream.recent:
         stats.duplicates += 1
@@ -446,82 +440,32 @@ def _process(
 def _finish(
     stream: _Stream, kind: str, payload: bytes, ts: int, linktype: int, data: bytes, warnings: list[str]
 ) -> tuple[bytes, int]:
-    """A counted packet of a stream → (frame to write, 1 if decrypted else 0), its sequence number tracked."""
-    stats = stream.stats
-    sender = stream.sender
-    if sender is None or not sender.suite or not sender.keys:
+    """A counted packet of a stream → (frame to write, 1 if decrypted else 0), its sequence number tracked.
+
+    SRTCP is authenticated first: a single-report SRTCP packet (an RR or SR alone) parses as clear RTCP,
+    its E-flag+index word read as one more header. Only a packet no key authenticates may be clear RTCP.
+    """
+    stats, keys = stream.stats, stream.keys
+    if keys.sender is None or not keys.sender.usable:
         _track_seq(stats, payload, 0)
         return data, 0
-    if kind == "rtcp" and looks_like_clear_rtcp(payload):
+    plain = keys.unprotect(kind, payload, ts, warnings)
+    if plain is None and kind == "rtcp" and looks_like_clear_rtcp(payload):
         stats.clear += 1
         return data, 0
-    plain = _unprotect(stream, kind, payload, ts, warnings)
-    if plain is None:
-        _track_seq(stats, payload, stream.ctx.roc if stream.ctx else 0)
+    if plain is None or plain is DUPLICATE:
+        if plain is None:
+            stats.auth_failed += 1
+        else:
+            stats.duplicates += 1
+        _track_seq(stats, payload, keys.roc)
         return data, 0
     stats.decrypted += 1
     if kind == "rtp":
-        _track_seq(stats, plain, stream.ctx.roc if stream.ctx else 0)
+        if stats.roc_start is None:
+            stats.roc_start = keys.roc
+        _track_seq(stats, plain, keys.roc)
     return replace_udp_payload(linktype, data, plain), 1
-
-
-def _unprotect(stream: _Stream, kind: str, payload: bytes, ts: int, warnings: list[str]) -> bytes | None:
-    """Decrypt with the stream's context; on failure try the sender's other keys (rekey), else count it."""
-    stats = stream.stats
-    if stream.ctx is not None:
-        try:
-            return stream.ctx.unprotect_rtp(payload) if kind == "rtp" else stream.ctx.unprotect_rtcp(payload)
-        except SrtpReplayError:
-            stats.duplicates += 1
-            return None
-        except SrtpAuthError:
-            pass
-        except SrtpError as exc:
-            warnings.append(f"{stats.leg} {stats.src} → {stats.dst}: {exc}")
-            stats.auth_failed += 1
-            return None
-    assert stream.sender is not None
-    for crypto in stream.sender.candidates(ts):
-        if crypto is stream.crypto and stream.ctx is not None:
-            continue
-        ctx = _context(stream, crypto, kind, payload, warnings)
-        if ctx is None:
-            continue
-        try:
-            plain = ctx.unprotect_rtp(payload) if kind == "rtp" else ctx.unprotect_rtcp(payload)
-        except SrtpError:
-            continue
-        stream.ctx, stream.crypto = ctx, crypto
-        if kind == "rtp" and stats.roc_start is None:
-            stats.roc_start = ctx.roc
-        return plain
-    stats.auth_failed += 1
-    return None
-
-
-def _context(stream: _Stream, crypto: CryptoAttribute, kind: str, payload: bytes, warnings: list[str]) -> SrtpContext | None:
-    """A receive context for this key, with the ROC guessed from the packet for a capture that starts mid-call."""
-    stats = stream.stats
-    suite = crypto.suite_info.name if crypto.supported else crypto.suite
-    if suite not in SUPPORTED_SUITES:
-        if not stream.gave_up:
-            warnings.append(f"{stats.leg} {stats.src} → {stats.dst}: SRTP suite {crypto.suite} is not supported; written undecrypted")
-            stream.gave_up = True
-        return None
-    key = crypto.keys[0]
-    mki = key.mki_length or 0
-    try:
-        ctx = SrtpContext(suite, key.master_key, key.master_salt, stats.ssrc, mki_length=mki)
-        if kind == "rtp":
-            roc = guess_roc(suite, key.master_key, key.master_salt, stats.ssrc, payload, max_roc=MAX_ROC_GUESS,
-                            mki_length=mki)
-            if roc is None:
-                return None
-            ctx.set_roc(roc)
-        return ctx
-    except SrtpError as exc:
-        warnings.append(f"{stats.leg} {stats.src} → {stats.dst}: {exc}")
-        return None
 
 
 def _track_seq(stats: StreamStats, rtp: bytes, roc: int) -> None:

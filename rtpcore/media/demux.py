@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rtpcore.errors import InputError, PcapError, TruncatedCaptureError
+from rtpcore.errors import BpfBuildError, InputError, PcapError, TruncatedCaptureError
 from rtpcore.fsutil import atomic_output
-from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pairs
+from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pairs, relay_endpoints
+from rtpcore.media.candidates import CandidateCollector, CandidateFlow, endpoint_text
 from rtpcore.pcap import libpcap
 from rtpcore.pcap.layers import (
     ETH_HEADER_LEN,
@@ -50,6 +51,7 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 DEFAULT_MIN_PACKETS = 10  # the seed's rule: a leg with this many packets or fewer in a file is noise
 FILTERED_SUFFIX = "-filtered.pcap"
 _MATCHED_TEMP = ".{stem}.{token}.matched.pcap"
+CANDIDATES_NAME = ".{stem}.candidates.pcap"  # removed by rtpcore.media.latch.adopt once decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,11 @@ class FileResult:
     error: str | None
     first_ns: int | None  # first/last packet routed to a leg
     last_ns: int | None
+    # For the cross-file decisions of rtpcore.media.latch: exact flows routed, and the candidate packets
+    # (learned peers, late RTCP) with their per-flow summary.
+    exact_flows: tuple[tuple[str, str, str, int], ...] = ()   # (leg, src, dst, packets)
+    candidates: tuple[CandidateFlow, ...] = ()
+    candidates_file: Path | None = None
 
     @property
     def kept_packets(self) -> int:
@@ -162,21 +169,36 @@ def _raw_key(pair: Pair) -> bytes | None:
     return a + b + struct.pack("!HH", sport, dport)
 
 
-def _route(plan: LegPlan, records: Iterable[_Record]) -> dict[str, list[_Record]]:
+@dataclass(slots=True)
+class _Routed:
+    """One file's routing: per-leg records, exact flow counts, and the candidates for the cross-file decision."""
+
+    legs: dict[str, list[_Record]]
+    flows: dict[tuple[str, Pair], int]
+    candidates: CandidateCollector
+
+
+def _route(plan: LegPlan, records: Iterable[_Record]) -> _Routed:
     """The records that belong to a leg: exact pair AND inside that negotiation's time window.
 
     Plain IPv4/UDP is looked up by its raw address+port bytes; anything else (VLAN, IPv6, options,
-    fragments, odd lengths) is parsed in full, which routes the same packets.
+    fragments, odd lengths) is parsed in full, which routes the same packets. What misses (another peer on
+    the media host's endpoint, RTCP after the window) is parsed and offered to the candidate collector.
     """
     table = _routing_table(plan)
     raw_table = {key: windows for pair, windows in table.items() if (key := _raw_key(pair)) is not None}
+    pair_of_raw = {key: pair for pair in table if (key := _raw_key(pair)) is not None}
     routed: dict[str, list[_Record]] = {leg.name: [] for leg in plan.legs}
+    counts: dict[tuple[str, object], int] = {}
+    collector = CandidateCollector(plan, table)
     unpack, fast_link = _IPV4_UDP.unpack_from, IPV4_FAST_LINKS.get
     for record in records:
         ts, linktype, data, _ = record
         windows = None
         link = fast_link(linktype)
         parsed = False
+        udp = None
+        flow: object = None
         if link is not None:
             o, e = link
             if len(data) >= o + _IPV4_UDP.size and (e < 0 or data[e : e + 2] == ETHERTYPE_IPV4_BYTES):
@@ -186,6 +208,7 @@ def _route(plan: LegPlan, records: Iterable[_Record]) -> dict[str, list[_Record]
                     and IPV4_HEADER_LEN <= total <= len(data) - o and UDP_HEADER_LEN <= udp_len <= total - IPV4_HEADER_LEN
                 ):
                     windows = raw_table.get(raw)
+                    flow = raw
                     parsed = True
         if not parsed:
             l3 = link_payload(linktype, data)
@@ -193,17 +216,31 @@ def _route(plan: LegPlan, records: Iterable[_Record]) -> dict[str, list[_Record]
             udp = parse_udp(ip) if ip else None
             if udp is None:
                 continue
-            windows = table.get((udp.src, udp.sport, udp.dst, udp.dport))
-        if not windows:
-            continue
-        for name, start, end in windows:
-            if start <= ts <= end:
-                routed[name].append(record)
-                break
-    return routed
+            flow = (udp.src, udp.sport, udp.dst, udp.dport)
+            windows = table.get(flow)
+        if windows:
+            for name, start, end in windows:
+                if start <= ts <= end:
+                    routed[name].append(record)
+                    counted = (name, flow)
+                    counts[counted] = counts.get(counted, 0) + 1
+                    break
+            else:
+                windows = None
+            if windows is not None:
+                continue
+        if udp is None:
+            l3 = link_payload(linktype, data)
+            ip = parse_ip(l3) if l3 else None
+            udp = parse_udp(ip) if ip else None
+            if udp is None:
+                continue
+        collector.offer(record, udp)
+    flows = {(name, pair_of_raw[f] if isinstance(f, bytes) else f): n for (name, f), n in counts.items()}
+    return _Routed(routed, flows, collector)  # type: ignore[arg-type]  # flow is a Pair here
 
 
-def _read_routed(plan: LegPlan, path: Path) -> tuple[dict[str, list[_Record]], int, str | None]:
+def _read_routed(plan: LegPlan, path: Path) -> tuple[_Routed, int, str | None]:
     """Route every record of a capture, streamed; (routed, linktype, error of a capture that ends badly)."""
     errors: list[str] = []
     with open_capture(path) as reader:
@@ -260,13 +297,23 @@ def filter_raw_file(
     temp = filtered_dir / _MATCHED_TEMP.format(stem=source.stem, token=secrets.token_hex(4))
     try:
         if libpcap.available():
-            result = libpcap.filter_file(source, temp, filter_for_file(plan, source))
+            expression = filter_for_file(plan, source)
+            try:
+                result = libpcap.filter_file(source, temp, expression)
+            except libpcap.LibpcapError as exc:
+                if "does not compile" not in str(exc) and "rejected" not in str(exc):
+                    raise
+                raise BpfBuildError(
+                    f"rtphelper's own media filter for call {plan.call_id} failed, not the capture {source.name}: "
+                    f"{exc}; media host endpoints {', '.join(f'{h}:{p}' for h, p in relay_endpoints(plan))} — "
+                    "please report this with the SIP pcap"
+                ) from None
             matched, error = result.packets_matched, result.src_error
             routed, linktype, read_error = _read_routed(plan, temp)
             error = error or read_error
         else:  # no libpcap here: the pure-Python reader does the whole job, slower but the same result
             routed, linktype, error = _read_routed(plan, source)
-            matched = sum(map(len, routed.values()))
+            matched = sum(map(len, routed.legs.values())) + len(routed.candidates.records)
     except (PcapError, OSError) as exc:
         return FileResult(source, 0, empty, _error_text(source, exc), None, None)
     finally:
@@ -274,7 +321,7 @@ def filter_raw_file(
 
     legs: list[LegFile] = []
     times: list[int] = []
-    for name, frames in routed.items():
+    for name, frames in routed.legs.items():
         kept = len(frames) > min_packets
         output = filtered_dir / output_name(source, name) if kept else None
         if output is not None:
@@ -282,7 +329,13 @@ def filter_raw_file(
         legs.append(LegFile(name, output, len(frames), kept))
         times += (record[0] for record in frames)
     first, last = (min(times), max(times)) if times else (None, None)
-    return FileResult(source, matched, tuple(legs), error, first, last)
+    candidates_file = None
+    if routed.candidates.records:
+        candidates_file = filtered_dir / CANDIDATES_NAME.format(stem=source.stem)
+        _write_leg(routed.candidates.records, linktype, candidates_file)
+    exact = tuple((name, endpoint_text(p[0], p[1]), endpoint_text(p[2], p[3]), n) for (name, p), n in routed.flows.items())
+    return FileResult(source, matched, tuple(legs), error, first, last, exact, routed.candidates.flows(),
+                      candidates_file)
 
 
 def _error_text(source: Path, exc: Exception) -> str:

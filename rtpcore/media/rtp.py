@@ -205,7 +205,11 @@ def parse_rtcp_compound(data: bytes) -> tuple[RtcpPacket, ...]:
 
 
 def looks_like_clear_rtcp(data: bytes) -> bool:
-    """True for plain RTCP on an SRTP leg: the length fields add up to the datagram and it starts with SR/RR."""
+    """True for plain RTCP on an SRTP leg: the length fields add up to the datagram and it starts with SR/RR.
+
+    Not proof on its own: a single-report SRTCP packet parses too (its E-flag+index word reads as one more
+    header), so decryption calls this only after no key authenticated the packet.
+    """
     try:
         packets = parse_rtcp_compound(data)
     except ValueError:

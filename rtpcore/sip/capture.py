@@ -10,7 +10,7 @@ from rtpcore.errors import UnsupportedLinkTypeError
 from rtpcore.pcap.fragments import IpReassembler
 from rtpcore.pcap.layers import IpPacket, link_payload, parse_ip, parse_tcp, parse_udp, unwrap_tunnels
 from rtpcore.pcap.reader import open_capture
-from rtpcore.sip.message import SipFramer, SipMessage, looks_like_sip
+from rtpcore.sip.message import DroppedMessage, SipFramer, SipMessage, looks_like_sip
 from rtpcore.sip.tcp import TcpReassembler
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,24 @@ class SipCaptureStats:
     tcp_discarded_bytes: int = 0
     sctp_dropped_chunks: int = 0
     errors: list[str] = field(default_factory=list)   # first few parse errors, with the frame number
+    message_warnings: list[str] = field(default_factory=list)   # messages kept despite an odd field, by frame
+    dropped: list[DroppedSip] = field(default_factory=list)     # messages the TCP framer gave up on
 
     MAX_ERRORS_KEPT = 20
+
+    def note_warning(self, frame_index: int, transport: str, text: str) -> None:
+        """A message that is used although one of its fields is odd: the user sees which and where."""
+        if len(self.message_warnings) < self.MAX_ERRORS_KEPT:
+            self.message_warnings.append(f"frame {frame_index + 1} ({transport}): {text}")
+
+    def warnings(self, source: str) -> list[str]:
+        """Everything the user should know about reading this SIP capture, one line each, frame numbers included."""
+        out = [f"{source}: SIP message at {e} — not used" for e in self.errors]
+        if self.parse_errors > len(self.errors):
+            out.append(f"{source}: {self.parse_errors - len(self.errors)} more SIP message(s) could not be parsed")
+        out += [f"{source}: {w}" for w in self.message_warnings]
+        out += [f"{source}: {d.text()}" for d in self.dropped]
+        return out
 
     def note_error(self, frame_index: int, transport: str, reason: str) -> None:
         """Count a message that did not parse and keep the first few reasons."""
@@ -83,11 +99,34 @@ class SipCaptureStats:
 
 
 @dataclass(frozen=True, slots=True)
+class DroppedSip:
+    """A SIP message over TCP that could not be framed: where and when it was, and what it was."""
+
+    frame_index: int
+    ts_ns: int
+    src: str
+    dst: str
+    message: DroppedMessage
+
+    def text(self) -> str:
+        """One line for the findings: frame, addresses, start line, Call-ID, why."""
+        call = f", Call-ID {self.message.call_id}" if self.message.call_id else ""
+        return (f"frame {self.frame_index + 1} (tcp {self.src} → {self.dst}): {self.message.start_line[:80]!r}{call} "
+                f"was dropped: {self.message.reason}")
+
+
+@dataclass(frozen=True, slots=True)
 class SipCapture:
     """Result of scan_sip: the time-ordered messages and the counters."""
 
     packets: tuple[SipPacket, ...]
     stats: SipCaptureStats
+
+
+def _first_line(data: bytes) -> str:
+    """The start line of a message, short, for warnings."""
+    end = data.find(b"\n")
+    return data[: end if 0 <= end < 100 else 100].decode("utf-8", "replace").strip()
 
 
 def _endpoint(address: str, port: int) -> str:
@@ -201,6 +240,9 @@ class _SipExtractor:
             self.stats.note_error(index, transport, str(exc))
             return
         src, sport, dst, dport = flow
+        problem = message.cseq_problem
+        if problem:
+            self.stats.note_warning(index, transport, f"{_first_line(data)}: {problem}")
         self.packets.append(SipPacket(ts_ns, index, transport, src, sport, dst, dport, message))
         self.stats.messages += 1
 
@@ -225,8 +267,11 @@ class _SipExtractor:
         for chunk_ts, chunk in chunks:
             if framer is None:
                 framer = self.framers[flow] = SipFramer()
+            dropped = len(framer.dropped)
             for raw in framer.feed(chunk):
                 self._emit(index, chunk_ts, "tcp", flow, raw)
+            for lost in framer.dropped[dropped:]:
+                self.stats.dropped.append(DroppedSip(index, chunk_ts, seg.src, seg.dst, lost))
 
     def _sctp(self, index: int, ts_ns: int, ip: IpPacket) -> None:
         """SIP over SCTP (RFC 4168): each user message (DATA chunk or B…E run) is one SIP message."""
@@ -263,6 +308,8 @@ def scan_sip(path: Path) -> SipCapture:
         log.warning(
             "%s: %d SIP message(s) could not be parsed; first: %s", path, stats.parse_errors, stats.errors[0]
         )
+    for dropped in stats.dropped:
+        log.warning("%s: %s", path, dropped.text())
     if stats.tcp_gaps:
         log.warning("%s: %d TCP gap(s) in the capture; SIP around them may be missing", path, stats.tcp_gaps)
     return result

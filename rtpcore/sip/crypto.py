@@ -54,8 +54,33 @@ SUITE_ALIASES: dict[str, str] = {
 }
 
 _BASE64_KEY = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-_INLINE_IN_TEXT = re.compile(r"(inline:)([A-Za-z0-9+/]+=*)", re.I)
+# Everything up to the next '|', ';' or blank is key material, base64 or not: a malformed key is still a key.
+_INLINE_IN_TEXT = re.compile(r"(inline:)([^\s|;]+)", re.I)
 _LIFETIME_POWER = re.compile(r"2\^(\d{1,3})")
+
+
+# Kinds of a=crypto problems: stable codes for `legs --json` (key_problems) and the generator's truth.
+KIND_MALFORMED = "malformed"
+KIND_BAD_BASE64 = "bad-base64"
+KIND_KEY_LENGTH = "key-length"
+KIND_NO_INLINE_KEY = "no-inline-key"
+KIND_BAD_LIFETIME = "bad-lifetime"
+KIND_BAD_MKI = "bad-mki"
+KIND_UNKNOWN_SUITE = "unknown-suite"
+KIND_REFUSED_SUITE = "refused-suite"
+# AES_192: the libsrtp 2.7 inside pylibsrtp derives its session keys wrongly (cisco/libsrtp#763).
+REFUSED_SUITES: dict[str, str] = {
+    "AES_192_CM_HMAC_SHA1_80": "AES_192_CM is refused: the bundled libsrtp derives its keys wrongly (cisco/libsrtp#763)",
+    "AES_192_CM_HMAC_SHA1_32": "AES_192_CM is refused: the bundled libsrtp derives its keys wrongly (cisco/libsrtp#763)",
+}
+
+
+class CryptoLineError(ValueError):
+    """An a=crypto line that cannot be used; `kind` is one of the KIND_* codes, the message never holds key bytes."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def suite_info(name: str) -> SuiteInfo | None:
@@ -90,12 +115,14 @@ class SdesKey:
 def _decode_base64(text: str, *, suite: str) -> bytes:
     """Base64 with or without '=' padding; the error never echoes the key."""
     if _BASE64_KEY.fullmatch(text) is None:
-        raise ValueError(f"{suite}: inline key of {len(text)} characters is not base64")
+        raise CryptoLineError(KIND_BAD_BASE64, f"{suite}: inline key of {len(text)} characters is not base64")
     unpadded = text.rstrip("=")
     try:
         return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
     except binascii.Error as exc:
-        raise ValueError(f"{suite}: inline key of {len(text)} characters is not valid base64 ({exc})") from None
+        raise CryptoLineError(
+            KIND_BAD_BASE64, f"{suite}: inline key of {len(text)} characters is not valid base64 ({exc})"
+        ) from None
 
 
 def _parse_lifetime(text: str) -> int:
@@ -105,30 +132,36 @@ def _parse_lifetime(text: str) -> int:
         return 2 ** int(power.group(1))
     if text.isdigit():
         return int(text)
-    raise ValueError(f"key lifetime {text!r} is neither '2^N' nor a decimal number")
+    raise CryptoLineError(KIND_BAD_LIFETIME, f"key lifetime {text!r} is neither '2^N' nor a decimal number")
 
 
 def _parse_mki(text: str) -> tuple[int, int]:
     """'value:length' → (value, length in bytes 1..128)."""
     value, _, length = text.partition(":")
     if not value.isdigit() or not length.isdigit():
-        raise ValueError(f"MKI {text!r} is not 'value:length'")
+        raise CryptoLineError(KIND_BAD_MKI, f"MKI {text!r} is not 'value:length'")
     mki, mki_length = int(value), int(length)
     if not 1 <= mki_length <= MAX_MKI_LENGTH:
-        raise ValueError(f"MKI length {mki_length} is outside 1..{MAX_MKI_LENGTH}")
+        raise CryptoLineError(KIND_BAD_MKI, f"MKI length {mki_length} is outside 1..{MAX_MKI_LENGTH}")
     if mki >= 256 ** mki_length:
-        raise ValueError(f"MKI value {mki} does not fit in {mki_length} byte(s)")
+        raise CryptoLineError(KIND_BAD_MKI, f"MKI value {mki} does not fit in {mki_length} byte(s)")
     return mki, mki_length
+
+
+MAX_SHOWN_METHOD = 12  # a key method is a short word (inline, uri); anything longer may be key material
 
 
 def _parse_key_param(param: str, suite: str, info: SuiteInfo | None) -> SdesKey:
     """One 'inline:KEY[|lifetime][|MKI:len]' key-param."""
     if not param.lower().startswith(KEY_METHOD_INLINE):
-        method = param.split(":", 1)[0]
-        raise ValueError(f"{suite}: key method {method!r} is not 'inline'")
+        method, colon, _ = param.partition(":")
+        if not colon or len(method) > MAX_SHOWN_METHOD:  # no "method:" at all: the token is most likely the key itself
+            raise CryptoLineError(KIND_NO_INLINE_KEY, f"{suite}: no 'inline:' before the key ({len(param)} characters, "
+                                                      "not shown)")
+        raise CryptoLineError(KIND_NO_INLINE_KEY, f"{suite}: key method {method!r} is not 'inline'")
     key_b64, *fields = param[len(KEY_METHOD_INLINE):].split("|")
     if len(fields) > 2:
-        raise ValueError(f"{suite}: inline key has {len(fields)} '|' fields; at most lifetime and MKI")
+        raise CryptoLineError(KIND_MALFORMED, f"{suite}: inline key has {len(fields)} '|' fields; at most lifetime and MKI")
     lifetime: int | None = None
     mki: int | None = None
     mki_length: int | None = None
@@ -138,12 +171,13 @@ def _parse_key_param(param: str, suite: str, info: SuiteInfo | None) -> SdesKey:
         elif number == 0 and mki is None:
             lifetime = _parse_lifetime(field)
         else:
-            raise ValueError(f"{suite}: inline key field {field!r} is neither lifetime nor MKI")
+            raise CryptoLineError(KIND_BAD_LIFETIME, f"{suite}: inline key field {field!r} is neither lifetime nor MKI")
     raw = _decode_base64(key_b64, suite=suite)
     if info is None:
         return SdesKey(raw, b"", lifetime, mki, mki_length)
     if len(raw) != info.inline_len:
-        raise ValueError(
+        raise CryptoLineError(
+            KIND_KEY_LENGTH,
             f"{suite} needs a {info.inline_len}-byte inline key ({info.key_len}-byte key + "
             f"{info.salt_len}-byte salt) but the key decodes to {len(raw)} bytes"
         )
@@ -164,14 +198,15 @@ class CryptoAttribute:
         """Parse the value after "a=crypto:"; unknown suites parse but are not `supported`."""
         parts = value.strip().split()
         if len(parts) < 3:
-            raise ValueError(f"a=crypto needs 'tag suite key-params', got {len(parts)} field(s)")
+            kind = KIND_NO_INLINE_KEY if len(parts) == 2 else KIND_MALFORMED
+            raise CryptoLineError(kind, f"a=crypto needs 'tag suite key-params', got {len(parts)} field(s)")
         tag_text, suite, key_params, *session_params = parts
         if not tag_text.isdigit() or len(tag_text) > MAX_TAG_DIGITS:
-            raise ValueError(f"a=crypto tag {tag_text!r} is not a 1-{MAX_TAG_DIGITS} digit number")
+            raise CryptoLineError(KIND_MALFORMED, f"a=crypto tag {tag_text!r} is not a 1-{MAX_TAG_DIGITS} digit number")
         info = suite_info(suite)
         keys = tuple(_parse_key_param(param, suite, info) for param in key_params.split(";") if param)
         if not keys:
-            raise ValueError(f"{suite}: a=crypto has no inline key")
+            raise CryptoLineError(KIND_NO_INLINE_KEY, f"{suite}: a=crypto has no inline key")
         return cls(int(tag_text), suite, keys, tuple(session_params))
 
     @property
@@ -188,6 +223,46 @@ class CryptoAttribute:
     def key(self) -> SdesKey:
         """The first (usually only) inline key."""
         return self.keys[0]
+
+    def unusable(self) -> CryptoLineError | None:
+        """Why a line that parsed still cannot decrypt (unknown or refused suite), else None."""
+        info = self.suite_info
+        if info is None:
+            known = ", ".join(n for n in SRTP_SUITES if n not in REFUSED_SUITES)
+            return CryptoLineError(KIND_UNKNOWN_SUITE, f"suite {self.suite} is unknown; SDES suites we decrypt: {known}")
+        if info.name in REFUSED_SUITES:
+            return CryptoLineError(KIND_REFUSED_SUITE, REFUSED_SUITES[info.name])
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoProblem:
+    """One a=crypto line of an SDP that cannot be used: where it is, what it says (redacted) and why."""
+
+    line: int                    # 1-based line number in the SDP body
+    media: str                   # the m= section it belongs to ("audio")
+    text: str                    # the line, key material redacted
+    kind: str                    # a KIND_* code
+    reason: str                  # plain words, no key material
+
+    def describe(self) -> str:
+        """'SDP line 12 a=crypto:1 … (redacted): why' for findings and warnings."""
+        return f"SDP line {self.line} {self.text}: {self.reason}"
+
+
+def redact_crypto_line(value: str) -> str:
+    """An a=crypto value as 'a=crypto:…' with the key of every key-param redacted, whatever its method (inline,
+    uri, a malformed one); lifetime and MKI fields stay, they are not secret."""
+    parts = value.split()
+    if len(parts) >= 3:
+        params = []
+        for param in parts[2].split(";"):
+            method, sep, rest = param.partition(":")
+            key, *fields = rest.split("|")
+            shown = f"{key[:REDACTED_PREFIX_CHARS]}{REDACTED_MARK}" if sep else f"{method[:REDACTED_PREFIX_CHARS]}{REDACTED_MARK}"
+            params.append("|".join([f"{method}:{shown}" if sep else shown, *fields]))
+        parts[2] = ";".join(params)
+    return "a=crypto:" + " ".join(parts)
 
 
 def redact(text: str) -> str:

@@ -4,14 +4,26 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
-from rtpcore.plan import DIRECTIONS, LEG_CARRIER, LEG_CORE, LEG_ORDER, Endpoint, Leg, LegPlan, MediaSide, Negotiation
-from rtpcore.sip.capture import SipPacket, scan_sip
-from rtpcore.sip.crypto import CryptoAttribute
+from rtpcore.plan import (
+    DIRECTIONS,
+    LEG_CARRIER,
+    LEG_CORE,
+    LEG_ORDER,
+    SIDE_HOST,
+    SIDE_PEER,
+    Endpoint,
+    KeyProblem,
+    Leg,
+    LegPlan,
+    MediaSide,
+    Negotiation,
+)
 from rtpcore.sip.assembly import (
     AssembledCall,
     AssemblyConfig,
@@ -20,14 +32,18 @@ from rtpcore.sip.assembly import (
     load_assembly_config,
     paused_gc,
 )
-from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, build_hops, numbers_match
-from rtpcore.sip.sdp import MediaDescription, SessionDescription
+from rtpcore.sip.capture import DroppedSip, SipPacket, scan_sip
+from rtpcore.sip.crypto import CryptoAttribute
+from rtpcore.sip.dialog import SIDE_A, SIDE_B, Hop, OfferAnswer, Sdp, build_hops, numbers_match
+from rtpcore.sip.evidence import FORWARD_WINDOW_NS
+from rtpcore.sip.sdp import MAX_PORT, MediaDescription, SessionDescription, is_address
 
 log = logging.getLogger(__name__)
 
 # Media clocks and SIP clocks are different hosts' clocks, and media outlives the BYE.
 DEFAULT_MARGIN_NS = 2 * 10**9
 _UNSPECIFIED = ("0.0.0.0", "::")
+UNRESOLVED_V4, UNRESOLVED_V6 = _UNSPECIFIED  # a peer whose c= is a name: it sends from no address we know
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +76,7 @@ def resolve_legs(
     """Read a SIP pcap and build the leg plan of the selected call (assembly settings: runtime.env + hosts.yaml)."""
     capture = scan_sip(Path(sip_path))
     try:
-        return plan_from_packets(
+        plan = plan_from_packets(
             list(capture.packets), direction, source=str(sip_path), call_id=call_id, number=number, margin_ns=margin_ns,
             assembly=assembly if assembly is not None else load_assembly_config(),
         )
@@ -71,6 +87,32 @@ def resolve_legs(
             f"{exc}; it has {capture.stats.tcp_discarded_bytes} bytes of TCP that are not plain SIP — SIP over TLS "
             "(port 5061) or WebSocket cannot be read: capture the SIP where it is in clear, or export it decrypted"
         ) from None
+    _refuse_lost_invite(plan, capture.stats.dropped, str(sip_path))
+    extra = capture.stats.warnings(str(sip_path))
+    lost = tuple(f"{sip_path}: {d.text()}" for d in capture.stats.dropped if d.message.is_invite)
+    if not extra:
+        return plan
+    for line in extra:
+        log.warning(line)
+    return replace(plan, warnings=tuple(dict.fromkeys(plan.warnings + tuple(x for x in extra if x not in lost))),
+                   findings=plan.findings + lost)
+
+
+def _refuse_lost_invite(plan: LegPlan, dropped: Sequence[DroppedSip], source: str) -> None:
+    """A hop whose INVITE was lost hides where the call came from: refuse rather than name the legs wrongly."""
+    for lost in dropped:
+        if not lost.message.is_initial_invite:
+            continue  # a lost re-INVITE or other message costs a negotiation at most: a warning, not a refusal
+        ours = lost.message.call_id in plan.call_ids
+        upstream = plan.start_ns - FORWARD_WINDOW_NS <= lost.ts_ns <= plan.start_ns
+        if ours or upstream:
+            why = ("it is one of this call's dialogs" if ours else
+                   "it was sent just before this call's first INVITE, so it may be the call's first hop")
+            raise SipError(
+                f"{source}: {lost.text()}; {why}, and without it the legs and the direction would be guessed from "
+                "the hops that remain (the core hop could be taken for the carrier). Capture or export the SIP again "
+                "so the INVITE is complete, or give the SIP of a call without an oversize message"
+            )
 
 
 def list_calls(packets: list[SipPacket], assembly: AssemblyConfig | None = None) -> list[CallSummary]:
@@ -257,8 +299,44 @@ def _leg(
             negotiations.append(n)
     if not negotiations:
         raise SipError(f"Call-ID {hop.call_id} ({hop.a} → {hop.b}): no usable audio stream in any SDP for the {name} leg")
+    warnings += _address_warnings(name, hop, done, peer_side)
     first = negotiations[0]
     return Leg(name, first.host.rtp.ip, first.peer.rtp.ip, (hop.call_id,), tuple(negotiations))
+
+
+def _media_ip(addr: str) -> str:
+    """The c= address as routing compares it; a name (legal SDP) becomes "unknown": the peer is then learned."""
+    text = addr.split("/")[0].partition("%")[0]
+    if not is_address(text):
+        return UNRESOLVED_V6 if ":" in text else UNRESOLVED_V4
+    return str(ipaddress.ip_address(text))
+
+
+def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], peer_side: str) -> list[str]:
+    """Names in c= and RTP on port 65535 (no RTCP port after it): each a warning on its message and frame."""
+    out: list[str] = []
+    for oa in done:
+        for item in (oa.offer, oa.answer):
+            m = item.sdp.audio()
+            addr = item.sdp.media_address(m) if m is not None else None
+            if m is None or not addr:
+                continue
+            where = _where(hop, item.ts_ns, item.label)
+            if not is_address(addr.split("/")[0].partition("%")[0]):
+                then = (f"the {name} leg's peer is learned from the media reaching the media host's port instead"
+                        if item.side == peer_side else f"the {name} leg's media host endpoint is unknown, so its media "
+                        "cannot be filtered")
+                out.append(f"Call-ID {hop.call_id}: {where}: media address {addr!r} (c=) is a name; resolve it — {then}")
+            if not m.rtcp_mux and m.rtcp_port is None and m.port >= MAX_PORT:
+                out.append(f"Call-ID {hop.call_id}: {where}: RTP port {m.port} leaves no port for RTCP "
+                           f"({m.port + 1}); RTCP of the {name} leg is not followed")
+    return out
+
+
+def _where(hop: Hop, ts_ns: int, label: str) -> str:
+    """'200 INVITE at frame 7': the message a warning is about."""
+    frame = next((p.frame_index + 1 for p in hop.packets if p.ts_ns == ts_ns), None)
+    return f"{label} at frame {frame}" if frame is not None else label
 
 
 def _negotiation(
@@ -277,19 +355,41 @@ def _negotiation(
     dtls = suite is None and bool(mo.fingerprint and ma.fingerprint)
     if dtls:
         warnings.append(f"Call-ID {hop.call_id}: DTLS-SRTP (a=fingerprint) — keys are not in the SIP, media cannot be decrypted")
+    problems = tuple(p for sdp, m in ((oa.offer, mo), (oa.answer, ma)) for p in _key_problems(sdp, m, peer_side))
+    for p in problems:
+        who = "peer" if p.side == SIDE_PEER else "media host"
+        warnings.append(f"Call-ID {hop.call_id}: {p.message} from the {who}: {p.detail}")
     peer, host = (offer_side, answer_side) if oa.offer.side == peer_side else (answer_side, offer_side)
-    return Negotiation(oa.offer.ts_ns, oa.answer.ts_ns, start, end, peer, host, ma.proto, suite, dtls)
+    return Negotiation(oa.offer.ts_ns, oa.answer.ts_ns, start, end, peer, host, ma.proto, suite, dtls, problems)
+
+
+def _key_problems(item: Sdp, m: MediaDescription, peer_side: str) -> list[KeyProblem]:
+    """The SDP's unusable a=crypto lines, and an SRTP audio stream that brought no key at all."""
+    side = SIDE_PEER if item.side == peer_side else SIDE_HOST
+    found = [KeyProblem(item.label, side, p.line, p.kind, p.describe()) for p in item.sdp.crypto_problems]
+    if m.is_secure and not m.crypto and not m.fingerprint and not found:
+        found.append(KeyProblem(item.label, side, None, NO_CRYPTO,
+                                f"m={m.media} {m.proto} has no a=crypto (and no a=fingerprint): no key to decrypt with"))
+    return found
+
+
+NO_CRYPTO = "no-crypto"
 
 
 def _select_crypto(
     offered: tuple[CryptoAttribute, ...], answered: tuple[CryptoAttribute, ...]
 ) -> tuple[str | None, CryptoAttribute | None, CryptoAttribute | None]:
-    """The answer names the suite and tag it accepted; the offer's line with that tag is the offerer's key."""
+    """The answer names the suite and tag it accepted; the offer's line with that tag is the offerer's key.
+
+    A suite we cannot decrypt (unknown, AES_192) is still named, but gives no key: nothing would authenticate.
+    """
     if not answered or not offered:
         return None, None, None
     ans = answered[0]
     off = next((c for c in offered if c.tag == ans.tag and c.suite == ans.suite), None)
     off = off or next((c for c in offered if c.suite == ans.suite), None)
+    if ans.unusable() is not None:
+        return ans.suite, None, None
     return ans.suite, off, ans
 
 
@@ -297,7 +397,7 @@ def _side(sdp: SessionDescription, m: MediaDescription, mux: bool, crypto: Crypt
     addr = sdp.media_address(m)
     if not addr or addr in _UNSPECIFIED or m.port == 0:
         return None
-    addr = str(ipaddress.ip_address(addr.split("/")[0]))
+    addr = _media_ip(addr)
     if mux:
         rtcp = Endpoint(addr, m.port)
     else:

@@ -22,6 +22,12 @@ MULTIPART_TYPES = frozenset({"multipart/mixed", "multipart/related", "multipart/
 # Framer bounds: a start line plus headers never legitimately needs more than this.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 1024 * 1024
+# RFC 3261 §8.1.1.5: a CSeq number is below 2**31; more digits than this is not a sequence number.
+MAX_CSEQ_DIGITS = 10
+MAX_CSEQ = 2**31 - 1
+UNKNOWN_CSEQ = -1  # cseq_number of a message whose CSeq number is unusable (kept, with a warning)
+# A Content-Length with more digits than this cannot be honoured (and int() of 5000 digits raises).
+MAX_LENGTH_DIGITS = 12
 
 _TOKEN = rb"[A-Za-z0-9.!%*_+`'~-]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") +(\S+) +SIP/2\.0 *\r?$")
@@ -30,6 +36,9 @@ _START_LINE_ANYWHERE = re.compile(
     rb"(?:^|\n)((?:SIP/2\.0 +[1-6]\d\d[ \r\n])|(?:[A-Z]+ +[^\s]+ +SIP/2\.0 *\r?\n))"
 )
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.I | re.M)
+_INVITE_START = re.compile(rb"INVITE +\S+ +SIP/2\.0")
+_CALL_ID_LINE = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.I | re.M)
+_TO_TAG_LINE = re.compile(rb"^(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.I | re.M)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _TAG_PARAM = re.compile(r";\s*tag\s*=\s*([^;>\s,]+)", re.I)
 _LOOKS_LIKE_SCAN = 512
@@ -190,8 +199,10 @@ class SipMessage:
         message = cls(method, request_uri, status, reason, headers, body)
         length = message.header("content-length")
         if length is not None:
-            if not length.isdigit():
-                raise ValueError(f"Content-Length {length!r} is not a decimal number")
+            if not (length.isascii() and length.isdigit()):
+                raise ValueError(f"Content-Length {length[:40]!r} is not a decimal number")
+            if len(length) > MAX_LENGTH_DIGITS:
+                raise ValueError(f"Content-Length has {len(length)} digits; no message is that long")
             wanted = int(length)
             if len(body) < wanted:
                 raise ValueError(f"body has {len(body)} bytes but Content-Length says {wanted}")
@@ -202,9 +213,8 @@ class SipMessage:
         cseq = message.header("cseq")
         if cseq is None:
             raise ValueError("no CSeq header")
-        parts = cseq.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise ValueError(f"CSeq {cseq!r} is not 'NUMBER METHOD'")
+        if len(cseq.split()) != 2:
+            raise ValueError(f"CSeq {cseq[:60]!r} is not 'NUMBER METHOD'")
         return message
 
     def header(self, name: str) -> str | None:
@@ -232,8 +242,20 @@ class SipMessage:
 
     @property
     def cseq_number(self) -> int:
-        """The CSeq sequence number."""
-        return int((self.header("cseq") or "0").split()[0])
+        """The CSeq sequence number; UNKNOWN_CSEQ when it is not a number below 2**31 (see cseq_problem)."""
+        text = (self.header("cseq") or "0").split()[0]
+        if not _valid_cseq_number(text):
+            return UNKNOWN_CSEQ
+        return int(text)
+
+    @property
+    def cseq_problem(self) -> str | None:
+        """Why the CSeq number cannot be used, for a warning on this message; None when it is fine."""
+        text = (self.header("cseq") or "0").split()[0]
+        if _valid_cseq_number(text):
+            return None
+        shown = text if len(text) <= 24 else f"{text[:12]}…({len(text)} characters)"
+        return f"CSeq number {shown!r} is not a number below 2^31; message kept, its CSeq treated as unknown"
 
     @property
     def cseq_method(self) -> str:
@@ -289,6 +311,11 @@ class SipMessage:
         return f"{first} (CSeq {self.cseq_number} {self.cseq_method}, Call-ID {self.call_id})"
 
 
+def _valid_cseq_number(text: str) -> bool:
+    """ASCII digits, at most MAX_CSEQ_DIGITS of them, value at most MAX_CSEQ (RFC 3261 §8.1.1.5)."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_CSEQ_DIGITS and int(text) <= MAX_CSEQ
+
+
 def looks_like_sip(payload: bytes) -> bool:
     """Cheap test that a payload starts with a SIP request line or status line."""
     if payload.startswith(b"SIP/2.0 "):
@@ -299,6 +326,26 @@ def looks_like_sip(payload: bytes) -> bool:
     return _REQUEST_LINE.match(payload, 0, end) is not None
 
 
+@dataclass(frozen=True, slots=True)
+class DroppedMessage:
+    """A message the framer gave up on (too big to frame): a finding, because a lost INVITE misleads the legs."""
+
+    start_line: str
+    call_id: str | None
+    reason: str
+    to_tag: bool = False   # the To header had a tag: a re-INVITE inside a dialog, not the one that starts a hop
+
+    @property
+    def is_invite(self) -> bool:
+        """True when the lost message was an INVITE."""
+        return _INVITE_START.match(self.start_line.encode("utf-8", "replace")) is not None
+
+    @property
+    def is_initial_invite(self) -> bool:
+        """An INVITE without a To tag: the message that defines a hop (and the call's direction)."""
+        return self.is_invite and not self.to_tag
+
+
 class SipFramer:
     """Sans-I/O framer for one TCP direction: bytes in, whole messages out, by Content-Length."""
 
@@ -306,6 +353,7 @@ class SipFramer:
         self._buffer = bytearray()
         self.keepalives = 0         # CRLF pings/pongs skipped (RFC 5626 §3.5.1)
         self.discarded_bytes = 0    # non-SIP bytes dropped while resynchronising
+        self.dropped: list[DroppedMessage] = []   # messages given up on, oldest first
 
     @property
     def pending(self) -> int:
@@ -365,12 +413,16 @@ class SipFramer:
         match = _HEADER_END.search(self._buffer)
         if match is None:
             if len(self._buffer) > MAX_HEADER_BYTES:
+                self._note_dropped(f"its headers run past {MAX_HEADER_BYTES // 1024} KiB without an empty line")
                 self._drop_first_line()
                 return b""
             return None
         length_match = _CONTENT_LENGTH.search(self._buffer, 0, match.start() + 2)
-        length = int(length_match.group(1)) if length_match else 0
+        digits = length_match.group(1) if length_match else b"0"
+        length = int(digits) if len(digits) <= MAX_LENGTH_DIGITS else MAX_BODY_BYTES + 1
         if length > MAX_BODY_BYTES:
+            shown = digits.decode() if len(digits) <= MAX_LENGTH_DIGITS else f"of {len(digits)} digits"
+            self._note_dropped(f"Content-Length {shown} is over the {MAX_BODY_BYTES // 1024 // 1024} MiB a SIP body may have")
             self._drop_first_line()
             return b""
         end = match.end() + length
@@ -379,6 +431,15 @@ class SipFramer:
         message = bytes(self._buffer[:end])
         del self._buffer[:end]
         return message
+
+    def _note_dropped(self, reason: str) -> None:
+        """Remember what the message at the buffer's start was, before it is given up."""
+        head = bytes(self._buffer[:MAX_HEADER_BYTES])
+        line_end = head.find(b"\n")
+        start = head[: line_end if line_end >= 0 else 200].decode("utf-8", "replace").strip()[:200]
+        found = _CALL_ID_LINE.search(head)
+        call_id = found.group(1).decode("utf-8", "replace") if found else None
+        self.dropped.append(DroppedMessage(start, call_id, reason, _TO_TAG_LINE.search(head) is not None))
 
     def _drop_first_line(self) -> None:
         """Give up on an implausible message so the resync can find the next one."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from rtpcore.sip.crypto import CryptoAttribute, redact
+from rtpcore.sip.crypto import CryptoAttribute, CryptoLineError, CryptoProblem, redact, redact_crypto_line
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 DEFAULT_DIRECTION = "sendrecv"
@@ -12,11 +12,23 @@ MAX_PORT = 65535
 
 
 def _normalise_address(text: str) -> str:
-    """The address as ipaddress formats it; FQDNs are kept as written."""
+    """The address as ipaddress formats it, an IPv6 zone id (fe80::1%eth0) dropped; FQDNs are kept as written."""
+    address, _, zone = text.partition("%")
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ipaddress.ip_address(address))
     except ValueError:
         return text
+
+
+def is_address(text: str | None) -> bool:
+    """True for an IPv4/IPv6 address; False for a name (legal in c=, RFC 8866 §5.7) or nothing."""
+    if not text:
+        return False
+    try:
+        ipaddress.ip_address(text.split("/", 1)[0].partition("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _connection_address(value: str) -> str:
@@ -111,6 +123,8 @@ class SessionDescription:
     direction: str
     media: tuple[MediaDescription, ...]
     problems: tuple[str, ...] = ()
+    # a=crypto lines that cannot be used (malformed, or a suite we cannot decrypt), for key findings.
+    crypto_problems: tuple[CryptoProblem, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> SessionDescription:
@@ -120,6 +134,7 @@ class SessionDescription:
         direction: str | None = None
         fingerprint: str | None = None
         problems: list[str] = []
+        crypto_problems: list[CryptoProblem] = []
         builders: list[_MediaBuilder] = []
         for number, raw in enumerate(text.splitlines(), start=1):
             line = raw.strip()
@@ -151,13 +166,19 @@ class SessionDescription:
                         fingerprint = attr_value.strip()
                     else:
                         current.fingerprint = attr_value.strip()
+                elif name == "crypto" and current is not None:
+                    problem = _crypto_attribute(current, number, attr_value.strip())
+                    if problem is not None:
+                        crypto_problems.append(problem)
+                        if problem.kind not in _PARSED_KINDS:
+                            problems.append(f"line {number} ({current.media}): a=crypto ignored: {problem.reason}")
                 elif current is not None:
                     problem = _media_attribute(current, name, attr_value.strip())
                     if problem:
                         problems.append(f"line {number} ({current.media}): {problem}")
         session_direction = direction or DEFAULT_DIRECTION
         media = tuple(b.build(session_direction, fingerprint) for b in builders)
-        return cls(origin, connection, session_direction, media, tuple(problems))
+        return cls(origin, connection, session_direction, media, tuple(problems), tuple(crypto_problems))
 
     def audio(self) -> MediaDescription | None:
         """The first active audio stream (m=audio with a port other than 0)."""
@@ -190,13 +211,28 @@ def _media_attribute(current: _MediaBuilder, name: str, value: str) -> str | Non
                 current.rtcp_address = _connection_address(" ".join(parts[1:4]))
         except ValueError as exc:
             return str(exc)
-    elif name == "crypto":
-        try:
-            current.crypto.append(CryptoAttribute.parse(value))
-        except ValueError as exc:
-            return redact(f"a=crypto ignored: {exc}")
     elif name == "rtpmap":
         pt, _, encoding = value.partition(" ")
         if pt.isdigit() and encoding.strip():
             current.rtpmap.append((int(pt), encoding.strip()))
     return None
+
+
+# Kinds whose line still parses (and stays in `crypto`: the answer may name it) but cannot decrypt.
+_PARSED_KINDS = frozenset({"unknown-suite", "refused-suite"})
+
+
+def _crypto_attribute(current: _MediaBuilder, number: int, value: str) -> CryptoProblem | None:
+    """Keep a parsed a=crypto line; describe (redacted) a line that is malformed or names a suite we cannot use."""
+    text = redact_crypto_line(value)
+    try:
+        attribute = CryptoAttribute.parse(value)
+    except CryptoLineError as exc:
+        return CryptoProblem(number, current.media, text, exc.kind, redact(str(exc)))
+    except ValueError as exc:
+        return CryptoProblem(number, current.media, text, "malformed", redact(str(exc)))
+    current.crypto.append(attribute)
+    unusable = attribute.unusable()
+    if unusable is None:
+        return None
+    return CryptoProblem(number, current.media, text, unusable.kind, str(unusable))

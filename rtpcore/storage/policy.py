@@ -293,7 +293,7 @@ def open_session_storage(
     storage: Storage | None = None,
     environ: Mapping[str, str] | None = None,
     phase: str = PHASE_CAPTURE,
-    probe_interval: float = DEFAULT_PROBE_SECONDS,
+    probe_interval: float | None = None,
     **queue_options: Any,
 ) -> SessionStorage:
     """Storage for a session per RTPHELPER_STORAGE_MODE; S3 problems at start only switch to local-fallback."""
@@ -303,7 +303,8 @@ def open_session_storage(
         return SessionStorage(session_dir, FallbackPolicy(MODE_LOCAL, None), None)
     if storage is None:
         storage = _s3_storage(settings, environ, phase)
-    policy = FallbackPolicy(MODE_S3, storage, status_file=status_file, probe_interval=probe_interval)
+    interval = settings.s3_probe_interval_seconds if probe_interval is None else probe_interval
+    policy = FallbackPolicy(MODE_S3, storage, status_file=status_file, probe_interval=interval)
     queue = UploadQueue.from_settings(settings, session_dir, storage, location, policy=policy, phase=phase,
                                       start=False, **queue_options)
     queue.set_phase(phase)

@@ -47,6 +47,7 @@ PENDING, UPLOADING, DONE, FAILED = "pending", "uploading", "done", "failed"
 STATES = (PENDING, UPLOADING, DONE, FAILED)
 PHASE_CAPTURE, PHASE_POST = "capture", "post"
 IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is ready (it is woken earlier on any change)
+WATCH_INTERVAL = 0.5  # seconds between the stall watchdog's looks at the uploads in flight
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -159,6 +160,7 @@ class UploadQueue:
         backoff_max: float = 60.0,
         phase: str = PHASE_CAPTURE,
         start: bool = True,
+        stall_seconds: float = 5.0,
     ) -> None:
         if workers < 1 or concurrency_capture < 1 or concurrency_post < 1 or max_attempts < 1:
             raise ValueError("workers, concurrencies and max_attempts must be at least 1")
@@ -175,6 +177,8 @@ class UploadQueue:
         self._items: dict[str, UploadItem] = {}
         self._not_before: dict[str, float] = {}
         self._in_flight: set[str] = set()
+        self.stall_seconds = stall_seconds
+        self._last_progress = time.monotonic()  # start of the oldest upload in flight, or the last one finished
         self._closing = False
         self._over_cap_warned = False
         self._threads: list[threading.Thread] = []
@@ -198,6 +202,7 @@ class UploadQueue:
             "concurrency_post": settings.s3_upload_concurrency_post_capture,
             "max_attempts": settings.s3_upload_max_attempts,
             "spool_max_bytes": settings.local_spool_max_bytes,
+            "stall_seconds": settings.s3_stall_seconds,
         }
         params.update(kwargs)
         return cls(session_dir, storage, location, **params)
@@ -274,7 +279,11 @@ class UploadQueue:
         return len(failed)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is pending; False on timeout, when S3 is down, or when items failed for good."""
+        """Wait until nothing is pending; False on timeout, when S3 is down, or when items failed for good.
+
+        S3 judged unavailable (the stall watchdog's probe, or a failed upload) ends the wait at once: an
+        upload hung on a black-holed endpoint stays "uploading" until its own read timeout, then pending.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.policy is not None and not self.policy.available:
             self.policy.probe()
@@ -283,7 +292,7 @@ class UploadQueue:
                 states = {i.state for i in self._items.values()}
                 if not states & {PENDING, UPLOADING}:
                     return FAILED not in states
-                if self.policy is not None and not self.policy.available and not self._in_flight:
+                if self.policy is not None and not self.policy.available:
                     return False
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -300,17 +309,24 @@ class UploadQueue:
             self._closing = False
             self._threads = [threading.Thread(target=self._work, name=f"upload-{n}", daemon=True)
                              for n in range(self._worker_count)]
+            if self.policy is not None:
+                self._threads.append(threading.Thread(target=self._watch, name="upload-watchdog", daemon=True))
         for thread in self._threads:
             thread.start()
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Stop the workers after their current upload; pending items stay on disk for a later flush."""
+        """Stop the workers after their current upload, waiting at most `timeout` in all; pending items stay queued.
+
+        A worker still inside a hung request is a daemon thread: it ends with its own read timeout, and its
+        item's record on disk is "uploading", which a later flush takes as pending.
+        """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
             threads, self._threads = self._threads, []
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
-            thread.join(timeout)
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if self.policy is not None:
             self.policy.remove_listener(self._wake)
 
@@ -319,6 +335,24 @@ class UploadQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _watch(self) -> None:
+        """Probe S3 when uploads are in flight and none finished for stall_seconds: a black hole never errors."""
+        while True:
+            with self._cond:
+                if self._closing:
+                    return
+                self._cond.wait(WATCH_INTERVAL)
+                if self._closing:
+                    return
+                stalled = bool(self._in_flight) and time.monotonic() - self._last_progress > self.stall_seconds
+            if not stalled or self.policy is None or not self.policy.available:
+                continue
+            log.info("no S3 upload finished for %.0f s with %d in flight; probing the endpoint",
+                     self.stall_seconds, self.in_flight)
+            if self.policy.probe():
+                with self._cond:
+                    self._last_progress = time.monotonic()  # alive, just slow or large: look again later
 
     def _wake(self) -> None:
         with self._cond:
@@ -348,6 +382,8 @@ class UploadQueue:
                         if item is not None:
                             break
                     self._cond.wait(wait)
+                if not self._in_flight:
+                    self._last_progress = time.monotonic()
                 self._in_flight.add(item.id)
                 item = replace(item, state=UPLOADING, updated_ns=time.time_ns())
                 self._items[item.id] = item
@@ -357,6 +393,7 @@ class UploadQueue:
             finally:
                 with self._cond:
                     self._in_flight.discard(item.id)
+                    self._last_progress = time.monotonic()
                     self._items[item.id] = item
                     self._cond.notify_all()
             if item.state == DONE:

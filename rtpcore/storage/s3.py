@@ -83,9 +83,10 @@ class S3Config:
     multipart_chunksize: int = 100 * 1024 * 1024
     multipart_max_concurrency: int = 10
     multipart_use_threads: bool = True
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    max_attempts: int = 4  # botocore "standard" retries (connection errors, 5xx, throttling) per request
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+    max_attempts: int = 3  # botocore "standard" retries (connection errors, 5xx, throttling) per request
+    probe_timeout: float = 4.0  # the health probe: one request, no retry, this deadline for connect and read
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> S3Config:
@@ -102,6 +103,8 @@ class S3Config:
             multipart_chunksize=settings.s3_multipart_chunksize_bytes,
             multipart_max_concurrency=settings.s3_multipart_max_concurrency,
             multipart_use_threads=settings.s3_multipart_use_threads,
+            connect_timeout=settings.s3_connect_timeout_seconds, read_timeout=settings.s3_read_timeout_seconds,
+            max_attempts=settings.s3_request_max_attempts, probe_timeout=settings.s3_probe_timeout_seconds,
         )
         return replace(config, **overrides)
 
@@ -146,6 +149,8 @@ class S3Storage(Storage):
         self._lock = threading.Lock()
         self.phase = phase
         self._client = self._new_client(config.pool_for(phase))
+        # A black-holed endpoint accepts TCP and never answers: the probe must decide within its own deadline.
+        self._probe_client = self._new_client(1, timeout=config.probe_timeout, attempts=1)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, environ: Mapping[str, str] | None = None,
@@ -161,15 +166,16 @@ class S3Storage(Storage):
         return S3Storage(replace(self.config, bucket=bucket, prefix=""), credentials=self._credentials,
                          phase=self.phase)
 
-    def _new_client(self, pool: int) -> Any:
+    def _new_client(self, pool: int, *, timeout: float | None = None, attempts: int | None = None) -> Any:
         extra: dict[str, Any] = {}
         if self.config.endpoint_url:
             extra["s3"] = {"addressing_style": "path"}  # MinIO, Ceph, moto: no bucket sub-domains
         config = Config(
-            max_pool_connections=pool, connect_timeout=self.config.connect_timeout,
-            read_timeout=self.config.read_timeout,
-            retries={"max_attempts": self.config.max_attempts, "mode": "standard"}, signature_version="s3v4",
-            **extra,
+            max_pool_connections=pool,
+            connect_timeout=min(self.config.connect_timeout, timeout) if timeout else self.config.connect_timeout,
+            read_timeout=timeout or self.config.read_timeout,
+            retries={"total_max_attempts": attempts or self.config.max_attempts, "mode": "standard"},
+            signature_version="s3v4", **extra,
         )
         return self._session.client("s3", endpoint_url=self.config.endpoint_url, region_name=self.config.region,
                                     config=config)
@@ -278,9 +284,10 @@ class S3Storage(Storage):
             raise self._translate(exc, "presign", key) from exc
 
     def check(self) -> None:
+        """The health probe: one request with the probe deadline, no retry."""
         try:
             # Not head_bucket: a HEAD reply carries no error code, and both need s3:ListBucket anyway.
-            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+            self._probe_client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
         except ClientError as exc:
             if _error_code(exc) == "AccessDenied":
                 return  # the keys were accepted; write-only credentials may still upload
@@ -291,6 +298,7 @@ class S3Storage(Storage):
     def close(self) -> None:
         with self._lock:
             self._client.close()
+            self._probe_client.close()
 
     def describe(self) -> str:
         endpoint = self.config.endpoint_url or f"AWS S3 ({self.config.region})"

@@ -123,11 +123,47 @@ def test_output_folder_problems_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     (used / MANIFEST_NAME).write_text("")
     base = ["capture", "--address", "127.0.0.1", "--interface", "lo", "--duration", "1", "--out"]
     code, _, stderr = run([*base, str(used)], capsys)
-    assert code == 2 and f"{used} already holds a capture session (manifest.jsonl)" in stderr
+    assert code == 2 and f"{used} already holds a capture session (manifest.jsonl: a capture still running or " \
+        "crashed); choose a new --out folder" in stderr and f"rtphelper repair {used}" in stderr
     a_file = tmp_path / "file"
     a_file.write_text("x")
     code, _, stderr = run([*base, str(a_file / "sub")], capsys)
     assert code == 2 and f"{a_file / 'sub'}: output folder is not writable: Not a directory" in stderr
+
+
+def test_a_capture_that_captured_nothing_can_be_retried_in_the_same_folder(
+    rpcapd, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "retry"
+    closed = rpcapd_conftest._free_port()
+    base = ["capture", "--address", "127.0.0.1", "--interface", "lo", "--out", str(out), "--storage", "local",
+            "--quiet"]
+    code, _, stderr = run([*base, "--duration", "1", "--port", str(closed)], capsys)
+    assert code == 1 and "connection refused" in stderr
+    assert (out / MANIFEST_NAME).exists() and not list((out / "raw").iterdir())
+    udp = Receiver()
+    sent = payloads(b"retry", 100)
+    def send_when_capturing() -> None:
+        wait_for(lambda: any((out / "raw").glob("*.pcap")), seconds=10)
+        time.sleep(0.3)
+        udp.send(sent)
+
+    sender = threading.Thread(target=send_when_capturing)
+    sender.start()
+    code, _, stderr = run([*base, "--duration", "3", "--port", str(rpcapd.port), "--filter",
+                           f"udp dst port {udp.port}"], capsys)
+    sender.join()
+    udp.close()
+    assert code == 0, stderr
+    files = sorted((out / "raw").glob("*.pcap"))
+    assert written(files, udp.port) == sent
+    state = Manifest.read(out / MANIFEST_NAME)
+    assert state.finished and [c.name for c in state.chunks] == [f.name for f in files]
+    (aside,) = out.glob("manifest.failed-*.jsonl")  # the failed attempt's record is kept, not lost
+    assert "connection refused" in aside.read_text()
+    # A folder that holds data is never reused.
+    code, _, stderr = run([*base, "--duration", "1", "--port", str(rpcapd.port)], capsys)
+    assert code == 2 and f"{out} already holds a capture session (manifest.jsonl: 1 chunk(s))" in stderr
 
 
 def test_unreachable_and_refused_auth_exit_1(rpcapd_pwd, system_user, tmp_path: Path,

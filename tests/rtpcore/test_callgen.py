@@ -89,8 +89,10 @@ def test_every_variant_renders_consistent_truth(name: str, rendered: dict[str, t
     assert legs["call_ids"][0] == legs["call_id"] and set(truth["sip_messages"]) >= set(legs["call_ids"])
     for s in truth["streams"]:
         leg = next(leg for leg in legs["legs"] if leg["name"] == s["leg"])
+        real = {x["real"] for x in truth.get("latched", []) if x["leg"] == s["leg"]}
         if s["kind"] == "rtp":
-            assert {s["src"], s["dst"]} <= set(leg["endpoints"]), s
+            assert {s["src"], s["dst"]} <= set(leg["endpoints"]) | real, s
+            assert not real or {s["src"], s["dst"]} & real, "a latched leg's media flows with the real address"
         assert s["encrypted"] == (s["suite"] is not None)
     assert {s["leg"] for s in truth["streams"] if s["kind"] == "rtp"} == {"carrier", "core"}
     assert ("select" in truth) == (name in ("background-calls", "multi-call"))

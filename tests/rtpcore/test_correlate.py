@@ -23,6 +23,7 @@ MEDIA_VARIANTS = [
     "fragmented-invite", "vlan", "sll2", "pcapng", "ipv6", "reinvite-rekey", "suite-32", "gcm", "gcm-256",
     "srtp-both-legs", "rtcp-mux", "rtcp-attr", "background-calls", "mid-call", "wrap-across-files", "rolling",
     "duplicates", "srtcp-clear-first", "late-offer",
+    "latching-peer", "nat-carrier", "ipv6-srtp-both-legs", "rtcp-after-bye", "full-capture-sip",
 ]
 
 

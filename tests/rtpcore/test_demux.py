@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rtpcore.errors import InputError
-from rtpcore.media.bpf import leg_filter, leg_pairs
+from rtpcore.media.bpf import leg_filter, leg_pairs, relay_endpoints
 from rtpcore.media.demux import (
     FileResult,
     filter_raw_file,
@@ -200,14 +200,17 @@ def test_leg_filter_compiles_for_every_capture_link_type(name: str, linktype: in
 def test_leg_filter_pairs_are_deduplicated(generated) -> None:
     mux = _plan(generated("rtcp-mux"))
     expr = leg_filter(mux)
-    # rtcp-mux: RTCP shares the RTP pair, so 2 pairs per leg; the Ethernet form repeats the core 3 times.
+    # rtcp-mux: RTCP shares the RTP pair, so 2 pairs per leg and one media host endpoint per leg, whose
+    # port and host (any peer) the Ethernet form repeats 3 times.
     assert len(leg_pairs(mux)) == 2 * len(mux.legs)
-    assert expr.count("src host") == 3 * 2 * len(mux.legs)
+    assert len(relay_endpoints(mux)) == len(mux.legs)
+    assert expr.count("port 40000") == expr.count("port 42000") == 3 and "40001" not in expr
     rekey = _plan(generated("reinvite-rekey"))
     pairs = leg_pairs(rekey)
     assert len(pairs) == len(set(pairs)) == 4 * 3, "carrier: 2 negotiations, core: 1; RTP+RTCP both ways"
     assert ("198.51.100.10", 30003, "10.77.1.1", 40003) in pairs
-    assert "src host 2001:db8:100::10 and src port 30000" in leg_filter(_plan(generated("ipv6")))
+    assert "host 2001:db8:77:1::1" in leg_filter(_plan(generated("ipv6")))
+    assert "198.51.100.10" not in leg_filter(rekey), "the peer side is learned, not filtered on"
 
 
 @pytest.mark.parametrize("name", ["inbound-proxy", "vlan", "sll2", "ipv6", "pcapng"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -42,8 +43,10 @@ def test_console_script_prints_one_json_object(generated) -> None:
     folder = generated("inbound-b2bua")
     truth = load_truth(folder)
     exe = Path(sys.executable).with_name("rtphelper")
+    # The console script of a shared venv imports the checkout it was installed from: point it at this one.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     run = subprocess.run([str(exe), "legs", "--sip", str(folder / "sip.pcap"), "--direction", "inbound", "--json"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout) == truth["legs"]
     assert len(truth["legs"]["call_ids"]) == 2, "a B2BUA call has two dialogs"

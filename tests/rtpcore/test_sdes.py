@@ -102,6 +102,7 @@ def test_wrong_key_length_names_suite_and_sizes(name: str, key_len: int, salt_le
         ("1 AES_CM_128_HMAC_SHA1_80", "needs 'tag suite key-params', got 2 field(s)"),
         ("x AES_CM_128_HMAC_SHA1_80 inline:QUJD", "tag 'x' is not a 1-9 digit number"),
         ("1 AES_CM_128_HMAC_SHA1_80 uri:https://kms/key", "key method 'uri' is not 'inline'"),
+        ("1 AES_CM_128_HMAC_SHA1_80 WVNfX19zZWNyZXRfX19rZXlfX19oZXJlX19fMTIzNDU2", "no 'inline:' before the key (44 characters, not shown)"),
         ("1 AES_CM_128_HMAC_SHA1_80 inline:not*base64", f"inline key of {len('not*base64')} characters is not base64"),
         ("1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|2^x", "key lifetime '2^x' is neither '2^N' nor a decimal number"),
         ("1 AES_CM_128_HMAC_SHA1_80 inline:QUJD|1:0", "MKI length 0 is outside 1..128"),
@@ -114,6 +115,7 @@ def test_malformed_attributes(value: str, reason: str) -> None:
     with pytest.raises(ValueError) as info:
         CryptoAttribute.parse(value)
     assert reason in str(info.value)
+    assert "WVNfX19z" not in str(info.value), "key material is never echoed"
 
 
 def test_key_repr_and_str_hide_material() -> None:
