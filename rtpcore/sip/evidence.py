@@ -50,6 +50,7 @@ DIVERSION_POINTS = 2.0
 CODECS_EQUAL_POINTS = 0.5   # most phones offer PCMU/PCMA at 20 ms: weak
 CODECS_DISJOINT_POINTS = -1.0
 PTIME_POINTS = 0.25
+SRTP_FAMILY_POINTS = 0.5
 ORIGIN_POINTS = 2.0
 DEFAULT_CORRELATION_HEADERS = ("X-CID",)
 _NULL_UUID = "0" * 32
@@ -80,7 +81,7 @@ class Evidence:
 
 
 class _Codecs:
-    """A codec set that formats sorted and comma-separated when a sentence is shown."""
+    """A set of names (codecs, suite families) that formats sorted and comma-separated when a sentence is shown."""
 
     __slots__ = ("codecs",)
 
@@ -112,6 +113,7 @@ class SdpFacts:
     codecs: frozenset[str]
     ptime: str | None
     origin: tuple[str, str] | None   # (username, sess-id) of o=
+    srtp_families: frozenset[str] = frozenset()   # SDES suite families offered (AES_CM_128, AEAD_AES_256_GCM, …)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,7 @@ def _sdp_facts(msg: SipMessage, headers: dict[str, list[str]] | None = None) -> 
     formats: list[str] = []
     rtpmap: dict[str, str] = {}
     ptime: str | None = None
+    families: set[str] = set()
     in_audio = seen_audio = False
     for raw in text.splitlines():
         kind, _, value = raw.strip().partition("=")
@@ -225,11 +228,15 @@ def _sdp_facts(msg: SipMessage, headers: dict[str, list[str]] | None = None) -> 
                 rtpmap[pt] = encoding.strip().lower()
             elif name == "ptime":
                 ptime = attr.strip()
+            elif name == "crypto" and in_audio:
+                parts = attr.split(None, 2)   # tag, suite, key params: the key itself is never kept
+                if len(parts) >= 2:
+                    families.add(parts[1].upper().split("_HMAC", 1)[0])
     if port is None:
         return None
     codecs = {rtpmap.get(f) or _STATIC_CODECS.get(int(f), "") if f.isdigit() else "" for f in formats}
     codecs = {c for c in codecs if c and not c.startswith("telephone-event")}
-    return SdpFacts(_normal_address(media_c or session_c), port, frozenset(codecs), ptime, origin)
+    return SdpFacts(_normal_address(media_c or session_c), port, frozenset(codecs), ptime, origin, frozenset(families))
 
 
 @functools.lru_cache(maxsize=65536)
@@ -388,6 +395,9 @@ def score(
                 out.append(Evidence("sdp", CODECS_DISJOINT_POINTS, "no codec in common between the two offers"))
         if ua.ptime and ua.ptime == da.ptime:
             out.append(Evidence("sdp", PTIME_POINTS, "same ptime {}", (ua.ptime,)))
+        shared = ua.srtp_families & da.srtp_families
+        if shared:  # SBCs often drop SRTP on one side, so a missing family says nothing; a shared one says a little
+            out.append(Evidence("sdp", SRTP_FAMILY_POINTS, "same SRTP suite family offered ({})", (_Codecs(shared),)))
         if ua.origin is not None and ua.origin == da.origin and up.call_id != down.call_id:
             out.append(Evidence("sdp", ORIGIN_POINTS, f"o= session {ua.origin[1]} kept"))
     return out

@@ -288,3 +288,12 @@ def test_session_id_of_rfc_7989_is_evidence(generated, capsys) -> None:
     (call,) = _calls_json(capsys, folder / "sip.pcap")
     assert any(e["detail"].startswith("Session-ID ") and e["points"] == 6 for e in call["links"][0]["evidence"])
     assert call["from"] == "sbc-trunk" and call["to"].isdigit() and len(call["to"]) == 4
+
+
+def test_srtp_suite_family_is_weak_sdp_evidence(generated, capsys) -> None:
+    (call,) = _calls_json(capsys, generated("srtp-both-legs") / "sip.pcap")
+    details = {e["detail"]: e["points"] for e in call["links"][0]["evidence"]}
+    assert details["same SRTP suite family offered (AES_CM_128)"] == 0.5
+    assert not any("inline" in d or "crypto:" in d for d in details)
+    (call,) = _calls_json(capsys, generated("inbound-proxy") / "sip.pcap")
+    assert not any("SRTP" in e["detail"] for e in call["links"][0]["evidence"]), "plain RTP on the core side"
