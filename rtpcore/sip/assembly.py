@@ -1,12 +1,15 @@
 """Assemble hops (one Call-ID between two addresses) into calls by evidence, not by a number rule.
 
 Candidates for "this hop was forwarded as that hop" come from indexes (same Call-ID, correlation
-header, number, From-tag, o= session) and from the few INVITEs that left next in time, always within
-the forward window — never all pairs, so a trace of 10,000 calls assembles in near-linear time. Each
-candidate is scored (rtpcore.sip.evidence); links are taken greedily from the best score down, each hop
-with at most one upstream and one downstream. Greedy and not an optimal assignment on purpose: where
-evidence separates the true link by a margin, greedy finds it; where it does not, no optimiser can know
-better, so such links are kept but marked ambiguous with their rivals — said, never silently picked.
+header, number, From-tag, o= session; hops whose 18x/200/BYE/CANCEL fall within 50 ms of this hop's)
+and from the few INVITEs that left next in time, always within the forward window — never all pairs,
+so a trace of 10,000 calls assembles in near-linear time. Each candidate is scored
+(rtpcore.sip.evidence); links are taken greedily from the best score down, each hop with at most one
+upstream and one downstream. A second pass replaces "nothing ties these two addresses" by what the
+confident links of the same capture taught (address pairs of one box; addresses that only originate).
+Greedy and not an optimal assignment on purpose: where evidence separates the true link by a margin,
+greedy finds it; where it does not, no optimiser can know better, so such links are kept but marked
+ambiguous with their rivals — said, never silently picked.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from rtpcore.hosts import HostsConfig
     from rtpcore.settings import Settings
 
-# A link needs this much evidence: e.g. INVITE forwarded within 100 ms (3) and the 200 OK relayed (1).
+# A link needs this much evidence: e.g. INVITE forwarded within 100 ms (3) and the 200 OK relayed (1.5).
 MIN_LINK_SCORE = 4.0
 # A rival within this many points of the chosen link makes the link ambiguous.
 AMBIGUITY_MARGIN = 2.0
@@ -46,7 +49,8 @@ LEARN_MIN_LINKS = 2
 ORIGINATOR_POINTS = -6.0
 # An unlinked hop this close below MIN_LINK_SCORE, with nothing against its addresses, is reported as a near miss.
 NEAR_MISS_MARGIN = 1.0
-# Besides index hits, the next INVITEs after the upstream one are candidates (timing + addresses alone).
+# Besides index hits, the next INVITEs after the upstream one are candidates (timing + addresses alone),
+# when one of their events is within 50 ms of the upstream hop's or they leave from the same box.
 NEAREST_BY_TIME = 3
 # A hop with this many events (18x, 200, BYE, CANCEL) within 50 ms of this hop's is a candidate by timing.
 MIN_TWIN_EVENTS = 2
