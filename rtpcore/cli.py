@@ -39,7 +39,7 @@ def _legs(args: argparse.Namespace) -> int:
         print(json.dumps(doc))
         return EXIT_OK
     if explained is not None:
-        print("\n".join(explained.explain()))
+        print("\n".join(explained.explain()) + "\n")
     print(f"call {plan.call_id}  ({args.direction})")
     if len(plan.call_ids) > 1:
         print(f"dialogs: {', '.join(plan.call_ids)}")
