@@ -297,3 +297,24 @@ def test_srtp_suite_family_is_weak_sdp_evidence(generated, capsys) -> None:
     assert not any("inline" in d or "crypto:" in d for d in details)
     (call,) = _calls_json(capsys, generated("inbound-proxy") / "sip.pcap")
     assert not any("SRTP" in e["detail"] for e in call["links"][0]["evidence"]), "plain RTP on the core side"
+
+
+def test_a_hop_just_short_of_a_link_is_reported_as_a_near_miss() -> None:
+    """Weak but real evidence (same box, slow forward, BYE relayed loosely) is shown, not silently dropped."""
+    carrier, sbc, core = "198.51.100.10", "10.77.1.1", "10.77.2.10"
+    up = Dialog("slow-up@x", "ua", "ua", carrier, sbc, "t1", "t2", "UDP")
+    down = Dialog("slow-down@y", "ua", "ua", sbc, core, "t3", "t4", "UDP")
+    t0 = BASE_TIME_NS
+    second = 1_000_000_000
+    packets = [
+        _packet(t0, carrier, sbc, request(up, "INVITE", 1, from_caller=True, branch="b1", established=False), 0),
+        _packet(t0 + 3 * second // 2, sbc, core, request(down, "INVITE", 1, from_caller=True, branch="b2",
+                                                         established=False), 1),
+        _packet(t0 + 20 * second, carrier, sbc, request(up, "BYE", 2, from_caller=True, branch="b3"), 2),
+        _packet(t0 + 20 * second + second // 2, sbc, core, request(down, "BYE", 2, from_caller=True, branch="b4"), 3),
+    ]
+    calls = assemble(build_hops(packets), AssemblyConfig())
+    assert [c.call_ids for c in calls] == [("slow-up@x",), ("slow-down@y",)]
+    assert [m.score for m in calls[1].near_misses] == [3.5] and calls[1].ambiguous
+    assert "  near miss: Call-ID slow-up@x (198.51.100.10 → 10.77.1.1) scored 3.5 (links need 4)" in calls[1].explain()
+    assert any("may belong to this call too" in note for note in calls[1].notes())
