@@ -108,7 +108,11 @@ class SlowProxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:  # the server behind was stopped (end of test): drop the client
+                client.close()
+                continue
             threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, self.delay), daemon=True).start()
 
