@@ -33,6 +33,7 @@ for p in (str(ROOT), str(BENCH)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+import assembly_bench  # noqa: E402
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import pylibsrtp  # noqa: E402
@@ -516,15 +517,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CHECK FAILED: {problem}", file=sys.stderr)
     if not args.no_write:
         old = RESULTS.read_text() if RESULTS.exists() else ""
-        kept = capture_bench.capture_section(old) + wrong_key_bench.section(old)
-        # call assembly (issue 8): keep bench/assembly_bench.py's section too
-        assembly = re.search(r"<!-- assembly:begin -->.*?<!-- assembly:end -->\n?", old, re.S)
-        kept += ("\n" + assembly.group(0)) if assembly else ""
+        # Every other benchmark keeps its own section between <!-- name:begin --> and <!-- name:end --> markers.
+        kept = "\n".join(
+            m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->\n?", old, re.S))
         RESULTS.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
     print("\nwrong-key benchmark (bench/wrong_key_bench.py):", flush=True)
     if wrong_key_bench.main(["--no-write"] if args.no_write else []) != 0:
         problems.append("wrong-key: a wrong key cost more than 2x the right key")
+    print("\ncall assembly benchmark (bench/assembly_bench.py):", flush=True)
+    if assembly_bench.main(["--no-write"] if args.no_write else []) != 0:
+        problems.append("assembly: calls mis-assembled or over 2 s")
     if not args.skip_capture:
         print("\ncapture benchmark (bench/capture_bench.py):", flush=True)
         if capture_bench.main(capture_args) != 0:
