@@ -24,6 +24,7 @@ MEDIA_VARIANTS = [
     "srtp-both-legs", "rtcp-mux", "rtcp-attr", "background-calls", "mid-call", "wrap-across-files", "rolling",
     "duplicates", "srtcp-clear-first", "late-offer",
     "latching-peer", "nat-carrier", "ipv6-srtp-both-legs", "rtcp-after-bye", "full-capture-sip",
+    "b2bua-rewrite", "b2bua-national", "outbound-b2bua-rewrite", "topology-hiding", "multi-call", "srtcp-single-report",
 ]
 
 
