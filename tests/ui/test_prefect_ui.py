@@ -243,3 +243,31 @@ def test_summary_streams_table_fits_the_artifact_pane(
     widths = browser_page.js("[...document.querySelectorAll('.markdown-renderer table')]"
                              ".map(t => [t.scrollWidth, t.parentElement.clientWidth])")
     assert all(table <= pane for table, pane in widths), widths
+
+
+@pytest.mark.parametrize(("variant", "needles"), [
+    ("nat-carrier", ("Findings", "carrier peer sent from", "NAT or multi-homed")),
+    ("wrong-key", ("Findings", "wrong key")),
+])
+def test_what_the_call_hid_is_in_the_summary_a_user_reads(
+        ui_server: UiServer, browser_page: Page, generated, tmp_path: Path, variant: str, needles: tuple[str, ...]) -> None:
+    """Issue 8 as the engineer meets it: a latching NAT'd carrier or a wrong key is said in the run's summary."""
+    call = generated(variant)
+    truth = load_truth(call)
+    params = {"sip_pcap": str(call / "sip.pcap"), "direction": truth["direction"], "media": [str(call / "media")],
+              "output_folder": str(tmp_path / "out")}
+    run = subprocess.run([sys.executable, "-c", RUN_FLOW, json.dumps(params)], cwd=REPO, env=ui_server.env,
+                         capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("FLOW_RUN ")]
+    assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
+    flow_run = json.loads(lines[-1].removeprefix("FLOW_RUN "))
+    assert flow_run["type"] == "COMPLETED", "a key or address problem never fails the run"
+    summary = next(a for a in _read_artifacts(ui_server.api_url, flow_run["id"])
+                   if (a.key or "").startswith("correlation-"))
+    page = browser_page
+    page.goto(f"{ui_server.url}/artifacts/artifact/{summary.id}")
+    text = page.wait_for_text("Legs", "Streams", *needles)
+    for stream in truth["streams"]:
+        if stream.get("key"):
+            assert stream["key"][:12] not in text, "no SDES key on the page"
+    _shoot(page, f"correlate-call-{variant}.png")
