@@ -1,0 +1,101 @@
+"""Per-stream RTP statistics equal tshark's rtp,streams (packets, lost, max delta exactly; jitter within 0.01 ms)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtpcore.analysis.packets import read_media
+from rtpcore.analysis.stats import StreamStats, compute_stats
+from tests.conftest import load_truth
+from tests.rtpcore.analysis_helpers import impair, tshark_streams
+
+JITTER_TOLERANCE_MS = 0.01
+# A representative set: proxy/B2BUA, both directions, IPv6, VLAN, SLL2, pcapng, re-INVITE, ROC, wraps, rolling
+# files, duplicates, latching, two senders on one port, RTCP-mux.
+VARIANTS = ["inbound-proxy", "outbound-b2bua", "ipv6", "vlan", "sll2", "pcapng", "reinvite-rekey", "mid-call",
+            "wrap-across-files", "rolling", "duplicates", "latching-peer", "two-senders-one-port", "rtcp-mux"]
+PUBLIC = ["sipp_g711a.pcap", "sipp_dtmf_2833_1.pcap", "heplify_rtp_rtcp_sip_ipv4_udp.pcap"]
+
+
+def _stats(path: Path) -> dict[tuple[str, int, str, int, int], StreamStats]:
+    media = read_media(path)
+    return {(s.src, s.sport, s.dst, s.dport, s.ssrc): s for s in compute_stats(media.rtp, media.first_ts_ns)}
+
+
+def assert_equal_to_tshark(tshark: str, path: Path) -> int:
+    """Every stream tshark lists is ours with the same figures, and we list no other; returns the stream count."""
+    theirs = tshark_streams(tshark, path)
+    ours = _stats(path)
+    assert set(ours) == set(theirs), f"{path.name}: streams differ: ours {sorted(ours)} tshark {sorted(theirs)}"
+    for key, row in theirs.items():
+        s = ours[key]
+        where = f"{path.name} {s.key}"
+        assert s.packets == int(row["pkts"]), where
+        assert s.lost == int(row["lost"]), where
+        assert f"{s.max_delta_ms:.3f}" == row["max_delta"], where
+        assert f"{s.min_delta_ms:.3f}" == row["min_delta"], where
+        assert f"{s.first_s:.6f}" == row["start"] and f"{s.last_s:.6f}" == row["end"], where
+        assert abs(s.max_jitter_ms - float(row["max_jitter"])) <= JITTER_TOLERANCE_MS, where
+        assert abs(s.mean_jitter_ms - float(row["mean_jitter"])) <= JITTER_TOLERANCE_MS, where
+    return len(theirs)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_generated_media_equals_tshark(name: str, generated, tshark: str) -> None:
+    folder = generated(name)
+    counted = sum(assert_equal_to_tshark(tshark, folder / media) for media in load_truth(folder)["media"])
+    assert counted >= 2
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_capture_equals_tshark(name: str, shared_pcaps: Path, tshark: str) -> None:
+    assert assert_equal_to_tshark(tshark, shared_pcaps / name) >= 1
+
+
+def test_fax_capture_audio_direction_equals_tshark(shared_pcaps: Path, tshark: str) -> None:
+    # Known difference, documented in README: after the re-INVITE to T.38 (m=image udptl) tshark decodes the later
+    # packets towards 15580's peer as T.38 from the SDP; we read RTP headers only. The direction whose RTP
+    # timestamp restarts at 0 after the fax (in time for Wireshark: it wraps past the first timestamp) agrees.
+    path = shared_pcaps / "heplify_FAX-Call-t38-CA-TDM-SIP-FB-1.pcap"
+    theirs = tshark_streams(tshark, path)
+    key = ("10.23.1.52", 16756, "10.35.60.100", 15580, 0x17D90134)
+    s = _stats(path)[key]
+    row = theirs[key]
+    assert (s.packets, s.lost, f"{s.max_delta_ms:.3f}") == (int(row["pkts"]), int(row["lost"]), row["max_delta"])
+    assert f"{s.max_delta_ms:.3f}" == "9199.842"
+    assert abs(s.max_jitter_ms - float(row["max_jitter"])) <= JITTER_TOLERANCE_MS
+    assert abs(s.mean_jitter_ms - float(row["mean_jitter"])) <= JITTER_TOLERANCE_MS
+
+
+def _carrier_ssrc(folder: Path) -> tuple[Path, int]:
+    media = folder / load_truth(folder)["media"][0]
+    streams = compute_stats(read_media(media).rtp, read_media(media).first_ts_ns)
+    return media, max(streams, key=lambda s: s.packets).ssrc
+
+
+@pytest.mark.parametrize(("runs", "run_len", "dups", "swaps", "jitter_ns"), [
+    (7, 1, 0, 0, 0),          # random single losses
+    (3, 5, 0, 0, 0),          # bursts
+    (0, 1, 4, 0, 0),          # duplicates: tshark's lost goes negative
+    (0, 1, 0, 6, 0),          # reordering: late packets
+    (2, 3, 2, 3, 0),          # all together
+    (0, 1, 0, 0, 15_000_000),  # up to 15 ms of arrival jitter
+])
+def test_impaired_stream_equals_tshark_and_the_injected_truth(tmp_path: Path, generated, tshark: str, runs: int,
+                                                              run_len: int, dups: int, swaps: int,
+                                                              jitter_ns: int) -> None:
+    src, ssrc = _carrier_ssrc(generated("inbound-proxy"))
+    dest = tmp_path / "impaired.pcap"
+    truth = impair(src, dest, ssrc, seed=runs * 31 + dups * 7 + swaps, drop_runs=runs, run_len=run_len,
+                   duplicates=dups, swaps=swaps, jitter_ns=jitter_ns)
+    assert_equal_to_tshark(tshark, dest)
+    stream = next(s for s in _stats(dest).values() if s.ssrc == ssrc)
+    assert stream.unique_lost == truth.dropped
+    assert stream.loss_bursts == truth.bursts
+    assert stream.duplicates == truth.duplicated
+    assert stream.out_of_order == truth.swapped
+    assert stream.lost == truth.dropped - truth.duplicated  # Wireshark: expected − received, duplicates included
+    assert sum(stream.per_100ms) == stream.packets
+    if jitter_ns:
+        assert stream.max_jitter_ms > 1.0
