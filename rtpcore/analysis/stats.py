@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rtpcore.analysis.codecs import FIRST_DYNAMIC_PT, PayloadMap, codec_of, is_comfort_noise
@@ -324,8 +323,3 @@ def dynamic_payloads_from_sdp(sdp_lines: Sequence[str]) -> dict[int, tuple[str, 
         if head.isdigit() and int(head) >= FIRST_DYNAMIC_PT and len(parts) >= 2 and parts[1].isdigit():
             found[int(head)] = (parts[0], int(parts[1]))
     return found
-
-
-def analyzed_file(path: Path) -> str:
-    """The file name shown in messages about a stream."""
-    return str(path)

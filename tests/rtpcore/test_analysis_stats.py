@@ -8,7 +8,7 @@ import pytest
 from rtpcore.analysis.packets import read_media
 from rtpcore.analysis.stats import StreamStats, compute_stats
 from tests.conftest import load_truth
-from tests.rtpcore.analysis_helpers import impair, tshark_streams
+from tests.rtpcore.test_analysis_helpers import impair, tshark_streams
 
 JITTER_TOLERANCE_MS = 0.01
 # A representative set: proxy/B2BUA, both directions, IPv6, VLAN, SLL2, pcapng, re-INVITE, ROC, wraps, rolling
