@@ -1,0 +1,185 @@
+"""Audio of a stream as 16-bit PCM WAV: G.711 µ-law/A-law decoded by table, lost packets as silence.
+
+Samples are placed by RTP timestamp (a late packet lands where it belongs, a lost one leaves silence; a duplicate
+writes the same samples twice); a stereo WAV puts two streams side by side, aligned by arrival time of their first
+packets. G.722 and every other codec are listed as not decodable: there is no independent reference here to
+prove a pure-Python G.722 decoder right, so we do not ship one yet.
+"""
+from __future__ import annotations
+
+import sys
+import wave
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtpcore.analysis.codecs import PT_PCMA, PT_PCMU
+from rtpcore.analysis.packets import NS_PER_S, RtpPacket
+
+G711_RATE = 8000
+SAMPLE_BYTES = 2
+TS_MOD = 1 << 32
+TS_HALF = 1 << 31
+MAX_SECONDS = 4 * 3600          # a timestamp jump past this is not audio we place (a broken sender)
+ULAW_BIAS = 0x84
+ALAW_XOR = 0x55
+
+
+def _ulaw(byte: int) -> int:
+    """ITU-T G.711 µ-law expansion of one code word to a 16-bit linear sample."""
+    u = ~byte & 0xFF
+    t = (((u & 0x0F) << 3) + ULAW_BIAS) << ((u & 0x70) >> 4)
+    return ULAW_BIAS - t if u & 0x80 else t - ULAW_BIAS
+
+
+def _alaw(byte: int) -> int:
+    """ITU-T G.711 A-law expansion of one code word to a 16-bit linear sample."""
+    a = byte ^ ALAW_XOR
+    t = (a & 0x0F) << 4
+    segment = (a & 0x70) >> 4
+    if segment == 0:
+        t += 8
+    else:
+        t = (t + 0x108) << (segment - 1)
+    return t if a & 0x80 else -t
+
+
+def _table(expand: Any) -> bytes:
+    """256 code words → 512 bytes of little-endian int16, for bytes-level lookup."""
+    return b"".join(expand(b).to_bytes(2, "little", signed=True) for b in range(256))
+
+
+ULAW_TABLE = _table(_ulaw)
+ALAW_TABLE = _table(_alaw)
+DECODERS: dict[int, tuple[str, bytes]] = {PT_PCMU: ("PCMU", ULAW_TABLE), PT_PCMA: ("PCMA", ALAW_TABLE)}
+
+
+def decode_g711(payload: bytes, table: bytes) -> bytes:
+    """Little-endian 16-bit PCM of a G.711 payload (one byte per sample)."""
+    return b"".join(table[2 * b:2 * b + 2] for b in payload)
+
+
+def decodable(pt: int) -> bool:
+    """Whether we can turn this payload type into PCM."""
+    return pt in DECODERS
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAudio:
+    """One stream's PCM (mono, 16-bit little-endian) and how it was assembled."""
+
+    key: str
+    codec: str
+    rate: int
+    pcm: bytes = field(repr=False)
+    first_arrival_ns: int
+    packets_decoded: int
+    packets_skipped: int       # other payload types (CN, DTMF) or timestamps outside the placeable range
+    silent_samples: int        # samples no packet covered (loss, gaps)
+
+    @property
+    def samples(self) -> int:
+        """How many samples the track holds."""
+        return len(self.pcm) // SAMPLE_BYTES
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for reports (no audio bytes)."""
+        return {"stream": self.key, "codec": self.codec, "rate": self.rate, "seconds": round(self.samples / self.rate, 3),
+                "packets_decoded": self.packets_decoded, "packets_skipped": self.packets_skipped,
+                "silent_samples": self.silent_samples}
+
+
+def stream_audio(key: str, packets: Sequence[RtpPacket]) -> StreamAudio | None:
+    """Decode one stream's main payload type into a track; None when that codec is not decodable."""
+    if not packets:
+        return None
+    pt = next((p.pt for p in packets if decodable(p.pt)), packets[0].pt)
+    if not decodable(pt):
+        return None
+    codec, table = DECODERS[pt]
+    # Extended timestamps: each packet relative to the previous one, modulo 2³², so wraps are followed.
+    placed: list[tuple[int, RtpPacket]] = []
+    ext = prev = packets[0].timestamp
+    for p in packets:
+        step = (p.timestamp - prev) % TS_MOD
+        ext += step - TS_MOD if step >= TS_HALF else step
+        prev = p.timestamp
+        if p.pt == pt:
+            placed.append((ext, p))
+    origin = min(e for e, _p in placed)
+    limit = MAX_SECONDS * G711_RATE
+    pcm = bytearray()
+    decoded = skipped = 0
+    for ext_ts, p in placed:
+        at = ext_ts - origin
+        end = at + len(p.payload)
+        if end > limit:
+            skipped += 1
+            continue
+        if end * SAMPLE_BYTES > len(pcm):
+            pcm.extend(bytes(end * SAMPLE_BYTES - len(pcm)))
+        pcm[at * SAMPLE_BYTES:end * SAMPLE_BYTES] = decode_g711(p.payload, table)
+        decoded += 1
+    skipped += len(packets) - len(placed)
+    written = _covered_samples(placed, origin, limit)
+    return StreamAudio(key, codec, G711_RATE, bytes(pcm), packets[0].ts_ns, decoded, skipped,
+                       len(pcm) // SAMPLE_BYTES - written)
+
+
+def _covered_samples(placed: list[tuple[int, RtpPacket]], origin: int, limit: int) -> int:
+    """Samples covered by at least one packet (duplicates and overlaps counted once)."""
+    spans = sorted((e - origin, e - origin + len(p.payload)) for e, p in placed if e - origin + len(p.payload) <= limit)
+    total = 0
+    reach = 0
+    for start, end in spans:
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def write_wav(path: str | Path, audio: StreamAudio) -> Path:
+    """A mono 16-bit PCM WAV of the track."""
+    path = Path(path)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(SAMPLE_BYTES)
+        out.setframerate(audio.rate)
+        out.writeframes(audio.pcm)  # the tables are little-endian already
+    return path
+
+
+def stereo_pcm(left: StreamAudio, right: StreamAudio) -> bytes:
+    """Interleave two tracks (left, right), each delayed by its first arrival after the earlier one's."""
+    if left.rate != right.rate:
+        raise ValueError(f"cannot pair {left.key} ({left.rate} Hz) with {right.key} ({right.rate} Hz) in one WAV")
+    start = min(left.first_arrival_ns, right.first_arrival_ns)
+    tracks = []
+    for track in (left, right):
+        lead = (track.first_arrival_ns - start) * track.rate // NS_PER_S
+        tracks.append(array("h", bytes(lead * SAMPLE_BYTES) + track.pcm))
+    if sys.byteorder == "big":
+        for t in tracks:
+            t.byteswap()
+    length = max(len(t) for t in tracks)
+    for t in tracks:
+        t.extend([0] * (length - len(t)))
+    both = array("h", [0]) * (2 * length)
+    both[0::2] = tracks[0]
+    both[1::2] = tracks[1]
+    if sys.byteorder == "big":
+        both.byteswap()
+    return both.tobytes()
+
+
+def write_stereo_wav(path: str | Path, left: StreamAudio, right: StreamAudio) -> Path:
+    """A stereo WAV: one direction per channel, aligned by arrival time."""
+    path = Path(path)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(SAMPLE_BYTES)
+        out.setframerate(left.rate)
+        out.writeframes(stereo_pcm(left, right))
+    return path
