@@ -103,3 +103,16 @@ def test_undecodable_codecs_are_listed_not_guessed() -> None:
     g722 = [RtpPacket(1, 0, "a", 1, "b", 2, 7, 9, 1, 0, False, bytes(160))]
     assert stream_audio("g722", g722) is None
     assert compute_stats(g722, 0)[0].codec == "g722"
+
+
+def test_wav_of_the_decrypted_srtp_leg_equals_the_generated_audio(tmp_path: Path, generated) -> None:
+    from rtpcore.pipeline import correlate
+
+    folder = generated("inbound-proxy")
+    truth = load_truth(folder)
+    report = correlate(folder / truth["sip"], truth["direction"], [folder / "media"], tmp_path / "out")
+    carrier = [p for p in read_media(report.outputs[1]).rtp if p.src == "198.51.100.10"]
+    audio = stream_audio("carrier", carrier)
+    assert audio is not None and len(carrier) > 250
+    assert write_wav(tmp_path / "carrier.wav", audio).stat().st_size == 44 + len(audio.pcm)
+    assert audio.pcm == _reference(carrier, audioop.ulaw2lin)

@@ -99,3 +99,16 @@ def test_impaired_stream_equals_tshark_and_the_injected_truth(tmp_path: Path, ge
     assert sum(stream.per_100ms) == stream.packets
     if jitter_ns:
         assert stream.max_jitter_ms > 1.0
+
+
+@pytest.mark.parametrize("name", ["inbound-proxy", "srtp-both-legs", "mid-call", "reinvite-rekey", "gcm"])
+def test_correlation_outputs_equal_tshark(name: str, generated, tshark: str, tmp_path: Path) -> None:
+    from rtpcore.pipeline import correlate
+
+    folder = generated(name)
+    truth = load_truth(folder)
+    select = truth.get("select") or {}
+    report = correlate(folder / truth["sip"], truth["direction"], [folder / "media"], tmp_path / "out",
+                       call_id=select.get("call_id"))
+    for output in report.outputs:  # media_raw, media_decrypted, SIP_plus_media_decrypted (SDP-set-up streams)
+        assert assert_equal_to_tshark(tshark, output) >= 4
