@@ -5,7 +5,7 @@ import hashlib
 import random
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pylibsrtp
 
@@ -33,6 +33,13 @@ RTCP_SR = 200
 RTCP_RR = 201
 RTCP_SDES = 202
 SDES_CNAME = 1
+DTMF_PT = 101                               # issue 11: as the generated SDP's a=rtpmap says
+DTMF_PACKETS = 5                            # 100 ms of tone: five 20 ms updates, the last one with the end bit
+DTMF_END_COPIES = 3                         # RFC 4733 §2.5.1.4: the end packet goes out three times
+DTMF_END_GAP_NS = 40_000                    # copies back to back with the same sequence number, as SIPp sends them
+DTMF_VOLUME = 10                            # −10 dBm0
+DTMF_END_BIT = 0x80
+DTMF_KEYS = "0123456789*#ABCD"
 DUPLICATE_DELAY_NS = 7_000                  # the copy seen on the second interface of "any"
 NTP_EPOCH_OFFSET = 2_208_988_800            # seconds from 1900-01-01 to 1970-01-01
 _RTP_HEADER = struct.Struct("!BBHII")
@@ -129,6 +136,8 @@ class Sender:
     single_report: str = ""                 # "" (SR+SDES), REPORT_SR or REPORT_RR: one report alone
     key_status: str = ""                    # authenticated / wrong key / no key / not SRTP, as the SDP makes it
     final_rtcp_ns: int | None = None        # one more RTCP report after the last RTP (a final SR after the BYE)
+    # issue 11: RFC 4733 key presses: (packet number where the event starts, event code 0-15).
+    dtmf: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +157,10 @@ class MediaPacket:
     duplicate: bool = False
     clear_rtcp: bool = False
     plain: bytes = b""                      # RTCP: the compound before protection (truth: plain_sha256)
+    dtmf: str = ""                          # issue 11: the key of an RFC 4733 event packet
+    rtp_ts: int = -1                        # issue 11: RTP timestamp of an event packet (the event's start)
+    dtmf_end: bool = False                  # issue 11: the event packet carries the end bit
+    dtmf_duration: int = 0                  # issue 11: the event packet's duration field (samples)
 
 
 class _Protector:
@@ -171,6 +184,14 @@ class _Protector:
         index = self.srtcp_index
         self.srtcp_index += 1
         return self.session.protect_rtcp(packet), index
+
+
+def _dtmf_slot(events: tuple[tuple[int, int], ...], packet_no: int) -> tuple[int, int] | None:
+    """(event code, update number) when packet packet_no is part of a key press, else None."""
+    for start, code in events:
+        if start <= packet_no < start + DTMF_PACKETS:
+            return code, packet_no - start
+    return None
 
 
 def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
@@ -208,11 +229,28 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
                 rtcp_sent += 1
                 next_rtcp += RTCP_INTERVAL_NS + rng.randrange(-200_000_000, 200_000_000)
             ts = t + rng.randrange(-150_000, 150_000)
-            payload = plaintext_payload(sender.ssrc, roc * SEQ_MODULO + seq, PAYLOAD_SIZE)
-            marker = sent_packets == 0 or first_in_segment
-            data = protector.rtp(rtp_packet(sender.pt, seq, rtp_ts, sender.ssrc, payload, marker=marker))
-            packet = MediaPacket(ts, seg.src, seg.sport, seg.dst, seg.dport, data,
-                                 sender_index, seg_no, "rtp", roc * SEQ_MODULO + seq)
+            event = _dtmf_slot(sender.dtmf, sent_packets)
+            if event is None:
+                payload = plaintext_payload(sender.ssrc, roc * SEQ_MODULO + seq, PAYLOAD_SIZE)
+                marker = sent_packets == 0 or first_in_segment
+                data = protector.rtp(rtp_packet(sender.pt, seq, rtp_ts, sender.ssrc, payload, marker=marker))
+                packet = MediaPacket(ts, seg.src, seg.sport, seg.dst, seg.dport, data,
+                                     sender_index, seg_no, "rtp", roc * SEQ_MODULO + seq)
+            else:
+                code, slot = event
+                if slot == 0:
+                    event_ts = rtp_ts
+                last = slot == DTMF_PACKETS - 1
+                payload = struct.pack("!BBH", code, (DTMF_END_BIT if last else 0) | DTMF_VOLUME,
+                                      (slot + 1) * SAMPLES_PER_PACKET)
+                data = protector.rtp(rtp_packet(DTMF_PT, seq, event_ts, sender.ssrc, payload, marker=slot == 0))
+                packet = MediaPacket(ts, seg.src, seg.sport, seg.dst, seg.dport, data, sender_index, seg_no, "rtp",
+                                     roc * SEQ_MODULO + seq, dtmf=DTMF_KEYS[code], rtp_ts=event_ts,
+                                     dtmf_end=last, dtmf_duration=(slot + 1) * SAMPLES_PER_PACKET)
+                if last:
+                    for copy in range(1, DTMF_END_COPIES):
+                        yield packet
+                        packet = replace(packet, ts_ns=ts + copy * DTMF_END_GAP_NS, duplicate=True)
             yield packet
             sent_packets += 1
             sent_octets += PAYLOAD_SIZE

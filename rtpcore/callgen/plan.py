@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from rtpcore.callgen.media import REPORT_RR, REPORT_SR, Segment, Sender, new_key
-from rtpcore.callgen.scenario import CallSpec
+from rtpcore.callgen.scenario import DTMF_KEYS, CallSpec
 from rtpcore.callgen.sip import CryptoLine, Dialog, SdpMedia, compose_sdp, endpoint, request, response
 
 __all__ = ["SipEvent", "CallPlan", "plan_call", "background_spec"]
@@ -74,6 +74,7 @@ def background_spec(spec: CallSpec, number: int) -> CallSpec:
         carrier_initial_seq=None, duplicates_every=0, srtcp_clear_first=False, late_offer=False, invite_padding=0,
         background_calls=False, media_seconds=3.0,
         core_media_from=None, carrier_media_from=None, stray_sender=None, sip_holds_media=False, final_rtcp_after_bye_ns=0,
+        dtmf_digits="",  # issue 11: background calls press no keys
     )
     if number == 1:
         return replace(spec, carrier_media_port=spec.carrier_media_port + 100, host_carrier_port=spec.host_carrier_port + 10,
@@ -272,6 +273,8 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
             duplicate_every=spec.duplicates_every if leg == "carrier" else 0,
             single_report=(REPORT_SR if src.media_level_c else REPORT_RR) if spec.srtcp_single_report else "",
             key_status=_key_status(spec, suite, from_carrier=src is carrier),
+            # issue 11: the carrier's key presses, one a second from 1 s (50 packets of 20 ms).
+            dtmf=tuple((50 * (n + 1), DTMF_KEYS.index(k)) for n, k in enumerate(spec.dtmf_digits)) if src is carrier else (),
         )
 
     starts = {"a": a_start, "b": b_start, "sbc_a": b_start + RELAY_DELAY_NS, "sbc_b": a_start + RELAY_DELAY_NS}

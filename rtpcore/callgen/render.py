@@ -230,6 +230,8 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
     if stray:
         truth["stray"] = {"src": endpoint(*spec.stray_sender) if spec.stray_sender else None,
                           "packets": sum(1 for p in stray if cap_start <= p.ts_ns <= cap_end)}
+    if spec.dtmf_digits:
+        truth["dtmf"] = _dtmf_truth(call_packets)
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
 
@@ -315,6 +317,26 @@ def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, objec
             **({"plain_sha256": _plain_digest(unique)} if not rtp else {}),
         })
     return streams
+
+
+def _dtmf_truth(packets: list[MediaPacket]) -> list[dict[str, object]]:
+    """issue 11: every key press as sent: first packet's time (ns), RTP timestamp, packets and end-bit copies."""
+    events: dict[tuple[str, int], dict[str, object]] = {}
+    counts: dict[tuple[str, int], list[int]] = {}
+    for p in packets:
+        if not p.dtmf:
+            continue
+        key = (endpoint(p.src, p.sport), p.rtp_ts)
+        if key not in events:
+            events[key] = {"digit": p.dtmf, "src": key[0], "dst": endpoint(p.dst, p.dport), "first_ns": p.ts_ns,
+                           "rtp_timestamp": p.rtp_ts}
+            counts[key] = [0, 0, 0]
+        counts[key][0] += 1
+        counts[key][1] += int(p.dtmf_end)
+        counts[key][2] = max(counts[key][2], p.dtmf_duration)
+    for key, (sent, ends, duration) in counts.items():
+        events[key].update(packets=sent, end_packets=ends, duration_samples=duration)
+    return sorted(events.values(), key=lambda e: str(e["first_ns"]).zfill(24))
 
 
 def _plain_digest(packets: list[MediaPacket]) -> str:

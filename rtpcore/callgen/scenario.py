@@ -8,6 +8,7 @@ from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 
 __all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS", "KEY_FAULTS"]
 
+DTMF_KEYS = "0123456789*#ABCD"               # issue 11: RFC 4733 events 0-15 in this order
 BASE_TIME_NS = 1_768_471_200 * 10**9        # 2026-01-15T10:00:00Z: every timestamp is an offset from it
 SUITE_80 = "AES_CM_128_HMAC_SHA1_80"
 SUITE_32 = "AES_CM_128_HMAC_SHA1_32"
@@ -89,8 +90,16 @@ class CallSpec:
     correlation_header: str | None = None       # "X-CID" / "Session-ID": the same value on both hops' INVITE
     user_names: bool = False                    # non-numeric user parts ("ua") instead of numbers
     concurrent_calls: int = 0                   # other overlapping calls through the SBC in sip.pcap
+    # issue 11: call insight — DTMF keys the carrier presses (RFC 4733 telephone-events, PT 101, as its SDP says).
+    dtmf_digits: str = ""                       # one key per second from 1 s into the carrier's media: "0-9*#A-D"
 
     def __post_init__(self) -> None:
+        bad_keys = sorted(set(self.dtmf_digits) - set(DTMF_KEYS))
+        if bad_keys:
+            raise ValueError(f"dtmf_digits may hold only {DTMF_KEYS!r}, got {''.join(bad_keys)!r}")
+        if self.dtmf_digits and len(self.dtmf_digits) + 1 >= self.media_seconds:
+            raise ValueError(f"dtmf_digits: {len(self.dtmf_digits)} keys (one a second from 1 s) need media_seconds "
+                             f"above {len(self.dtmf_digits) + 1}, got {self.media_seconds}")
         if self.carrier_key_fault and self.carrier_key_fault not in KEY_FAULTS:
             raise ValueError(f"carrier_key_fault {self.carrier_key_fault!r} is not one of: {', '.join(KEY_FAULTS)}")
         if self.carrier_key_fault and (self.direction != "inbound" or self.late_offer or not self.carrier_suite):
