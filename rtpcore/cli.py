@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rtpcore.analysis.cli import add_analyze_arguments, analyze_command
 from rtpcore.errors import RtpCoreError
 
 if TYPE_CHECKING:
@@ -266,7 +267,7 @@ def _usage(message: str) -> UsageError:
     return UsageError(message)
 
 
-_LIGHT_COMMANDS = ("legs", "correlate", "flush", "repair", "decrypt", "calls", "generate", "config")
+_LIGHT_COMMANDS = ("legs", "correlate", "flush", "repair", "decrypt", "calls", "generate", "config", "analyze")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -327,6 +328,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     gen.add_argument("--out", default="demo-output/call")
     gen.add_argument("--list", action="store_true", help="list the variants")
     gen.set_defaults(handler=_generate)
+
+    ana = sub.add_parser("analyze", help="per-stream RTP statistics (equal to tshark's rtp,streams), MOS, DTMF, WAV")
+    add_analyze_arguments(ana)
+    ana.set_defaults(handler=analyze_command)
 
     cfg = sub.add_parser("config", help="validate and print config/runtime.env and config/hosts.yaml")
     cfg.add_argument("--config", metavar="HOSTS_YAML", help="hosts file (default RTPHELPER_HOSTS_FILE or config/hosts.yaml)")

@@ -7,7 +7,8 @@ Formula (all inputs per stream)::
     Ie_eff= Ie + (95 − Ie) · Ppl / (Ppl / BurstR + Bpl)
     Ppl   = 100 · (lost + late) / expected            lost from the sequence numbers (duplicates do not hide loss),
                                                       late = packets a fixed jitter buffer of `jitter_buffer_ms`
-                                                      (anchored on the fastest packet) would have thrown away
+                                                      would have thrown away; it re-anchors at each talkspurt
+                                                      (marker bit, or 500 ms without packets) on its fastest packet
     BurstR= mean loss-run length · (1 − Ppl/100)      observed runs / runs expected from random loss; ≥ 1;
                                                       each late packet counts as a run of its own
     MOS   = 1 + 0.035·R + R·(R − 60)·(100 − R)·7·10⁻⁶  for 0 < R < 100 (1 below, 4.5 above)
@@ -15,7 +16,8 @@ Formula (all inputs per stream)::
 Ie and Bpl come from ITU-T G.113 Appendix I (G.711 with packet-loss concealment: Bpl 25.1). G.711 with no loss and
 no delay gives R 93.2, MOS 4.41 — the ceiling of a narrowband call.
 
-Limits: a listening-quality estimate from the network figures only — no echo, no signal levels, no talker
+Limits: the buffer follows clock drift only at talkspurt starts (a sender whose clock runs fast all through a
+talkspurt is scored as late); a listening-quality estimate from the network figures only — no echo, no signal levels, no talker
 overlap; delay is what you configure (a capture at the relay does not see mouth-to-ear delay; add the jitter
 buffer's depth if you want it counted); wideband codecs (G.722) are scored on the narrowband scale like G.711;
 codecs without G.113 values are scored as G.711 and flagged `codec_assumed`.

@@ -36,6 +36,7 @@ JITTER_GAIN = 16              # RFC 3550 §6.4.1
 BIN_MS = 100                  # per-stream packet counts per 100 ms, for the timeline
 DELAY_BUCKET_MS = 10          # histogram of arrival delay over the fastest packet, for the jitter-buffer model
 DELAY_BUCKETS = 200           # 0..2 s; later packets land in the last bucket
+RESYNC_GAP_MS = 500.0         # a talkspurt starts after this long without packets (or at a marker bit)
 MS_PER_S = 1000
 
 
@@ -96,7 +97,7 @@ class StreamStats:
     payload_bytes: int
     per_100ms: tuple[int, ...] = field(repr=False)   # packets per 100 ms bin; bin 0 starts at the capture start
     gaps: tuple[Gap, ...] = field(repr=False)
-    delay_histogram: tuple[int, ...] = field(repr=False)  # packets per 10 ms of delay over the fastest packet
+    delay_histogram: tuple[int, ...] = field(repr=False)  # packets per 10 ms of delay over their talkspurt's fastest
 
     @property
     def key(self) -> str:
@@ -109,7 +110,7 @@ class StreamStats:
         return len(self.gaps)
 
     def late_packets(self, buffer_ms: float) -> int:
-        """Packets a fixed jitter buffer of buffer_ms (started on the fastest packet) would have discarded as late."""
+        """Packets a fixed jitter buffer of buffer_ms would discard as late (anchored per talkspurt on its fastest packet)."""
         first = int(math.ceil(buffer_ms / DELAY_BUCKET_MS))
         return sum(self.delay_histogram[first:])
 
@@ -158,7 +159,9 @@ class _Stream:
         self.max_ext = pkt.seq
         self.arrival: dict[int, float] = {pkt.seq: now}
         self.duplicates = self.out_of_order = 0
-        self.transits: list[float] = []
+        self.transits: list[tuple[int, float]] = []   # (talkspurt, arrival − RTP time) per packet
+        self.talkspurt = 0
+        self.last_arrival = now
         self.bins: list[int] = []
         self._bin(now)
         self._transit(pkt, now)
@@ -174,8 +177,11 @@ class _Stream:
         step = (pkt.timestamp - self.raw_ts) % TS_MOD
         self.ext_ts += step - TS_MOD if step >= TS_HALF else step
         self.raw_ts = pkt.timestamp
+        if (pkt.marker or now - self.last_arrival >= RESYNC_GAP_MS) and self.transits:
+            self.talkspurt += 1
+        self.last_arrival = max(self.last_arrival, now)
         if clock:
-            self.transits.append(now - self.ext_ts * MS_PER_S / clock)
+            self.transits.append((self.talkspurt, now - self.ext_ts * MS_PER_S / clock))
 
     def add(self, pkt: RtpPacket, now: float) -> None:
         """rtppacket_analyse (Wireshark 4.0) for a packet after the first."""
@@ -266,10 +272,11 @@ class _Stream:
             for a, b in zip(seqs, seqs[1:]) if b - a > 1
         )
         histogram = [0] * DELAY_BUCKETS
-        if self.transits:
-            fastest = min(self.transits)
-            for transit in self.transits:
-                histogram[min(DELAY_BUCKETS - 1, int((transit - fastest) // DELAY_BUCKET_MS))] += 1
+        fastest: dict[int, float] = {}
+        for spurt, transit in self.transits:
+            fastest[spurt] = min(transit, fastest.get(spurt, transit))
+        for spurt, transit in self.transits:
+            histogram[min(DELAY_BUCKETS - 1, int((transit - fastest[spurt]) // DELAY_BUCKET_MS))] += 1
         main_pt = self.pts[0]
         name, clock = codec_of(main_pt, self.dynamic)
         first = self.first

@@ -1,0 +1,142 @@
+"""One call for the analysis entry point: `analyze_capture(path) -> CallAnalysis`, the one call a report integrates."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtpcore.analysis.audio import decodable, stream_audio, write_stereo_wav, write_wav
+from rtpcore.analysis.dtmf import DtmfEvent, SipInfoDigit, event_payload_types, rtp_events, sip_info_digits
+from rtpcore.analysis.emodel import EModelConfig, Quality, stream_quality
+from rtpcore.analysis.packets import RtpPacket, read_media
+from rtpcore.analysis.rtcp import ReportBlock, parse_reports
+from rtpcore.analysis.stats import StreamStats, compute_stats, dynamic_payloads_from_sdp, stream_id
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAnalysis:
+    """One stream: Wireshark-equal statistics, the E-model score, its key presses, whether it can be heard."""
+
+    stats: StreamStats
+    quality: Quality | None       # None for streams without audio (only telephone-events)
+    dtmf: tuple[DtmfEvent, ...]
+    decodable: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form: the stats, plus `mos`/`quality`, `dtmf` and `audio` ('decodable' / 'not decodable')."""
+        doc = self.stats.to_json()
+        doc["mos"] = None if self.quality is None else round(self.quality.mos, 2)
+        doc["quality"] = None if self.quality is None else self.quality.to_json()
+        doc["dtmf"] = [e.to_json() for e in self.dtmf]
+        doc["audio"] = "decodable" if self.decodable else "not decodable"
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnalysis:
+    """Everything the analysis found in one capture (and its SIP pcap, when given)."""
+
+    capture: Path
+    first_ts_ns: int
+    streams: tuple[StreamAnalysis, ...]
+    rtcp: tuple[ReportBlock, ...]
+    sip_dtmf: tuple[SipInfoDigit, ...] = ()
+    emodel: EModelConfig = field(default_factory=EModelConfig)
+
+    @property
+    def undecodable_codecs(self) -> tuple[str, ...]:
+        """Codecs of streams we cannot turn into WAV, each once."""
+        return tuple(dict.fromkeys(s.stats.codec for s in self.streams if not s.decodable and s.quality is not None))
+
+    def to_json(self) -> dict[str, Any]:
+        """The `rtphelper analyze --json` document."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "capture": str(self.capture),
+            "first_frame_epoch_s": self.first_ts_ns / 1e9,
+            "emodel": {"jitter_buffer_ms": self.emodel.jitter_buffer_ms,
+                       "one_way_delay_ms": self.emodel.one_way_delay_ms},
+            "streams": [s.to_json() for s in self.streams],
+            "rtcp": [b.to_json() for b in self.rtcp],
+            "sip_info_dtmf": [d.to_json() for d in self.sip_dtmf],
+            "undecodable_codecs": list(self.undecodable_codecs),
+        }
+
+
+def payload_map_from_sip(sip_pcap: Path) -> dict[int, tuple[str, int]]:
+    """Dynamic payload types named by any SDP in a SIP capture (a=rtpmap), first naming wins."""
+    from rtpcore.sip.capture import read_sip
+
+    found: dict[int, tuple[str, int]] = {}
+    for pkt in read_sip(sip_pcap):
+        body = pkt.message.body
+        if b"a=rtpmap:" in body:
+            for pt, value in dynamic_payloads_from_sdp(body.decode("utf-8", "replace").splitlines()).items():
+                found.setdefault(pt, value)
+    return found
+
+
+def _group(packets: tuple[RtpPacket, ...]) -> dict[tuple[str, int, str, int, int], list[RtpPacket]]:
+    """Packets per stream, in capture order."""
+    groups: dict[tuple[str, int, str, int, int], list[RtpPacket]] = {}
+    for p in packets:
+        groups.setdefault(stream_id(p), []).append(p)
+    return groups
+
+
+def analyze_capture(path: str | Path, *, sip: Path | None = None,
+                    payloads: Mapping[int, tuple[str, int]] | None = None,
+                    emodel: EModelConfig | None = None) -> CallAnalysis:
+    """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF."""
+    path = Path(path)
+    emodel = emodel or EModelConfig()
+    dynamic = dict(payload_map_from_sip(sip)) if sip is not None else {}
+    dynamic.update(payloads or {})
+    media = read_media(path)
+    stats = compute_stats(media.rtp, media.first_ts_ns, dynamic or None)
+    groups = _group(media.rtp)
+    event_pts = event_payload_types(dynamic or None)
+    streams = []
+    for s in stats:
+        packets = groups[(s.src, s.sport, s.dst, s.dport, s.ssrc)]
+        events = rtp_events(s.key, packets, media.first_ts_ns, event_pts)
+        audio_only_events = all(p.pt in event_pts for p in packets)
+        quality = None if audio_only_events else stream_quality(s, emodel)
+        streams.append(StreamAnalysis(s, quality, events, any(decodable(p.pt) for p in packets)))
+    clocks = {s.ssrc: s.clock_rate for s in stats if s.clock_rate}
+    rtcp = parse_reports(media.rtcp, media.first_ts_ns, clocks)
+    sip_dtmf = sip_info_digits(sip) if sip is not None else ()
+    return CallAnalysis(path, media.first_ts_ns, tuple(streams), rtcp, sip_dtmf, emodel)
+
+
+def _file_part(text: str) -> str:
+    """An address/port/SSRC label turned into a safe file name part."""
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
+
+
+def write_audio(path: str | Path, out_dir: Path) -> list[Path]:
+    """A WAV per decodable stream, and a stereo WAV per pair of opposite streams (one direction per channel)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    media = read_media(path)
+    tracks = {}
+    written: list[Path] = []
+    for key, packets in _group(media.rtp).items():
+        src, sport, dst, dport, ssrc = key
+        label = _file_part(f"{src}_{sport}-{dst}_{dport}-{ssrc:08x}")
+        audio = stream_audio(label, packets)
+        if audio is not None:
+            tracks[key] = audio
+            written.append(write_wav(out_dir / f"{label}.wav", audio))
+    paired: set[tuple[str, int, str, int, int]] = set()
+    for key, audio in tracks.items():
+        if key in paired:
+            continue
+        back = next((k for k in tracks if k[:4] == (key[2], key[3], key[0], key[1]) and k not in paired), None)
+        if back is not None:
+            paired.update((key, back))
+            name = _file_part(f"{key[0]}_{key[1]}-{key[2]}_{key[3]}") + "-stereo.wav"
+            written.append(write_stereo_wav(out_dir / name, audio, tracks[back]))
+    return written
