@@ -9,9 +9,9 @@ from typing import Any
 from rtpcore.analysis.audio import decodable, stream_audio, write_stereo_wav, write_wav
 from rtpcore.analysis.dtmf import DtmfEvent, SipInfoDigit, event_payload_types, rtp_events, sip_info_digits
 from rtpcore.analysis.emodel import EModelConfig, Quality, stream_quality
-from rtpcore.analysis.packets import RtpPacket, read_media
+from rtpcore.analysis.packets import read_media
 from rtpcore.analysis.rtcp import ReportBlock, parse_reports
-from rtpcore.analysis.stats import StreamStats, compute_stats, dynamic_payloads_from_sdp, stream_id
+from rtpcore.analysis.stats import StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats
 
 SCHEMA_VERSION = 1
 
@@ -79,14 +79,6 @@ def payload_map_from_sip(sip_pcap: Path) -> dict[int, tuple[str, int]]:
     return found
 
 
-def _group(packets: tuple[RtpPacket, ...]) -> dict[tuple[str, int, str, int, int], list[RtpPacket]]:
-    """Packets per stream, in capture order."""
-    groups: dict[tuple[str, int, str, int, int], list[RtpPacket]] = {}
-    for p in packets:
-        groups.setdefault(stream_id(p), []).append(p)
-    return groups
-
-
 def analyze_capture(path: str | Path, *, sip: Path | None = None,
                     payloads: Mapping[int, tuple[str, int]] | None = None,
                     emodel: EModelConfig | None = None) -> CallAnalysis:
@@ -96,16 +88,16 @@ def analyze_capture(path: str | Path, *, sip: Path | None = None,
     dynamic = dict(payload_map_from_sip(sip)) if sip is not None else {}
     dynamic.update(payloads or {})
     media = read_media(path)
-    stats = compute_stats(media.rtp, media.first_ts_ns, dynamic or None)
-    groups = _group(media.rtp)
     event_pts = event_payload_types(dynamic or None)
     streams = []
-    for s in stats:
-        packets = groups[(s.src, s.sport, s.dst, s.dport, s.ssrc)]
-        events = rtp_events(s.key, packets, media.first_ts_ns, event_pts)
-        audio_only_events = all(p.pt in event_pts for p in packets)
-        quality = None if audio_only_events else stream_quality(s, emodel)
-        streams.append(StreamAnalysis(s, quality, events, any(decodable(p.pt) for p in packets)))
+    stats = []
+    for packets in group_streams(media.rtp).values():
+        s = stream_stats(packets, media.first_ts_ns, dynamic or None)
+        stats.append(s)
+        pts = set(s.payload_types)
+        events = rtp_events(s.key, packets, media.first_ts_ns, event_pts) if pts & event_pts else ()
+        quality = None if pts <= event_pts else stream_quality(s, emodel)
+        streams.append(StreamAnalysis(s, quality, events, any(decodable(pt) for pt in pts)))
     clocks = {s.ssrc: s.clock_rate for s in stats if s.clock_rate}
     rtcp = parse_reports(media.rtcp, media.first_ts_ns, clocks)
     sip_dtmf = sip_info_digits(sip) if sip is not None else ()
@@ -123,7 +115,7 @@ def write_audio(path: str | Path, out_dir: Path) -> list[Path]:
     media = read_media(path)
     tracks = {}
     written: list[Path] = []
-    for key, packets in _group(media.rtp).items():
+    for key, packets in group_streams(media.rtp).items():
         src, sport, dst, dport, ssrc = key
         label = _file_part(f"{src}_{sport}-{dst}_{dport}-{ssrc:08x}")
         audio = stream_audio(label, packets)

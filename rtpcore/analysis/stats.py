@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rtpcore.analysis.codecs import FIRST_DYNAMIC_PT, PayloadMap, codec_of, is_comfort_noise
+from rtpcore.analysis.codecs import FIRST_DYNAMIC_PT, PT_CN, PT_CN_OLD, PayloadMap, codec_of
 from rtpcore.analysis.packets import NS_PER_S, RtpPacket
 
 SEQ_MOD = 1 << 16
@@ -38,6 +38,7 @@ DELAY_BUCKET_MS = 10          # histogram of arrival delay over the fastest pack
 DELAY_BUCKETS = 200           # 0..2 s; later packets land in the last bucket
 RESYNC_GAP_MS = 500.0         # a talkspurt starts after this long without packets (or at a marker bit)
 MS_PER_S = 1000
+CN_PTS = frozenset({PT_CN, PT_CN_OLD})   # comfort noise: skipped, and so is the packet after it
 
 
 def _ms(rel_ns: int) -> float:
@@ -130,169 +131,149 @@ class StreamStats:
         return doc
 
 
-class _Stream:
-    """Wireshark's tap_rtp_stat_t for one stream, plus our own sequence bookkeeping."""
+def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: PayloadMap | None) -> StreamStats:
+    """rtppacket_analyse (Wireshark 4.0) over one stream's packets, plus our own sequence bookkeeping.
 
-    def __init__(self, pkt: RtpPacket, now: float, dynamic: PayloadMap | None) -> None:
-        self.dynamic = dynamic
-        self.first = pkt
-        self.start_seq = self.stop_seq = self.seq_num = pkt.seq
-        self.cycles = 0
-        self.under = False
-        self.ext_ts = self.raw_ts = pkt.timestamp
-        self.last_nominal = 0.0
-        self.time = now
-        self.start_ms = self.stop_ms = now
-        self.pt = pkt.pt
-        self.pts = [pkt.pt]
-        self.delta = self.max_delta = self.mean_delta = 0.0
-        self.min_delta = -1.0
-        self.jitter = self.max_jitter = self.mean_jitter = 0.0
-        self.min_jitter = -1.0
-        self.max_nr = 0
-        self.sequence = 0
-        self.total_nr = 1
-        self.markers = int(pkt.marker)
-        self.clock_rate = 0
-        self.payload_bytes = len(pkt.payload)
-        # Ours: RFC 3550 extended sequence numbers, arrival per sequence, transit per packet.
-        self.max_ext = pkt.seq
-        self.arrival: dict[int, float] = {pkt.seq: now}
-        self.duplicates = self.out_of_order = 0
-        self.transits: list[tuple[int, float]] = []   # (talkspurt, arrival − RTP time) per packet
-        self.talkspurt = 0
-        self.last_arrival = now
-        self.bins: list[int] = []
-        self._bin(now)
-        self._transit(pkt, now)
-
-    def _bin(self, now: float) -> None:
-        index = max(0, int(now // BIN_MS))
-        if index >= len(self.bins):
-            self.bins.extend([0] * (index + 1 - len(self.bins)))
-        self.bins[index] += 1
-
-    def _transit(self, pkt: RtpPacket, now: float) -> None:
-        _name, clock = codec_of(pkt.pt, self.dynamic)
-        step = (pkt.timestamp - self.raw_ts) % TS_MOD
-        self.ext_ts += step - TS_MOD if step >= TS_HALF else step
-        self.raw_ts = pkt.timestamp
-        if (pkt.marker or now - self.last_arrival >= RESYNC_GAP_MS) and self.transits:
-            self.talkspurt += 1
-        self.last_arrival = max(self.last_arrival, now)
+    One loop with local variables: this runs once per packet of the call and is most of the analysis time.
+    """
+    first = packets[0]
+    codecs: dict[int, tuple[str, int]] = {}
+    for p in packets:
+        if p.pt not in codecs:
+            codecs[p.pt] = codec_of(p.pt, dynamic)
+    first_ts = first.timestamp
+    start_seq = stop_seq = seq_num = first.seq
+    cycles = sequence = 0
+    under = False
+    now = _ms(first.ts_ns - first_ts_ns)
+    start_ms = stop_ms = last_time = last_arrival = now
+    last_nominal = 0.0
+    prev_pt = first.pt
+    delta = max_delta = mean_delta = jitter = max_jitter = mean_jitter = 0.0
+    min_delta = min_jitter = -1.0
+    max_nr = clock_rate = 0
+    total_nr = 0
+    markers = payload_bytes = 0
+    ext_ts = raw_ts = first_ts
+    max_ext = first.seq
+    arrival: dict[int, float] = {}
+    duplicates = out_of_order = 0
+    transits: list[tuple[int, float]] = []
+    talkspurt = 0
+    bins: list[int] = []
+    for p in packets:
+        seq = p.seq
+        ts = p.timestamp
+        pt = p.pt
+        marker = p.marker
+        secs, nsecs = divmod(p.ts_ns - first_ts_ns, NS_PER_S)
+        if secs < 0 and nsecs:
+            secs, nsecs = secs + 1, nsecs - NS_PER_S
+        now = secs * 1000.0 + nsecs / 1000000.0
+        clock = codecs[pt][1]
+        if total_nr:
+            # -- Wireshark: in timestamp order relative to the FIRST packet, modulo 2^32 --
+            in_time = ts - first_ts < TS_HALF if first_ts <= ts else (TS_MOD - 1 - first_ts) + ts < TS_HALF
+            if in_time:
+                if seq < start_seq and not under:
+                    cycles += 1
+                    under = True
+                elif seq == 0 and stop_seq == SEQ_MOD - 1 and not under:
+                    cycles += 1
+                    under = True
+                elif seq > start_seq and under:
+                    under = False
+                if seq_num + 1 == seq or (seq_num == SEQ_MOD - 1 and seq == 0):
+                    seq_num = seq
+                elif seq_num + 1 < seq or seq_num - seq > WRAP_GUARD:
+                    seq_num = seq
+                    sequence += 1
+                elif seq_num + 1 > seq:
+                    sequence += 1
+            elif seq_num + 1 > seq:
+                sequence += 1
+            follows_cn = prev_pt in CN_PTS
+            prev_pt = pt
+            current_jitter = 0.0
+            if in_time:
+                if clock:
+                    clock_rate = clock
+                    nominal = ((ts - first_ts) % TS_MOD) / (clock // MS_PER_S)
+                    current_jitter = (15 * jitter + abs(now - (last_time + nominal - last_nominal))) / JITTER_GAIN
+                    jitter = current_jitter
+                    last_nominal = nominal
+                delta = now - last_time
+                if not (marker or follows_cn or pt in CN_PTS):
+                    if delta > max_delta:
+                        max_delta = delta
+                        max_nr = p.frame
+                    if min_delta == -1 or delta < min_delta:
+                        min_delta = delta
+                    mean_delta = (mean_delta * (total_nr - 1) + delta) / total_nr
+                    if clock:
+                        if jitter > max_jitter:
+                            max_jitter = jitter
+                        mean_jitter = (mean_jitter * (total_nr - 1) + current_jitter) / total_nr
+                        if min_jitter == -1 or jitter < min_jitter:
+                            min_jitter = jitter
+                last_time = now
+            stop_seq = seq
+            # -- ours: RFC 3550 extended sequence numbers --
+            step = (seq - max_ext) % SEQ_MOD
+            ext = max_ext + (step - SEQ_MOD if step >= SEQ_HALF else step)
+            if ext in arrival:
+                duplicates += 1
+            else:
+                if ext < max_ext:
+                    out_of_order += 1
+                arrival[ext] = now
+                if ext > max_ext:
+                    max_ext = ext
+            step = (ts - raw_ts) % TS_MOD
+            ext_ts += step - TS_MOD if step >= TS_HALF else step
+            raw_ts = ts
+            if (marker or now - last_arrival >= RESYNC_GAP_MS) and transits:
+                talkspurt += 1
+        else:
+            arrival[max_ext] = now
+        if now > last_arrival:
+            last_arrival = now
         if clock:
-            self.transits.append((self.talkspurt, now - self.ext_ts * MS_PER_S / clock))
-
-    def add(self, pkt: RtpPacket, now: float) -> None:
-        """rtppacket_analyse (Wireshark 4.0) for a packet after the first."""
-        seq = pkt.seq
-        ts = pkt.timestamp
-        first_ts = self.first.timestamp
-        if first_ts <= ts:
-            in_time = ts - first_ts < TS_HALF
-        else:
-            in_time = (TS_MOD - 1 - first_ts) + ts < TS_HALF
-        wrong_ts = not in_time
-        if seq < self.start_seq and in_time and not self.under:
-            self.cycles += 1
-            self.under = True
-        elif seq == 0 and self.stop_seq == SEQ_MOD - 1 and in_time and not self.under:
-            self.cycles += 1
-            self.under = True
-        elif seq > self.start_seq and in_time and self.under:
-            self.under = False
-        if in_time and self.seq_num + 1 == seq:
-            self.seq_num = seq
-        elif in_time and self.seq_num == SEQ_MOD - 1 and seq == 0:
-            self.seq_num = seq
-        elif in_time and (self.seq_num + 1 < seq or self.seq_num - seq > WRAP_GUARD):
-            self.seq_num = seq
-            self.sequence += 1
-        elif self.seq_num + 1 > seq:
-            self.sequence += 1
-        comfort_noise = is_comfort_noise(pkt.pt)
-        follows_cn = is_comfort_noise(self.pt)
-        self.pt = pkt.pt
-        if pkt.pt not in self.pts:
-            self.pts.append(pkt.pt)
-        _name, clock = codec_of(pkt.pt, self.dynamic)
-        current_jitter = 0.0
-        if in_time:
-            if clock:
-                self.clock_rate = clock
-                # Nominal time from the *first* packet's timestamp, modulo 2³²; integer ms divisor as Wireshark.
-                nominal = ((ts - first_ts) % TS_MOD) / (clock // MS_PER_S)
-                current_diff = abs(now - (self.time + nominal - self.last_nominal))
-                current_jitter = (15 * self.jitter + current_diff) / JITTER_GAIN
-                self.jitter = current_jitter
-                self.last_nominal = nominal
-            self.delta = now - self.time
-        if not (pkt.marker or comfort_noise or wrong_ts or follows_cn):
-            if self.delta > self.max_delta:
-                self.max_delta = self.delta
-                self.max_nr = pkt.frame
-            if self.min_delta == -1 or self.delta < self.min_delta:
-                self.min_delta = self.delta
-            self.mean_delta = (self.mean_delta * (self.total_nr - 1) + self.delta) / self.total_nr
-            if clock:
-                self.max_jitter = max(self.max_jitter, self.jitter)
-                self.mean_jitter = (self.mean_jitter * (self.total_nr - 1) + current_jitter) / self.total_nr
-                if self.min_jitter == -1 or self.jitter < self.min_jitter:
-                    self.min_jitter = self.jitter
-        if in_time:
-            self.time = now
-        self.stop_seq = seq
-        self.stop_ms = now
-        self.total_nr += 1
-        self.markers += int(pkt.marker)
-        self.payload_bytes += len(pkt.payload)
-        self._ours(pkt, now)
-
-    def _ours(self, pkt: RtpPacket, now: float) -> None:
-        """RFC 3550 extended sequence: duplicates, reordering and the set of sequences received."""
-        step = (pkt.seq - self.max_ext) % SEQ_MOD
-        ext = self.max_ext + (step - SEQ_MOD if step >= SEQ_HALF else step)
-        if ext in self.arrival:
-            self.duplicates += 1
-        else:
-            if ext < self.max_ext:
-                self.out_of_order += 1
-            self.arrival[ext] = now
-        self.max_ext = max(self.max_ext, ext)
-        self._bin(now)
-        self._transit(pkt, now)
-
-    def result(self) -> StreamStats:
-        """Freeze into StreamStats, with tshark's expected/lost formula."""
-        expected = self.stop_seq + self.cycles * SEQ_MOD - self.start_seq + 1
-        lost = expected - self.total_nr
-        seqs = sorted(self.arrival)
-        gaps = tuple(
-            Gap(a + 1, b - a - 1, self.arrival[a] / MS_PER_S, self.arrival[b] / MS_PER_S)
-            for a, b in zip(seqs, seqs[1:]) if b - a > 1
-        )
-        histogram = [0] * DELAY_BUCKETS
-        fastest: dict[int, float] = {}
-        for spurt, transit in self.transits:
-            fastest[spurt] = min(transit, fastest.get(spurt, transit))
-        for spurt, transit in self.transits:
-            histogram[min(DELAY_BUCKETS - 1, int((transit - fastest[spurt]) // DELAY_BUCKET_MS))] += 1
-        main_pt = self.pts[0]
-        name, clock = codec_of(main_pt, self.dynamic)
-        first = self.first
-        return StreamStats(
-            src=first.src, sport=first.sport, dst=first.dst, dport=first.dport, ssrc=first.ssrc,
-            payload_types=tuple(self.pts), codec=name, clock_rate=self.clock_rate or clock,
-            first_s=self.start_ms / MS_PER_S, last_s=self.stop_ms / MS_PER_S,
-            packets=self.total_nr, expected=expected, lost=lost,
-            loss_pct=lost * 100.0 / expected if expected else 0.0,
-            unique_lost=sum(g.missing for g in gaps), duplicates=self.duplicates, out_of_order=self.out_of_order,
-            sequence_errors=self.sequence, wraps=self.cycles, markers=self.markers,
-            min_delta_ms=self.min_delta, mean_delta_ms=self.mean_delta, max_delta_ms=self.max_delta,
-            max_delta_frame=self.max_nr, min_jitter_ms=self.min_jitter, mean_jitter_ms=self.mean_jitter,
-            max_jitter_ms=self.max_jitter, payload_bytes=self.payload_bytes,
-            per_100ms=tuple(self.bins), gaps=gaps, delay_histogram=tuple(histogram),
-        )
+            transits.append((talkspurt, now - ext_ts * MS_PER_S / clock))
+        index = int(now // BIN_MS) if now > 0 else 0
+        if index >= len(bins):
+            bins.extend([0] * (index + 1 - len(bins)))
+        bins[index] += 1
+        stop_ms = now
+        total_nr += 1
+        markers += marker
+        payload_bytes += len(p.payload)
+    expected = stop_seq + cycles * SEQ_MOD - start_seq + 1
+    lost = expected - total_nr
+    seqs = sorted(arrival)
+    gaps = tuple(
+        Gap(a + 1, b - a - 1, arrival[a] / MS_PER_S, arrival[b] / MS_PER_S)
+        for a, b in zip(seqs, seqs[1:]) if b - a > 1
+    )
+    fastest: dict[int, float] = {}
+    for spurt, transit in transits:
+        fastest[spurt] = min(transit, fastest.get(spurt, transit))
+    histogram = [0] * DELAY_BUCKETS
+    for spurt, transit in transits:
+        histogram[min(DELAY_BUCKETS - 1, int((transit - fastest[spurt]) // DELAY_BUCKET_MS))] += 1
+    pts = tuple(codecs)
+    name, clock = codecs[first.pt]
+    return StreamStats(
+        src=first.src, sport=first.sport, dst=first.dst, dport=first.dport, ssrc=first.ssrc,
+        payload_types=pts, codec=name, clock_rate=clock_rate or clock,
+        first_s=start_ms / MS_PER_S, last_s=stop_ms / MS_PER_S,
+        packets=total_nr, expected=expected, lost=lost, loss_pct=lost * 100.0 / expected if expected else 0.0,
+        unique_lost=sum(g.missing for g in gaps), duplicates=duplicates, out_of_order=out_of_order,
+        sequence_errors=sequence, wraps=cycles, markers=markers,
+        min_delta_ms=min_delta, mean_delta_ms=mean_delta, max_delta_ms=max_delta, max_delta_frame=max_nr,
+        min_jitter_ms=min_jitter, mean_jitter_ms=mean_jitter, max_jitter_ms=max_jitter,
+        payload_bytes=payload_bytes, per_100ms=tuple(bins), gaps=gaps, delay_histogram=tuple(histogram),
+    )
 
 
 StreamId = tuple[str, int, str, int, int]
@@ -303,19 +284,23 @@ def stream_id(pkt: RtpPacket) -> StreamId:
     return pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.ssrc
 
 
+def group_streams(packets: Iterable[RtpPacket]) -> dict[StreamId, list[RtpPacket]]:
+    """Packets per stream in capture order; streams in order of their first packet (as tshark lists them)."""
+    groups: dict[StreamId, list[RtpPacket]] = {}
+    for p in packets:
+        key = (p.src, p.sport, p.dst, p.dport, p.ssrc)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [p]
+        else:
+            group.append(p)
+    return groups
+
+
 def compute_stats(packets: Iterable[RtpPacket], first_ts_ns: int,
                   dynamic: PayloadMap | None = None) -> tuple[StreamStats, ...]:
     """Statistics of every stream, in order of first packet (as tshark lists them)."""
-    streams: dict[StreamId, _Stream] = {}
-    for pkt in packets:
-        now = _ms(pkt.ts_ns - first_ts_ns)
-        key = stream_id(pkt)
-        state = streams.get(key)
-        if state is None:
-            streams[key] = _Stream(pkt, now, dynamic)
-        else:
-            state.add(pkt, now)
-    return tuple(s.result() for s in streams.values())
+    return tuple(stream_stats(g, first_ts_ns, dynamic) for g in group_streams(packets).values())
 
 
 def dynamic_payloads_from_sdp(sdp_lines: Sequence[str]) -> dict[int, tuple[str, int]]:
