@@ -12,6 +12,7 @@ import wave
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,19 @@ ALAW_TABLE = _table(_alaw)
 DECODERS: dict[int, tuple[str, bytes]] = {PT_PCMU: ("PCMU", ULAW_TABLE), PT_PCMA: ("PCMA", ALAW_TABLE)}
 
 
+@lru_cache(maxsize=4)
+def _byte_tables(table: bytes) -> tuple[bytes, bytes]:
+    """The low and high bytes of each code word's sample, as bytes.translate tables."""
+    return table[0::2], table[1::2]
+
+
 def decode_g711(payload: bytes, table: bytes) -> bytes:
-    """Little-endian 16-bit PCM of a G.711 payload (one byte per sample)."""
-    return b"".join(table[2 * b:2 * b + 2] for b in payload)
+    """Little-endian 16-bit PCM of a G.711 payload (one byte per sample), by two C-level translate passes."""
+    low, high = _byte_tables(table)
+    pcm = bytearray(2 * len(payload))
+    pcm[0::2] = payload.translate(low)
+    pcm[1::2] = payload.translate(high)
+    return bytes(pcm)
 
 
 def decodable(pt: int) -> bool:
