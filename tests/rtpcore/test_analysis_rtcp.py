@@ -68,6 +68,7 @@ def test_srtcp_trailer_is_not_read_as_reports() -> None:
     sr = _sr(0xAAAA, 1, 2)
     encrypted = sr[:8] + bytes(range(20)) + b"\x80\x00\x00\x02" + bytes(10)   # E-bit + index, then the tag
     rr = _rr(0xBBBB, 0xAAAA, 0, 0, 0, 0, 0)
-    encrypted_rr = rr[:8] + bytes(24) + b"\x80\x00\x00\x05" + bytes(10)
+    # Index 2 reads as a 12-byte RTCP header that fits the datagram: only the payload-type check rejects it.
+    encrypted_rr = rr[:8] + bytes(range(24)) + b"\x80\x00\x00\x02" + bytes(10)
     datagrams = [RtcpDatagram(1, NS, "a", 1, "b", 2, encrypted), RtcpDatagram(2, NS, "a", 1, "b", 2, encrypted_rr)]
     assert parse_reports(datagrams, 0) == ()
