@@ -161,12 +161,8 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
     transits: list[tuple[int, float]] = []
     talkspurt = 0
     bins: list[int] = []
-    for p in packets:
-        seq = p.seq
-        ts = p.timestamp
-        pt = p.pt
-        marker = p.marker
-        secs, nsecs = divmod(p.ts_ns - first_ts_ns, NS_PER_S)
+    for frame, ts_ns, _src, _sport, _dst, _dport, _ssrc, pt, seq, ts, marker, payload in packets:
+        secs, nsecs = divmod(ts_ns - first_ts_ns, NS_PER_S)
         if secs < 0 and nsecs:
             secs, nsecs = secs + 1, nsecs - NS_PER_S
         now = secs * 1000.0 + nsecs / 1000000.0
@@ -206,7 +202,7 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
                 if not (marker or follows_cn or pt in CN_PTS):
                     if delta > max_delta:
                         max_delta = delta
-                        max_nr = p.frame
+                        max_nr = frame
                     if min_delta == -1 or delta < min_delta:
                         min_delta = delta
                     mean_delta = (mean_delta * (total_nr - 1) + delta) / total_nr
@@ -247,7 +243,7 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
         stop_ms = now
         total_nr += 1
         markers += marker
-        payload_bytes += len(p.payload)
+        payload_bytes += len(payload)
     expected = stop_seq + cycles * SEQ_MOD - start_seq + 1
     lost = expected - total_nr
     seqs = sorted(arrival)
