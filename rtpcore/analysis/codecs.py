@@ -46,7 +46,3 @@ def codec_of(pt: int, dynamic: PayloadMap | None = None) -> tuple[str, int]:
         clock = max((c for n, c in DYNAMIC_CLOCKS.items() if name.lower().startswith(n)), default=0)
     return name, clock
 
-
-def is_comfort_noise(pt: int) -> bool:
-    """CN packets are left out of max delta/jitter as in Wireshark (silence suppression gaps are normal)."""
-    return pt in (PT_CN, PT_CN_OLD)

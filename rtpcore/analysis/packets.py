@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -103,46 +102,6 @@ def _is_rtcp(payload: bytes) -> bool:
     return len(payload) >= 8 and payload[0] >> 6 == RTP_VERSION and payload[1] in (RTCP_SR, RTCP_RR)
 
 
-def iter_udp(path: Path) -> Iterator[tuple[int, int, str, int, str, int, bytes]]:
-    """(frame, ts_ns, src, sport, dst, dport, payload) of every UDP datagram, fragments reassembled.
-
-    Plain Ethernet + IPv4 (no options, not a fragment) + UDP, the common case, is sliced in place; every other
-    frame goes through the general decoder.
-    """
-    reassembler = IpReassembler()
-    names: dict[bytes, str] = {}
-    with open_capture(path) as reader:
-        for frame, (ts_ns, linktype, data, _orig) in enumerate(reader.records(), start=1):
-            if (linktype == LINKTYPE_ETHERNET and data[12:15] == ETH_IPV4_PLAIN and data[23] == IPPROTO_UDP
-                    and not _u16(data, 20)[0] & IPV4_FRAGMENT_BITS and len(data) >= FAST_UDP_AT):
-                sport, dport, ulen = _UDP(data, 34)
-                end = 34 + ulen
-                if UDP_HEADER_LEN <= ulen and end <= len(data):
-                    raw_src, raw_dst = data[26:30], data[30:34]
-                    src = names.get(raw_src) or names.setdefault(raw_src, socket.inet_ntoa(raw_src))
-                    dst = names.get(raw_dst) or names.setdefault(raw_dst, socket.inet_ntoa(raw_dst))
-                    yield frame, ts_ns, src, sport, dst, dport, data[FAST_UDP_AT:end]
-                    continue
-            l3 = link_payload(linktype, data)
-            ip = parse_ip(l3) if l3 else None
-            if ip is None:
-                continue
-            whole = reassembler.feed(unwrap_tunnels(ip), ts_ns)
-            if whole is None:
-                continue
-            udp = parse_udp(unwrap_tunnels(whole))
-            if udp is not None:
-                yield frame, ts_ns, udp.src, udp.sport, udp.dst, udp.dport, udp.payload
-
-
-def first_frame_ns(path: Path) -> int:
-    """The capture's first record time: Wireshark's relative times count from it."""
-    with open_capture(path) as reader:
-        for ts_ns, _lt, _data, _orig in reader.records():
-            return ts_ns
-    return 0
-
-
 def _classify(frame: int, ts_ns: int, src: str, sport: int, dst: str, dport: int, payload: bytes,
               rtp: list[RtpPacket], rtcp: list[RtcpDatagram]) -> None:
     """Append the datagram to rtp or rtcp when it is one (Wireshark's port and heuristic rules)."""
@@ -159,7 +118,7 @@ def read_media(path: str | Path) -> CaptureMedia:
     """Every RTP packet and SR/RR compound of a capture, in file order.
 
     The common frame — Ethernet, IPv4 without options, UDP, an RTP header without CSRC/extension/padding — is
-    decoded inline (this loop is half the analysis time); every other frame goes through iter_udp's decoder.
+    decoded inline (this loop is half the analysis time); every other frame goes through the general decoder.
     """
     path = Path(path)
     rtp: list[RtpPacket] = []
