@@ -23,15 +23,17 @@ NS_PER_S = 1_000_000_000
 PORT_DISSECTED_UDP = frozenset({53, 67, 68, 123, 161, 162, 514, 3478, 5060, 5061})
 
 _RTP = struct.Struct("!BBHII")
-_RTP_TAIL = struct.Struct("!BHII").unpack_from
 PLAIN_RTP_FIRST_BYTE = 0x80         # version 2, no padding, no extension, no CSRC
-_UDP = struct.Struct("!HHH").unpack_from
-_u16 = struct.Struct("!H").unpack_from
-ETH_IPV4_PLAIN = b"\x08\x00\x45"    # ethertype IPv4, version 4 with a 20-byte header
+# Ethernet (type at 12) + IPv4 without options (14..33) + UDP (34..41) + the RTP fixed header (42..53).
+_FAST = struct.Struct("!12xHB5xHxB2x4s4sHHH2xBBHII").unpack_from
+ETHERTYPE_IPV4 = 0x0800
+IPV4_PLAIN = 0x45                   # version 4, 20-byte header
 IPPROTO_UDP = 17
 IPV4_FRAGMENT_BITS = 0x3FFF         # more-fragments flag and fragment offset
 UDP_HEADER_LEN = 8
+UDP_AT = 34
 FAST_UDP_AT = 42                    # Ethernet 14 + IPv4 20 + UDP 8
+FAST_RTP_END = 54                   # … + RTP 12
 
 
 class RtpPacket(NamedTuple):
@@ -133,20 +135,19 @@ def read_media(path: str | Path) -> CaptureMedia:
         for frame, (ts_ns, linktype, data, _orig) in enumerate(reader.records(), start=1):
             if first_ts is None:
                 first_ts = ts_ns
-            if (linktype == LINKTYPE_ETHERNET and data[12:15] == ETH_IPV4_PLAIN and data[23] == IPPROTO_UDP
-                    and not _u16(data, 20)[0] & IPV4_FRAGMENT_BITS and len(data) >= rtp_at):
-                sport, dport, ulen = _UDP(data, 34)
-                end = 34 + ulen
-                if UDP_HEADER_LEN <= ulen <= len(data) - 34:
-                    raw_src, raw_dst = data[26:30], data[30:34]
+            if linktype == LINKTYPE_ETHERNET and len(data) >= FAST_RTP_END:
+                # One unpack reads Ethernet type, IPv4 version/length/fragment/protocol/addresses, UDP, RTP.
+                (ethertype, ver_ihl, frag, proto, raw_src, raw_dst, sport, dport, ulen,
+                 b0, b1, seq, timestamp, ssrc) = _FAST(data)
+                end = UDP_AT + ulen
+                if (ethertype == ETHERTYPE_IPV4 and ver_ihl == IPV4_PLAIN and proto == IPPROTO_UDP
+                        and not frag & IPV4_FRAGMENT_BITS and UDP_HEADER_LEN <= ulen and end <= len(data)):
                     src = names.get(raw_src) or names.setdefault(raw_src, socket.inet_ntoa(raw_src))
                     dst = names.get(raw_dst) or names.setdefault(raw_dst, socket.inet_ntoa(raw_dst))
-                    if (data[rtp_at] == PLAIN_RTP_FIRST_BYTE and end - rtp_at >= RTP_HEADER_LEN
-                            and sport not in PORT_DISSECTED_UDP and dport not in PORT_DISSECTED_UDP
-                            and (data[rtp_at + 1] & 0x7F) not in RTCP_PT_RANGE):
-                        b1, seq, timestamp, ssrc = _RTP_TAIL(data, rtp_at + 1)
+                    if (b0 == PLAIN_RTP_FIRST_BYTE and end >= FAST_RTP_END and (b1 & 0x7F) not in RTCP_PT_RANGE
+                            and sport not in PORT_DISSECTED_UDP and dport not in PORT_DISSECTED_UDP):
                         append(new(RtpPacket, (frame, ts_ns, src, sport, dst, dport, ssrc, b1 & 0x7F, seq,
-                                                timestamp, b1 > 0x7F, data[rtp_at + RTP_HEADER_LEN:end])))
+                                                timestamp, b1 > 0x7F, data[FAST_RTP_END:end])))
                     else:
                         _classify(frame, ts_ns, src, sport, dst, dport, data[rtp_at:end], rtp, rtcp)
                     continue
