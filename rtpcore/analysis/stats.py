@@ -20,6 +20,9 @@ Wireshark's definitions (ui/tap-rtp-analysis.c, rtppacket_analyse; 4.0) are foll
 from __future__ import annotations
 
 import math
+from collections import Counter
+from itertools import repeat
+from operator import floordiv, itemgetter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +41,7 @@ DELAY_BUCKET_MS = 10          # histogram of arrival delay over the fastest pack
 DELAY_BUCKETS = 200           # 0..2 s; later packets land in the last bucket
 RESYNC_GAP_MS = 500.0         # a talkspurt starts after this long without packets (or at a marker bit)
 MS_PER_S = 1000
+PT_FIELD = 7                  # RtpPacket.pt's position in the tuple
 CN_PTS = frozenset({PT_CN, PT_CN_OLD})   # comfort noise: skipped, and so is the packet after it
 
 
@@ -137,10 +141,8 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
     One loop with local variables: this runs once per packet of the call and is most of the analysis time.
     """
     first = packets[0]
-    codecs: dict[int, tuple[str, int]] = {}
-    for p in packets:
-        if p.pt not in codecs:
-            codecs[p.pt] = codec_of(p.pt, dynamic)
+    codecs = {pt: codec_of(pt, dynamic) for pt in dict.fromkeys(map(itemgetter(PT_FIELD), packets))}
+    clocks = {pt: clock for pt, (_name, clock) in codecs.items()}
     first_ts = first.timestamp
     start_seq = stop_seq = seq_num = first.seq
     cycles = sequence = 0
@@ -158,15 +160,15 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
     max_ext = first.seq
     arrival: dict[int, float] = {}
     duplicates = out_of_order = 0
-    transits: list[tuple[int, float]] = []
-    talkspurt = 0
-    bins: list[int] = []
+    transits: list[float] = []          # arrival − RTP time per packet with a clock
+    spurt_starts = [0]                  # index into transits where each talkspurt begins
+    nows: list[float] = []
     for frame, ts_ns, _src, _sport, _dst, _dport, _ssrc, pt, seq, ts, marker, payload in packets:
         secs, nsecs = divmod(ts_ns - first_ts_ns, NS_PER_S)
         if secs < 0 and nsecs:
             secs, nsecs = secs + 1, nsecs - NS_PER_S
         now = secs * 1000.0 + nsecs / 1000000.0
-        clock = codecs[pt][1]
+        clock = clocks[pt]
         if total_nr:
             # -- Wireshark: in timestamp order relative to the FIRST packet, modulo 2^32 --
             in_time = ts - first_ts < TS_HALF if first_ts <= ts else (TS_MOD - 1 - first_ts) + ts < TS_HALF
@@ -229,17 +231,14 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
             ext_ts += step - TS_MOD if step >= TS_HALF else step
             raw_ts = ts
             if (marker or now - last_arrival >= RESYNC_GAP_MS) and transits:
-                talkspurt += 1
+                spurt_starts.append(len(transits))
         else:
             arrival[max_ext] = now
         if now > last_arrival:
             last_arrival = now
         if clock:
-            transits.append((talkspurt, now - ext_ts * MS_PER_S / clock))
-        index = int(now // BIN_MS) if now > 0 else 0
-        if index >= len(bins):
-            bins.extend([0] * (index + 1 - len(bins)))
-        bins[index] += 1
+            transits.append(now - ext_ts * MS_PER_S / clock)
+        nows.append(now)
         stop_ms = now
         total_nr += 1
         markers += marker
@@ -251,12 +250,18 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
         Gap(a + 1, b - a - 1, arrival[a] / MS_PER_S, arrival[b] / MS_PER_S)
         for a, b in zip(seqs, seqs[1:]) if b - a > 1
     )
-    fastest: dict[int, float] = {}
-    for spurt, transit in transits:
-        fastest[spurt] = min(transit, fastest.get(spurt, transit))
     histogram = [0] * DELAY_BUCKETS
-    for spurt, transit in transits:
-        histogram[min(DELAY_BUCKETS - 1, int((transit - fastest[spurt]) // DELAY_BUCKET_MS))] += 1
+    bounds = [*spurt_starts, len(transits)]
+    for start, stop in zip(bounds, bounds[1:]):
+        spurt = transits[start:stop]
+        if spurt:
+            fastest = min(spurt)
+            for transit in spurt:
+                histogram[min(DELAY_BUCKETS - 1, int((transit - fastest) // DELAY_BUCKET_MS))] += 1
+    per_bin = Counter(map(int, map(floordiv, nows, repeat(float(BIN_MS)))))
+    bins = [0] * (max(0, max(per_bin)) + 1)
+    for index, count in per_bin.items():
+        bins[max(0, index)] += count
     pts = tuple(codecs)
     name, clock = codecs[first.pt]
     return StreamStats(
