@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test-setup demo test test-fast bench e2e-tests clean
+.PHONY: setup test-setup demo typecheck test test-fast bench e2e-tests clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ test-setup: $(STAMP)
 demo: setup
 	$(PY) -m flows.demo
 
-test: test-setup
+# Static types of rtpcore/, tasks/, flows/ ([tool.mypy] in pyproject.toml); `make test` runs it before pytest.
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+test: test-setup typecheck
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -35,4 +39,4 @@ e2e-tests: setup
 	$(PY) scripts/e2e_replay.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo-output bench/out
+	rm -rf $(VENV) .pytest_cache .mypy_cache demo-output bench/out

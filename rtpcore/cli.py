@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from rtpcore.analysis.cli import add_analyze_arguments, analyze_command
 from rtpcore.errors import RtpCoreError
+from rtpcore.literals import DIRECTIONS
 
 if TYPE_CHECKING:
     from rtpcore.plan import Leg
@@ -350,7 +351,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def _call_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sip", required=True, metavar="FILE", help="SIP pcap/pcapng of the call")
-    p.add_argument("--direction", required=True, choices=("inbound", "outbound"))
+    p.add_argument("--direction", required=True, choices=DIRECTIONS)
     p.add_argument("--call-id", dest="call_id", help="select the call by Call-ID")
     p.add_argument("--number", help="select the call by caller or callee number")
 

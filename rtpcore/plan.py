@@ -5,12 +5,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtpcore.literals import Direction, LegSide
 from rtpcore.sip.crypto import CryptoAttribute
 
 LEG_CARRIER = "carrier"
 LEG_CORE = "core"
 LEG_ORDER = (LEG_CARRIER, LEG_CORE)
-DIRECTIONS = ("inbound", "outbound")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -50,8 +50,8 @@ class MediaSide:
 KEYS_USABLE = "usable"          # every SRTP negotiation has a usable key for both directions
 KEYS_PARTIAL = "partial"        # some direction (or negotiation) has no usable key
 KEYS_NONE = "none"              # SRTP, and not one usable key: nothing will decrypt
-SIDE_PEER = "peer"
-SIDE_HOST = "host"
+SIDE_PEER: LegSide = "peer"
+SIDE_HOST: LegSide = "host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class KeyProblem:
     """One a=crypto line of the call's SDP that cannot be used, and where it was sent: never the key itself."""
 
     message: str                # "INVITE", "183 INVITE", "200 INVITE" ...
-    side: str                   # SIDE_PEER or SIDE_HOST: who sent the SDP
+    side: LegSide               # SIDE_PEER or SIDE_HOST: who sent the SDP
     line: int | None            # SDP line number; None when the problem is a missing line
     kind: str                   # rtpcore.sip.crypto KIND_* code, or "no-crypto"
     detail: str                 # redacted line and reason, in plain words
@@ -156,7 +156,7 @@ class LegPlan:
 
     call_id: str
     call_ids: tuple[str, ...]
-    direction: str
+    direction: Direction
     legs: tuple[Leg, ...]
     start_ns: int  # first SIP message of the call
     end_ns: int  # last SIP message of the call

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from rtpcore.errors import ConfigError
+from rtpcore.literals import STORAGE_MODES, StorageMode
 from rtpcore.logs import redact_secrets
 from rtpcore.sizes import MIB, format_size, parse_size
 
@@ -147,7 +148,6 @@ OptionalText = Annotated[str | None, BeforeValidator(_to_optional_text)]
 SettingsPath = Annotated[Path, AfterValidator(_expand_path)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_to_optional_text), AfterValidator(
     lambda v, info: None if v is None else _expand_path(v, info))]
-StorageMode = Literal["s3", "local"]
 
 
 # --- call assembly (issue 8): number formats on both sides of an SBC, correlation headers ---------
@@ -197,7 +197,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    storage_mode: Annotated[StorageMode, BeforeValidator(partial(_to_choice, ("s3", "local")))] = Field(
+    storage_mode: Annotated[StorageMode, BeforeValidator(partial(_to_choice, STORAGE_MODES))] = Field(
         "s3", description="s3: try S3 first and fall back to local disk on failure; local: always local")
     s3_endpoint: str = Field(AWS_DEFAULT_S3_ENDPOINT, min_length=1, description="S3 host name or URL")
     s3_region: str = Field("eu-west-1", min_length=1)

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         out = f"{args.out}/{name}" if args.variant == "all" else args.out
         truth = render(VARIANTS[name], out)
-        print(f"{name}: {out}/{truth['sip']} + {len(truth['media'])} media file(s), "  # type: ignore[arg-type]
+        print(f"{name}: {out}/{truth['sip']} + {len(truth['media'])} media file(s), "
               f"{truth['media_packets']} call media packets, {truth['background_packets']} background")
     return 0
 

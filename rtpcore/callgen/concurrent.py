@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import replace
+from typing import Any
 
 from rtpcore.callgen.plan import CallPlan, plan_call
 from rtpcore.callgen.sbc import apply_sbc
 from rtpcore.callgen.scenario import CallSpec
+from rtpcore.callgen.truth import CallTruth
 
 __all__ = ["concurrent_plans", "call_truth"]
 
@@ -24,7 +26,7 @@ CORE_HOST_STEP = 20
 OTHER_CARRIERS = ("198.51.100.20", "198.51.100.30")
 
 # (knobs, same carrier IP as the main call) by call number modulo the list length.
-_KINDS: tuple[tuple[dict[str, object], bool], ...] = (
+_KINDS: tuple[tuple[dict[str, Any], bool], ...] = (  # knobs of several types: CallSpec fields say what each means
     ({}, True),                                                                    # like the main call, same carrier
     ({"topology": "proxy", "number_rewrite": "none", "cseq_rewrite": False, "user_names": False}, False),
     ({"topology": "b2bua", "number_rewrite": "national", "cseq_rewrite": True, "user_names": False}, True),
@@ -53,7 +55,7 @@ def concurrent_spec(spec: CallSpec, number: int) -> CallSpec:
         core_media_port=spec.core_media_port + PORT_STEP_PEER * number,
         core_ip=_shift(spec.core_ip, CORE_HOST_STEP + number),
     )
-    return replace(base, **knobs)  # type: ignore[arg-type]
+    return replace(base, **knobs)
 
 
 def concurrent_plans(spec: CallSpec, start_ns: int) -> list[CallPlan]:
@@ -66,7 +68,7 @@ def concurrent_plans(spec: CallSpec, start_ns: int) -> list[CallPlan]:
     return plans
 
 
-def call_truth(plan: CallPlan) -> dict[str, object]:
+def call_truth(plan: CallPlan) -> CallTruth:
     """One call's legs as `rtphelper legs --json --call-id <any of its Call-IDs>` prints them."""
     return {"call_id": plan.call_id, "call_ids": list(plan.call_ids), "direction": plan.direction,
             "legs": list(plan.legs)}

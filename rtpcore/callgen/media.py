@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import pylibsrtp
 
+from rtpcore.literals import StreamKind
 from rtpcore.sip.crypto import SRTP_SUITES
 
 __all__ = [
@@ -152,7 +153,7 @@ class MediaPacket:
     payload: bytes
     sender: int                             # index into the plan's senders
     segment: int
-    kind: str                               # "rtp" | "rtcp"
+    kind: StreamKind
     seq_index: int                          # RTP: ROC*65536+seq; RTCP: SRTCP index or -1 when clear
     duplicate: bool = False
     clear_rtcp: bool = False

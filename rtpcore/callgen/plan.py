@@ -4,10 +4,13 @@ from __future__ import annotations
 import base64
 import random
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from rtpcore.callgen.media import REPORT_RR, REPORT_SR, Segment, Sender, new_key
 from rtpcore.callgen.scenario import DTMF_KEYS, CallSpec
 from rtpcore.callgen.sip import CryptoLine, Dialog, SdpMedia, compose_sdp, endpoint, request, response
+from rtpcore.callgen.truth import KeyProblemTruth, LegTruth
+from rtpcore.literals import Direction
 
 __all__ = ["SipEvent", "CallPlan", "plan_call", "background_spec"]
 
@@ -42,14 +45,14 @@ class CallPlan:
 
     call_id: str
     call_ids: tuple[str, ...]
-    direction: str
+    direction: Direction
     sip: tuple[SipEvent, ...]
     senders: tuple[Sender, ...]
-    legs: tuple[dict[str, object], ...]
+    legs: tuple[LegTruth, ...]
     invite_ns: int
     answer_ns: int
     end_ns: int                            # the last media packet's time (upper bound)
-    key_problems: tuple[dict[str, object], ...] = ()   # wt-keys: the carrier leg's, as `legs --json` lists them
+    key_problems: tuple[KeyProblemTruth, ...] = ()   # wt-keys: the carrier leg's, as `legs --json` lists them
 
 
 @dataclass(slots=True)
@@ -68,7 +71,7 @@ class _Side:
 
 def background_spec(spec: CallSpec, number: int) -> CallSpec:
     """Another call through the same SBC; number 1 overlaps (same carrier IP, other port), 2 reuses ports later."""
-    common = dict(
+    common: dict[str, Any] = dict(  # knobs of several types, checked by CallSpec.__post_init__
         seed=spec.seed + 1000 * number, core_ip=spec.core_background_ip, reinvite_rekey=False, mid_call=False,
         carrier_key_fault="",
         carrier_initial_seq=None, duplicates_every=0, srtcp_clear_first=False, late_offer=False, invite_padding=0,
@@ -253,6 +256,7 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
     send(t_bye + 20 * MS + SBC_DELAY_NS, first_d, first_c, not bye_from_caller, response(first_d, 200, "OK", cseq_first, "BYE", to_caller=bye_from_caller, branch=bb1))
 
     def sender(leg: str, src: _Side, dst: _Side, suite: str | None, start: int, end: int, *, is_carrier_sender: bool) -> Sender:
+        segments: tuple[Segment, ...]
         if switch_ns is not None and leg == "carrier":
             (sp, srtcp, skey), (dp, drtcp, _) = src.history[0], dst.history[0]
             segments = (
@@ -279,7 +283,7 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
 
     starts = {"a": a_start, "b": b_start, "sbc_a": b_start + RELAY_DELAY_NS, "sbc_b": a_start + RELAY_DELAY_NS}
     by_side = {id(a): "a", id(b): "b", id(sbc_a): "sbc_a", id(sbc_b): "sbc_b"}
-    senders = (
+    senders: tuple[Sender, ...] = (
         sender("carrier", carrier, host_c, suite_carrier, starts[by_side[id(carrier)]], stop[by_side[id(carrier)]], is_carrier_sender=True),
         sender("carrier", host_c, carrier, suite_carrier, starts[by_side[id(host_c)]], stop[by_side[id(host_c)]], is_carrier_sender=False),
         sender("core", core, host_k, suite_core, starts[by_side[id(core)]], stop[by_side[id(core)]], is_carrier_sender=False),
@@ -328,7 +332,7 @@ def _latched(spec: CallSpec, senders: tuple[Sender, ...], t_bye: int) -> tuple[S
 
 
 def _leg_truth(name: str, peer: _Side, host: _Side, negotiations: list[tuple[int, str, str, str | None]],
-               srtp_keys: str | None = None, key_problems: list[dict[str, object]] | None = None) -> dict[str, object]:
+               srtp_keys: str | None = None, key_problems: list[KeyProblemTruth] | None = None) -> LegTruth:
     """The leg as `rtphelper legs --json` prints it: endpoints de-duplicated in negotiation order."""
     endpoints: list[str] = []
     for _, peer_ep, host_ep, _suite in sorted(negotiations, key=lambda n: n[0]):
@@ -372,9 +376,9 @@ def _faulty_crypto(fault: str, crypto: tuple[CryptoLine, ...], rng: random.Rando
     return (CryptoLine(own.tag, own.suite, own.key, text=text[fault]), *others), text[fault]
 
 
-def _carrier_key_problems(events: list[SipEvent], carrier_ip: str, faulty: dict[str, tuple[int | None, str]]) -> list[dict[str, object]]:
+def _carrier_key_problems(events: list[SipEvent], carrier_ip: str, faulty: dict[str, tuple[int | None, str]]) -> list[KeyProblemTruth]:
     """Per carrier message that carried a faulty SDP (time order, first occurrence kept): what `legs --json` lists."""
-    found: list[dict[str, object]] = []
+    found: list[KeyProblemTruth] = []
     for ev in events:
         head, _, body = ev.data.decode("ascii").partition("\r\n\r\n")
         if ev.src != carrier_ip or body not in faulty:
@@ -383,7 +387,7 @@ def _carrier_key_problems(events: list[SipEvent], carrier_ip: str, faulty: dict[
         method = next(h.split()[-1] for h in head.split("\r\n") if h.startswith("CSeq:"))
         label = f"{first.split()[1]} {method}" if first.startswith("SIP/2.0") else first.split()[0]
         line, fault = faulty[body]
-        entry = {"message": label, "side": "peer", "line": line, "problem": fault}
+        entry: KeyProblemTruth = {"message": label, "side": "peer", "line": line, "problem": fault}
         if entry not in found:
             found.append(entry)
     return found

@@ -16,6 +16,8 @@ from rtpcore.callgen.plan import CallPlan, SipEvent, background_spec, plan_call
 from rtpcore.callgen.sbc import apply_sbc
 from rtpcore.callgen.scenario import BASE_TIME_NS, CallSpec
 from rtpcore.callgen.sip import endpoint
+from rtpcore.callgen.truth import Truth
+from rtpcore.literals import StreamKind
 from rtpcore.pcap.build import build_tcp, build_udp, fragment_ip, frame
 from rtpcore.pcap.writer import PcapngWriter, PcapWriter
 
@@ -147,7 +149,7 @@ def _write(path: Path, spec: CallSpec, linktype: int, vlans: tuple[int, ...], fr
                 w.write(f.ts_ns, frame(linktype, f.l3, vlans=vlans))
 
 
-def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
+def render(spec: CallSpec, out: str | Path) -> Truth:
     """Write sip.pcap, media/<region>-<host>-NNNN.pcap and truth.json into out; return the truth."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +205,7 @@ def render(spec: CallSpec, out: str | Path) -> dict[str, object]:
         media_names.append(name)
 
     call_packets = [r[3] for r in records if r[3] is not None]
-    truth: dict[str, object] = {
+    truth: Truth = {
         "variant": spec.name,
         "direction": spec.direction,
         "sip": SIP_FILE,
@@ -249,10 +251,10 @@ def _latched_truth(main: CallPlan) -> list[dict[str, str]]:
     out = []
     for index, leg in ((0, main.legs[0]), (2, main.legs[1])):
         seg = main.senders[index].segments[0]
-        sdp_rtp = str(leg["endpoints"][0])  # type: ignore[index]
+        sdp_rtp = leg["endpoints"][0]
         real_rtp = endpoint(seg.src, seg.sport)
         if real_rtp != sdp_rtp:
-            out.append({"leg": str(leg["name"]), "sdp": sdp_rtp, "real": real_rtp})
+            out.append({"leg": leg["name"], "sdp": sdp_rtp, "real": real_rtp})
     return out
 
 
@@ -287,10 +289,10 @@ def _roll(spec: CallSpec, records: list[_Record]) -> list[list[_Record]]:
 
 def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, object]]:
     """Per (sender, segment, kind): what was captured of the call's own media."""
-    groups: dict[tuple[int, int, str], list[MediaPacket]] = {}
+    groups: dict[tuple[int, int, StreamKind], list[MediaPacket]] = {}
     for p in packets:
         groups.setdefault((p.sender, p.segment, p.kind), []).append(p)
-    streams = []
+    streams: list[dict[str, object]] = []
     for (s_index, seg_no, kind), group in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], g[0][2] != "rtp")):
         sender = main.senders[s_index]
         seg = sender.segments[seg_no]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
+from rtpcore.literals import Direction
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 
 __all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS", "KEY_FAULTS"]
@@ -27,7 +28,7 @@ class CallSpec:
 
     name: str = "inbound-proxy"
     seed: int = 20260115
-    direction: Literal["inbound", "outbound"] = "inbound"
+    direction: Direction = "inbound"
     topology: Literal["proxy", "b2bua"] = "proxy"
     # Addresses: the SBC signals from its media-host addresses too, port 5060.
     carrier_ip: str = "198.51.100.10"
@@ -114,7 +115,7 @@ class CallSpec:
 
 DEFAULT = CallSpec()
 
-_IPV6 = {
+_IPV6: dict[str, Any] = {
     "carrier_ip": "2001:db8:100::10",
     "host_carrier_ip": "2001:db8:77:1::1",
     "host_core_ip": "2001:db8:77:2::1",
@@ -123,7 +124,8 @@ _IPV6 = {
     "noise_server_ip": "2001:db8:77::53",
 }
 
-_OVERRIDES: dict[str, dict[str, object]] = {
+# Per-variant knobs of several types (a dict cannot type each key): CallSpec fields say what each means.
+_OVERRIDES: dict[str, dict[str, Any]] = {
     "inbound-proxy": {},
     "outbound-proxy": {"direction": "outbound", "bye_from": "core"},
     "inbound-b2bua": {"topology": "b2bua"},
@@ -172,13 +174,13 @@ _OVERRIDES: dict[str, dict[str, object]] = {
 }
 
 VARIANTS: dict[str, CallSpec] = {
-    name: replace(DEFAULT, name=name, **overrides)  # type: ignore[arg-type]
+    name: replace(DEFAULT, name=name, **overrides)
     for name, overrides in _OVERRIDES.items()
 }
 
 
-def variant(name: str, **knobs: object) -> CallSpec:
+def variant(name: str, **knobs: Any) -> CallSpec:
     """A named variant with extra knobs applied, so tests can combine dimensions."""
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-    return replace(VARIANTS[name], **knobs)  # type: ignore[arg-type]
+    return replace(VARIANTS[name], **knobs)

@@ -14,6 +14,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from rtpcore.fsutil import atomic_output
+from rtpcore.literals import StreamKind
 from rtpcore.media.demux import ETHERTYPE_IPV4_BYTES, IPV4_FAST_LINKS
 from rtpcore.media.rtp import (
     FIRST_BYTE_RTP_MAX,
@@ -58,7 +59,7 @@ class StreamStats:
     leg: str
     src: str
     dst: str
-    kind: str
+    kind: StreamKind
     ssrc: int
     suite: str | None = None
     packets: int = 0
@@ -142,7 +143,7 @@ def decrypt_call(
 
 def decrypt_capture(source: Path, crypto: CryptoAttribute, out: Path) -> DecryptResult:
     """`rtphelper decrypt`: every RTP/RTCP stream in one capture, all with the one key given by hand."""
-    sender = SenderKeys(crypto.suite_info.name if crypto.supported else crypto.suite, [(0, 2**63, crypto)], srtp=True)
+    sender = SenderKeys(crypto.canonical_suite, [(0, 2**63, crypto)], srtp=True)
     item = FilteredInput("manual", Path(source), Path(source))
     return _run(lambda leg, src, dst: sender, [item], Path(out).parent, Path(out), per_file=False)
 
@@ -321,6 +322,7 @@ def _loop(
             frame, did = data, 0
             if fast.wrong_key:
                 stats.auth_failed += 1
+            # Hot loop, no None check: _fast_route sets decrypting only for a stream whose context authenticated.
             plain = stream.keys.ctx.unprotect_rtp_or_none(payload) if fast.decrypting else None  # type: ignore[union-attr]
             if fast.decrypting and plain is None:
                 frame, did = _finish(stream, "rtp", payload, ts, lt, data, warnings)
@@ -338,7 +340,7 @@ def _loop(
                     frame = b"".join((data[:o], pack_out(w0, ip_len, ident, frag, w4, (ONES - ip_sum) % ONES, raw,
                                                          udp_len, ONES - udp_sum), plain))
                 # _track_seq, inlined: the stream's first packet went through _process, so highest_seq is set.
-                high: int = stats.highest_seq  # type: ignore[assignment]
+                high: int = stats.highest_seq  # type: ignore[assignment]  # _fast_route checked it
                 ext = high - (high & 0xFFFF) + seq
                 if ext < high - 32768:
                     ext += 65536
@@ -438,7 +440,7 @@ def _process(
 
 
 def _finish(
-    stream: _Stream, kind: str, payload: bytes, ts: int, linktype: int, data: bytes, warnings: list[str]
+    stream: _Stream, kind: StreamKind, payload: bytes, ts: int, linktype: int, data: bytes, warnings: list[str]
 ) -> tuple[bytes, int]:
     """A counted packet of a stream → (frame to write, 1 if decrypted else 0), its sequence number tracked.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rtpcore.errors import SrtpError
+from rtpcore.literals import StreamKind
 from rtpcore.media.srtp import SUPPORTED_SUITES, SrtpAuthError, SrtpContext, SrtpReplayError, guess_roc
 from rtpcore.sip.crypto import CryptoAttribute
 
@@ -73,7 +74,7 @@ class KeyState:
         """The authenticated context's ROC, 0 before any packet authenticated."""
         return self.ctx.roc if self.ctx is not None else 0
 
-    def unprotect(self, kind: str, payload: bytes, ts: int, warnings: list[str]) -> bytes | None:
+    def unprotect(self, kind: StreamKind, payload: bytes, ts: int, warnings: list[str]) -> bytes | None:
         """Plaintext, DUPLICATE for a replay, or None when no key authenticates the packet (the caller decides
         between clear RTCP and an authentication failure)."""
         if self.ctx is not None:
@@ -134,9 +135,9 @@ class KeyState:
             return KEY_CLEAR
         return KEY_WRONG
 
-    def _context(self, crypto: CryptoAttribute, kind: str, payload: bytes, warnings: list[str]) -> SrtpContext | None:
+    def _context(self, crypto: CryptoAttribute, kind: StreamKind, payload: bytes, warnings: list[str]) -> SrtpContext | None:
         """A receive context for this key, the ROC found by one bounded search for a capture that starts mid-call."""
-        suite = crypto.suite_info.name if crypto.supported else crypto.suite
+        suite = crypto.canonical_suite
         if suite not in SUPPORTED_SUITES:
             if not self.gave_up:
                 warnings.append(f"{self.where}: SRTP suite {crypto.suite} is not supported; written undecrypted")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from rtpcore.literals import StreamKind
+
 __all__ = [
     "RTP_VERSION",
     "RTP_HEADER_LEN",
@@ -132,7 +134,7 @@ class RtpHeader:
         return out
 
 
-def classify(payload: bytes) -> str | None:
+def classify(payload: bytes) -> StreamKind | None:
     """'rtp', 'rtcp' or None for a UDP payload: RFC 7983 first-byte ranges, RFC 5761 RTCP types."""
     if len(payload) < RTCP_SSRC_END:
         return None

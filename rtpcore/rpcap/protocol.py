@@ -157,7 +157,7 @@ class Header:
         return _HEADER.pack(self.ver, self.type, self.value, self.plen)
 
     @classmethod
-    def decode(cls, data: bytes, offset: int = 0) -> Header:
+    def decode(cls, data: bytes | bytearray, offset: int = 0) -> Header:
         if len(data) - offset < HEADER_LEN:
             raise ValueError(f"RPCAP header needs {HEADER_LEN} bytes, got {len(data) - offset}")
         return cls(*_HEADER.unpack_from(data, offset))
@@ -227,7 +227,8 @@ class AuthReply:
             return cls(0, 0, None)
         if len(payload) < _AUTHREPLY.size:
             _need(payload, _AUTHREPLY_OLD.size, "AUTH_REPLY")
-            return cls(*_AUTHREPLY_OLD.unpack_from(payload), None)
+            min_version, max_version = _AUTHREPLY_OLD.unpack_from(payload)
+            return cls(min_version, max_version, None)
         return cls(*_AUTHREPLY.unpack_from(payload))
 
 

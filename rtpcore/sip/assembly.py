@@ -184,7 +184,7 @@ def _candidates(facts: list[HopFacts], config: AssemblyConfig) -> list[_Candidat
                 bucket = ts // RELAY_TIGHT_NS
                 for b in (bucket - 1, bucket, bucket + 1):
                     for j in events.get((e, b), ()):
-                        if start <= j < stop and abs(facts[j].events[e] - ts) <= RELAY_TIGHT_NS:  # type: ignore[operator]
+                        if start <= j < stop and abs(facts[j].events[e] - ts) <= RELAY_TIGHT_NS:  # type: ignore[operator]  # indexed, so not None
                             twins[j] = twins.get(j, 0) + 1
         chosen.update(dict.fromkeys(j for j, n in twins.items() if n >= MIN_TWIN_EVENTS))
         for key in up.keys:

@@ -220,6 +220,12 @@ class CryptoAttribute:
         return self.suite_info is not None
 
     @property
+    def canonical_suite(self) -> str:
+        """The suite's canonical name (old aliases resolved) when known, else as written: what contexts are keyed by."""
+        info = self.suite_info
+        return info.name if info is not None else self.suite
+
+    @property
     def key(self) -> SdesKey:
         """The first (usually only) inline key."""
         return self.keys[0]

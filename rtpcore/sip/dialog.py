@@ -4,14 +4,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from rtpcore.literals import HopSide
 from rtpcore.sip.capture import SipPacket
 from rtpcore.sip.message import SipMessage
 from rtpcore.sip.sdp import SessionDescription
 
 # Called/calling numbers match when this many trailing digits agree (+44…, 0044…, 44… are one number).
 NUMBER_SUFFIX_DIGITS = 8
-SIDE_A = "a"  # the side that sent the hop's first INVITE (upstream)
-SIDE_B = "b"  # the side that received it (downstream)
+SIDE_A: HopSide = "a"  # the side that sent the hop's first INVITE (upstream)
+SIDE_B: HopSide = "b"  # the side that received it (downstream)
 _TAG = re.compile(r";\s*tag\s*=\s*([^;>\s,]+)", re.I)
 _OFFER_REQUESTS = frozenset({"INVITE", "UPDATE", "ACK", "PRACK"})
 
@@ -21,7 +22,7 @@ class Sdp:
     """One SDP body as seen on the wire: who sent it, when, and in which message."""
 
     ts_ns: int
-    side: str
+    side: HopSide
     label: str  # "INVITE", "200 INVITE", ... for messages
     sdp: SessionDescription
 
@@ -93,7 +94,7 @@ class Hop:
     def end_ns(self) -> int:
         return self.packets[-1].ts_ns
 
-    def side_of(self, pkt: SipPacket) -> str:
+    def side_of(self, pkt: SipPacket) -> HopSide:
         """Which side sent this packet; by address, else by dialog role (a request From the caller is A)."""
         if pkt.src == self.a and pkt.dst == self.b:
             return SIDE_A
@@ -156,8 +157,9 @@ class Hop:
         return done, problems
 
 
-def _label(msg) -> str:  # type: ignore[no-untyped-def]
-    return msg.method if msg.is_request else f"{msg.status} {msg.cseq_method}"
+def _label(msg: SipMessage) -> str:
+    """How a user names the message that carried an SDP: "INVITE", "200 INVITE" ..."""
+    return msg.method if msg.method is not None else f"{msg.status} {msg.cseq_method}"
 
 
 def build_hops(packets: list[SipPacket]) -> list[Hop]:

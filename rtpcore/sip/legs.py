@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rtpcore.errors import CallSelectionError, DirectionMismatchError, SipError
+from rtpcore.literals import DIRECTIONS, Direction, HopSide, is_direction
 from rtpcore.plan import (
-    DIRECTIONS,
     LEG_CARRIER,
     LEG_CORE,
     LEG_ORDER,
@@ -154,7 +154,7 @@ def plan_from_packets(
     assembly: AssemblyConfig | None = None,
 ) -> LegPlan:
     """Select one call among the packets and resolve its legs for the direction."""
-    if direction not in DIRECTIONS:
+    if not is_direction(direction):
         raise SipError(f"direction {direction!r} is not one of: {', '.join(DIRECTIONS)}")
     call = select_call(packets, source=source, call_id=call_id, number=number, assembly=assembly)
     plan = _plan(list(call.hops), direction, source, margin_ns)
@@ -199,7 +199,7 @@ class _Segment:
     hops: tuple[Hop, ...]
 
 
-def _plan(chain: list[Hop], direction: str, source: str, margin_ns: int) -> LegPlan:
+def _plan(chain: list[Hop], direction: Direction, source: str, margin_ns: int) -> LegPlan:
     warnings: list[str] = []
     first = chain[0]
     exchanges: dict[int, list[OfferAnswer]] = {}
@@ -275,7 +275,7 @@ def _segments(chain: list[Hop], exchanges: dict[int, list[OfferAnswer]]) -> list
     return [_Segment(tuple(g)) for g in groups]
 
 
-def _first_address(done: list[OfferAnswer], side: str) -> str | None:
+def _first_address(done: list[OfferAnswer], side: HopSide) -> str | None:
     for oa in done:
         sdp = oa.offer.sdp if oa.offer.side == side else oa.answer.sdp
         m = sdp.audio()
@@ -287,7 +287,7 @@ def _first_address(done: list[OfferAnswer], side: str) -> str | None:
 
 
 def _leg(
-    name: str, hop: Hop, exchanges: dict[int, list[OfferAnswer]], peer_side: str, call_end: int, margin: int,
+    name: str, hop: Hop, exchanges: dict[int, list[OfferAnswer]], peer_side: HopSide, call_end: int, margin: int,
     warnings: list[str],
 ) -> Leg:
     done = sorted(exchanges[id(hop)], key=lambda oa: oa.answer.ts_ns)
@@ -312,7 +312,7 @@ def _media_ip(addr: str) -> str:
     return str(ipaddress.ip_address(text))
 
 
-def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], peer_side: str) -> list[str]:
+def _address_warnings(name: str, hop: Hop, done: list[OfferAnswer], peer_side: HopSide) -> list[str]:
     """Names in c= and RTP on port 65535 (no RTCP port after it): each a warning on its message and frame."""
     out: list[str] = []
     for oa in done:
@@ -340,7 +340,7 @@ def _where(hop: Hop, ts_ns: int, label: str) -> str:
 
 
 def _negotiation(
-    oa: OfferAnswer, peer_side: str, start: int, end: int, warnings: list[str], hop: Hop
+    oa: OfferAnswer, peer_side: HopSide, start: int, end: int, warnings: list[str], hop: Hop
 ) -> Negotiation | None:
     mo, ma = oa.offer.sdp.audio(), oa.answer.sdp.audio()
     if mo is None or ma is None:
@@ -363,7 +363,7 @@ def _negotiation(
     return Negotiation(oa.offer.ts_ns, oa.answer.ts_ns, start, end, peer, host, ma.proto, suite, dtls, problems)
 
 
-def _key_problems(item: Sdp, m: MediaDescription, peer_side: str) -> list[KeyProblem]:
+def _key_problems(item: Sdp, m: MediaDescription, peer_side: HopSide) -> list[KeyProblem]:
     """The SDP's unusable a=crypto lines, and an SRTP audio stream that brought no key at all."""
     side = SIDE_PEER if item.side == peer_side else SIDE_HOST
     found = [KeyProblem(item.label, side, p.line, p.kind, p.describe()) for p in item.sdp.crypto_problems]
@@ -418,7 +418,7 @@ _INTERNAL_V4 = tuple(
 _INTERNAL_V6 = tuple(ipaddress.ip_network(n) for n in ("fc00::/7", "fe80::/10", "::1/128"))
 
 
-def _check_direction(legs: list[Leg], direction: str, first: Hop) -> None:
+def _check_direction(legs: list[Leg], direction: Direction, first: Hop) -> None:
     """A carrier is reached over an external address; refuse a direction that puts it on the inside."""
     if len(legs) < 2:
         return

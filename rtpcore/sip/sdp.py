@@ -173,9 +173,9 @@ class SessionDescription:
                         if problem.kind not in _PARSED_KINDS:
                             problems.append(f"line {number} ({current.media}): a=crypto ignored: {problem.reason}")
                 elif current is not None:
-                    problem = _media_attribute(current, name, attr_value.strip())
-                    if problem:
-                        problems.append(f"line {number} ({current.media}): {problem}")
+                    unusable = _media_attribute(current, name, attr_value.strip())
+                    if unusable:
+                        problems.append(f"line {number} ({current.media}): {unusable}")
         session_direction = direction or DEFAULT_DIRECTION
         media = tuple(b.build(session_direction, fingerprint) for b in builders)
         return cls(origin, connection, session_direction, media, tuple(problems), tuple(crypto_problems))

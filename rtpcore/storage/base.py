@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtpcore.errors import StorageError
+from rtpcore.literals import StorageMode
 
 __all__ = [
     "DEFAULT_URL_EXPIRES",
@@ -96,7 +97,7 @@ def file_digests(path: Path, part_size: int | None = None) -> FileDigests:
 class Storage(ABC):
     """A flat key → file store; keys are '/'-separated and never start with '/'."""
 
-    kind: str  # "s3" | "local"
+    kind: StorageMode  # the store behind it: a local fallback store is "local"
     prefix: str  # the configured key prefix ("" when none); keys passed in already include it
 
     @abstractmethod
