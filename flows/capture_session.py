@@ -10,7 +10,8 @@ import queue
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
+from uuid import UUID
 
 from pydantic import Field
 
@@ -103,7 +104,7 @@ def capture_session(
         signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread (a flow called from another flow's thread): nothing to install
         previous = None
-    progress_id = create_progress_artifact(0.0, description="capture progress (time elapsed)")
+    progress_id = cast(UUID, create_progress_artifact(0.0, description="capture progress (time elapsed)"))  # sync call
     last_table = 0.0
     started = time.monotonic()
     while running.wait(timeout=1.0) is None:

@@ -73,7 +73,7 @@ class RpcapAuth(BaseModel):
 
     auth_mode: Annotated[Literal["null", "password"], BeforeValidator(lambda v: "null" if v is None else v)] = "null"
     username: str | None = None
-    password: str | None = Field(None, repr=False)
+    password: str | None = Field(default=None, repr=False)
 
     @property
     def mode(self) -> Literal["null", "password"]:

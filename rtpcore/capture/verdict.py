@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-VERDICT_OK = "ok"
-VERDICT_WARNING = "warning"
-VERDICT_FAILED = "failed"
+VERDICT_OK: Final = "ok"
+VERDICT_WARNING: Final = "warning"
+VERDICT_FAILED: Final = "failed"
 MAX_LISTED_ERRORS = 3  # a state message stays one readable line; the artifact lists every host
 
 Outcome = Literal["ok", "warning", "failed"]
