@@ -135,7 +135,9 @@ def assert_in_order(got: list[bytes], sent: list[bytes], drops: int) -> Delivery
     positions = [index[data] for data in got]
     assert positions == sorted(set(positions)), "a datagram is doubled or out of order"
     missing = positions[-1] + 1 - positions[0] - len(positions)
-    assert missing <= drops, f"{missing} datagrams missing while capturing, rpcapd reported {drops} drops"
+    holes = [(a + 1, b) for a, b in zip(positions, positions[1:]) if b != a + 1]
+    assert missing <= drops, (f"{missing} datagrams missing while capturing, rpcapd reported {drops} drops; "
+                              f"holes (from, to) in the {len(got)} captured: {holes[:5]}")
     return Delivery(positions[0], positions[-1] + 1, missing)
 
 
@@ -200,6 +202,7 @@ def test_sigterm_and_sigint_at_random_points_stop_cooperatively(rpcapd: Rpcapd, 
         assert run.code == 0, f"{where}: {run.stderr}"
         assert f"rtphelper capture: {sig.name}: stopping (closing chunks; send it again to abort)" in run.stderr
         assert run.ended_at - run.signalled_at < STOP_SECONDS, where
+        assert run.ended_at - run.started_at <= SIGNAL_DURATION + END_SLACK_SECONDS, where
         (host,) = json.loads(run.stdout)["hosts"]
         assert host["error"] is None and host["gaps"] == [], where
         state = assert_no_chunk_lost(run.out)
