@@ -10,7 +10,8 @@ import queue
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
+from uuid import UUID
 
 from pydantic import Field
 
@@ -18,8 +19,10 @@ from tasks.runtime import install_redaction  # first: process defaults before pr
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 
 from rtpcore.capture.runner import CaptureRequest
+from rtpcore.capture.verdict import capture_verdict, verdict_markdown
 from rtpcore.hosts import load_hosts
 from tasks import capture as t
 from tasks import session as s
@@ -56,7 +59,7 @@ def capture_session(
     storage_mode: Literal["local", "s3"] | None = None,
     capture_root: str | None = None,
     hosts_file: str | None = None,
-) -> dict:
+) -> dict | State:
     """Capture media on the chosen hosts for a duration, or until the stop-capture flow stops it.
 
     Args:
@@ -70,6 +73,10 @@ def capture_session(
         storage_mode: local, or s3 (with automatic local fallback); default RTPHELPER_STORAGE_MODE.
         capture_root: Root of the sessions; default RTPHELPER_CAPTURE_ROOT, hosts.yaml settings, ~/Downloads.
         hosts_file: hosts.yaml to use; default RTPHELPER_HOSTS_FILE or config/hosts.yaml.
+
+    The run ends Failed when a host failed or nothing was captured, and Completed with a warning (state
+    message and a `capture-warning` artifact) when files are still waiting for S3; the summary artifact
+    carries the S3 session URL.
     """
     install_redaction()
     log = get_run_logger()
@@ -97,7 +104,7 @@ def capture_session(
         signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread (a flow called from another flow's thread): nothing to install
         previous = None
-    progress_id = create_progress_artifact(0.0, description="capture progress (time elapsed)")
+    progress_id = cast(UUID, create_progress_artifact(0.0, description="capture progress (time elapsed)"))  # sync call
     last_table = 0.0
     started = time.monotonic()
     while running.wait(timeout=1.0) is None:
@@ -126,8 +133,21 @@ def capture_session(
     for snap in final:
         log.info("final: %s", snap.line())
     create_table_artifact([_row(p) for p in final], key="capture-counters", description="final counters per host")
-    create_markdown_artifact(_summary_md(result.to_json()), key="capture-summary", description="capture session summary")
-    return result.to_json()
+    doc = result.to_json()
+    verdict = capture_verdict(doc)
+    create_markdown_artifact(verdict_markdown(verdict) + _summary_md(doc), key="capture-summary",
+                             description="capture session summary")
+    if verdict.warnings:
+        create_markdown_artifact(verdict_markdown(verdict), key="capture-warning",
+                                 description="the capture needs attention")
+    if verdict.failed:
+        log.error("%s", verdict.message)
+        return Failed(message=verdict.message, data=doc)
+    if verdict.warnings:
+        log.warning("%s", verdict.message)
+        return Completed(message=verdict.message, data=doc)
+    log.info("%s", verdict.message)
+    return doc
 
 
 def _row(p) -> dict:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ Every error names the file and the exact place (`environments.PRD.regions.EU.sub
 from __future__ import annotations
 
 import difflib
+import json
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
@@ -42,7 +43,18 @@ _KNOWN_KEYS = ("rpcap", "settings", "environments", "regions", "sub-region", "ho
                "description", "interfaces", "port", "auth", "auth_mode", "username", "password",
                "default_port", "default_capture_root", "sip_addresses", "media_addresses")
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+MAX_YAML_DEPTH = 32  # hosts.yaml needs 9 levels; deeper input is an accident or an attack (RecursionError)
+
+
+def _strict_port(value: Any, info: ValidationInfo) -> Any:
+    """YAML reads `port: true` as a bool and `port: 2002.5` as a float; int() would take both silently."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{info.field_name} {json.dumps(value)} is not a port number (write a whole number 1-65535, "
+                         f"e.g. {DEFAULT_RPCAP_PORT}, without quotes)")
+    return value
+
+
+Port = Annotated[int, BeforeValidator(_strict_port), Field(ge=1, le=65535)]
 
 
 def _none_to_empty(factory: type) -> Any:
@@ -61,7 +73,7 @@ class RpcapAuth(BaseModel):
 
     auth_mode: Annotated[Literal["null", "password"], BeforeValidator(lambda v: "null" if v is None else v)] = "null"
     username: str | None = None
-    password: str | None = Field(None, repr=False)
+    password: str | None = Field(default=None, repr=False)
 
     @property
     def mode(self) -> Literal["null", "password"]:
@@ -299,8 +311,27 @@ class _DuplicateKey(Exception):
     pass
 
 
+class _TooDeep(Exception):
+    pass
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses repeated mapping keys instead of silently keeping the last one."""
+    """SafeLoader that refuses repeated keys and nesting past MAX_YAML_DEPTH (PyYAML recurses per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """Count nesting before the recursive composer goes deeper, so 3,000 `[` is an error, not a crash."""
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(f"line {mark.line + 1}, column {mark.column + 1}: nested more than "
+                               f"{MAX_YAML_DEPTH} levels deep; hosts.yaml needs far fewer (check brackets "
+                               "and indentation)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -339,7 +370,8 @@ def _describe(error: Any, data: Any) -> str:
     # Split the location at the host, if any: "<host place> (<id>): <what is wrong with it>".
     split = next((i + 2 for i in range(len(loc) - 1) if loc[i] == "hosts" and isinstance(loc[i + 1], int)), None)
     head, tail = (loc[:split], loc[split:]) if split else (loc, ())
-    if split is None and kind in ("missing", "extra_forbidden") and loc:
+    if split is None and loc and (kind in ("missing", "extra_forbidden")
+                                  or (kind == "value_error" and reason.startswith(f"{loc[-1]} "))):
         head, tail = loc[:-1], loc[-1:]
     field = str(tail[0]) if tail else ""
     if kind == "value_error":
@@ -370,7 +402,7 @@ def load_hosts(path: str | Path) -> HostsConfig:
         raise ConfigError(f"{path}: not found; {COPY_HINT}")
     try:
         data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
-    except _DuplicateKey as exc:
+    except (_DuplicateKey, _TooDeep) as exc:
         raise ConfigError(f"{path} {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

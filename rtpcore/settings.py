@@ -323,7 +323,8 @@ def _unquote(raw: str, where: str) -> str:
     if not raw or raw[0] not in "\"'":
         # An unquoted value ends at a " #" comment, as in shell.
         return re.split(r"\s+#", raw, maxsplit=1)[0].strip()
-    quote, chars, i = raw[0], [], 1
+    quote, i = raw[0], 1
+    chars: list[str] = []
     while i < len(raw):
         char = raw[i]
         if char == quote:

@@ -15,18 +15,17 @@ from rtpcore.errors import CaptureError, ConfigError
 from rtpcore.hosts import HostsConfig, load_hosts
 from rtpcore.settings import Settings, load_settings
 
-_LIVE = dict(cache_policy=NO_CACHE, persist_result=False)
 FINAL_STATES = ("done", "failed")
 STOP_VARIABLE_PREFIX = "rtphelper-stop-"
 
 
-@task(name="load-configuration", **_LIVE)
+@task(name="load-configuration", cache_policy=NO_CACHE, persist_result=False)
 def load_configuration(hosts_file: str | None) -> tuple[Settings, HostsConfig]:
     settings = load_settings()
     return settings, load_hosts(Path(hosts_file) if hosts_file else settings.hosts_file)
 
 
-@task(name="resolve-targets", **_LIVE)
+@task(name="resolve-targets", cache_policy=NO_CACHE, persist_result=False)
 def resolve_targets(
     hosts: HostsConfig, environment: str, regions: list[str] | None, sub_regions: list[str] | None,
     host_ids: list[str] | None,
@@ -45,12 +44,12 @@ def resolve_targets(
     return targets_for_hosts(entries)
 
 
-@task(name="start-capture", **_LIVE)
+@task(name="start-capture", cache_policy=NO_CACHE, persist_result=False)
 def start(request: CaptureRequest, settings: Settings, progress_sink) -> RunningCapture:  # type: ignore[no-untyped-def]
     return start_capture(request, settings, on_progress=progress_sink)
 
 
-@task(name="capture-host", **_LIVE)
+@task(name="capture-host", cache_policy=NO_CACHE, persist_result=False)
 def capture_host(running: RunningCapture, label: str) -> dict:
     """One task per host/interface: its state in the UI follows that host's capture thread."""
     while True:
@@ -75,12 +74,12 @@ def clear_stop(flow_run_id: str) -> None:
     Variable.unset(STOP_VARIABLE_PREFIX + flow_run_id)
 
 
-@task(name="request-stop", **_LIVE)
+@task(name="request-stop", cache_policy=NO_CACHE, persist_result=False)
 def request_stop(flow_run_id: str, reason: str) -> None:
     Variable.set(STOP_VARIABLE_PREFIX + flow_run_id, reason or "stop", overwrite=True)
 
 
-@task(name="finish-capture", **_LIVE)
+@task(name="finish-capture", cache_policy=NO_CACHE, persist_result=False)
 def finish(running: RunningCapture) -> CaptureResult:
     result = running.wait()
     assert result is not None

@@ -158,13 +158,14 @@ class _HostCapture:
         try:
             conn = self._open()
             while conn is not None:
+                current = conn
                 try:
-                    self._stream(conn)
-                    self._finish(conn)
+                    self._stream(current)
+                    self._finish(current)
                     conn = None
                 except (RpcapConnectError, RpcapProtocolError) as exc:  # includes RpcapConnectionLostError
                     lost_ns = time.time_ns()
-                    self._drop(conn)
+                    self._drop(current)
                     conn = None
                     conn = self._reconnect(lost_ns, exc)
             self.state = STATE_DONE

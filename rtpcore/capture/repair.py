@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtpcore.capture.manifest import MANIFEST_NAME, Manifest, ManifestState, OpenRecord
+from rtpcore.capture.manifest import MANIFEST_NAME, ChunkRecord, Manifest, ManifestState, OpenRecord
 from rtpcore.errors import PcapError, TruncatedCaptureError
 from rtpcore.fsutil import fsync_dir
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
@@ -185,7 +185,8 @@ def _owner(name: str, opened: OpenRecord | None, state: ManifestState) -> tuple[
         return opened.host, opened.interface
     parsed = parse_chunk_name(name)
     stem = parsed[0] if parsed else Path(name).stem
-    for record in (*state.opened, *state.chunks):
+    records: tuple[OpenRecord | ChunkRecord, ...] = (*state.opened, *state.chunks)
+    for record in records:
         other = parse_chunk_name(record.name)
         if other is not None and other[0] == stem:
             return record.host, record.interface

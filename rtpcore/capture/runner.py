@@ -203,6 +203,7 @@ class RunningCapture:
         """Flush in the post phase and describe where the files are; never raises."""
         storage, budget = self.storage, self._flush_budget
         started = time.monotonic()
+        error: str | None
         try:
             if self._probe.is_alive():
                 self._probe.join(budget)

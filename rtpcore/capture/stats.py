@@ -1,6 +1,7 @@
 """What a capture reports: live per-host counters while it runs and the per-host summary when it ends."""
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ class HostCounters:
     gaps: list[Gap] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
-    def count(self, packets: list[tuple[int, int, int, int, bytes]]) -> None:
+    def count(self, packets: list[tuple[int, int, int, int, builtins.bytes]]) -> None:
         """Add one batch; rpcapd numbers its packets 1, 2, … per capture, so a hole is a packet we never got."""
         self.packets += len(packets)
         self.bytes += sum([p[1] for p in packets])

@@ -139,3 +139,89 @@ def test_unknown_host_is_refused_inside_the_flow(lab: Path) -> None:
     assert state.is_failed()
     with pytest.raises(Exception, match=r"unknown host\(s\) media-9 in environment LAB; known: media-1"):
         state.result()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _capture_with_traffic(lab: Path, port: int, tag: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
+    """A 3 s capture-session run with 200 datagrams sent while it captures; returns its final state."""
+    from flows.capture_session import capture_session
+
+    result: dict = {}
+    th = threading.Thread(target=lambda: result.setdefault("state", capture_session(
+        environment="LAB", duration_minutes=0.05, capture_filter=f"udp port {port}", hosts_file=str(lab),
+        return_state=True, **kwargs)))
+    th.start()
+    time.sleep(1.5)
+    _send(port, 200, tag)
+    th.join(timeout=120)
+    return result["state"]
+
+
+def test_a_failed_host_fails_the_run_and_keeps_the_other_hosts_files(tmp_path: Path, rpcapd,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.flows.test_correlation_flows import _artifacts_and_logs
+
+    monkeypatch.setenv("RTPHELPER_STORAGE_MODE", "local")
+    lab = _hosts_yaml(tmp_path, rpcapd.port)
+    doc = yaml.safe_load(lab.read_text())
+    closed = _closed_port()
+    hosts = doc["environments"]["LAB"]["regions"]["EU"]["sub-region"]["lab-1"]["hosts"]
+    hosts.append({"id": "media-down", "address": "127.0.0.1", "port": closed, "interfaces": ["lo"]})
+    lab.write_text(yaml.safe_dump(doc))
+    port = 47003
+    state = _capture_with_traffic(lab, port, b"half-")
+    assert state.is_failed(), state
+    assert state.message.startswith("capture failed on 1 of 2 host interface(s): media-down lo: ")
+    assert f"rpcap://127.0.0.1:{closed}: connection refused" in state.message
+    result = state.result(raise_on_failure=False)
+    good = next(h for h in result["hosts"] if h["host"] == "media-1")
+    assert good["error"] is None
+    assert _payloads(good["files"], port) == [b"half-" + i.to_bytes(4, "big") for i in range(200)]
+    arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
+    summary = next(a.data for a in arts if a.key == "capture-summary")
+    assert summary.startswith("## ❌ Capture failed") and "media-down lo: " in summary
+
+
+def test_nothing_captured_fails_the_run(lab: Path) -> None:
+    from flows.capture_session import capture_session
+
+    state = capture_session(environment="LAB", duration_minutes=0.03, capture_filter="udp port 9",
+                            hosts_file=str(lab), return_state=True)
+    assert state.is_failed(), state
+    assert state.message.startswith("nothing was captured (0 packets on every host): check the capture filter")
+    doc = state.result(raise_on_failure=False)
+    assert doc["hosts"][0]["error"] is None and doc["hosts"][0]["packets"] == 0
+
+
+def test_pending_uploads_complete_with_a_warning_and_the_s3_url(tmp_path: Path, rpcapd,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 refuses every connection: the capture completes on local disk, and the state says what is left."""
+    from tests.flows.test_correlation_flows import _artifacts_and_logs
+
+    for key, value in {"RTPHELPER_STORAGE_MODE": "s3", "RTPHELPER_S3_ENDPOINT": f"http://127.0.0.1:{_closed_port()}",
+                       "RTPHELPER_S3_PATH": "capture-bucket/caps", "RTPHELPER_S3_FINAL_FLUSH_SECONDS": "1",
+                       "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret"}.items():
+        monkeypatch.setenv(key, value)
+    lab = _hosts_yaml(tmp_path, rpcapd.port)
+    port = 47004
+    state = _capture_with_traffic(lab, port, b"pend-", output_folder="ticket-9")
+    assert state.is_completed(), state
+    doc = state.result()
+    session = doc["session"]
+    pending = doc["storage"]["pending"]
+    assert pending and doc["hosts"][0]["error"] is None
+    url = doc["storage"]["location"]
+    assert url.startswith("s3://capture-bucket/caps/LAB/ticket-9/")
+    assert state.message.startswith(f"captured 200 packets on 1 host interface(s) into session {session}, S3 {url}; "
+                                    f"warning: {len(pending)} file(s) not yet uploaded to {url}")
+    assert f"rtphelper flush {session}" in state.message
+    arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
+    warning = next(a.data for a in arts if a.key == "capture-warning")
+    assert warning.startswith("## ⚠️ Warning") and f"rtphelper flush {session}" in warning and url in warning
+    summary = next(a.data for a in arts if a.key == "capture-summary")
+    assert f"S3 session: `{url}`" in summary

@@ -61,3 +61,36 @@ def test_missing_hosts_file(tmp_path: Path, capsys) -> None:
     code = main(["config", "--config", str(tmp_path / "nope.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and "nope.yaml" in err and "hosts.yaml.example" in err
+
+
+def test_deeply_nested_hosts_yaml_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "hosts.yaml"
+    bad.write_text("environments: " + "[" * 3000 + "]" * 3000 + "\n")
+    code = main(["config", "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err and "RecursionError" not in err
+    assert f"{bad} line 1, column " in err and "nested more than 32 levels deep" in err
+
+
+def test_port_true_exits_2_naming_the_host(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "hosts.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("interfaces:", "port: true\n                interfaces:", 1))
+    assert "port: true" in bad.read_text()
+    code = main(["config", "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "hosts[0] (" in err and "port true is not a port number" in err
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("RTPHELPER_S3_POOL_CAPTURE=true", "RTPHELPER_S3_POOL_CAPTURE='true' is not a whole number"),
+    ("RTPHELPER_S3_POOL_CAPTURE=2.5", "RTPHELPER_S3_POOL_CAPTURE='2.5' is not a whole number"),
+    ("RTPHELPER_EMBEDDED_WORKER=2", "RTPHELPER_EMBEDDED_WORKER='2' is not a boolean"),
+    ("RTPHELPER_S3_READ_TIMEOUT_SECONDS=yes", "RTPHELPER_S3_READ_TIMEOUT_SECONDS='yes' is not a number of seconds"),
+])
+def test_settings_ints_and_booleans_are_strict(tmp_path: Path, capsys, line: str, expected: str) -> None:
+    env = tmp_path / "runtime.env"
+    env.write_text(f"RTPHELPER_STORAGE_MODE=local\n{line}\n")
+    code = main(["config", "--config", str(EXAMPLE), "--env-file", str(env)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"{env} line 2: {expected}" in err

@@ -229,3 +229,34 @@ def test_capture_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     no_root = HostsConfig.model_validate({"environments": {}, "settings": {"default_capture_root": "~/caps"}})
     assert no_root.capture_root(None) == tmp_path / "home" / "caps"
     assert capture_root(Settings(), None) == tmp_path / "home" / "Downloads"
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("port: 3002", "port: true", "hosts[1] (prd-y): port true is not a port number"),
+    ("port: 3002", "port: '3002'", "hosts[1] (prd-y): port \"3002\" is not a port number"),
+    ("port: 3002", "port: 3002.5", "hosts[1] (prd-y): port 3002.5 is not a port number"),
+    ("  default_port: 2002", "  default_port: yes", "rpcap: default_port true is not a port number"),
+])
+def test_port_must_be_a_whole_number_not_a_boolean(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    """YAML turns `true`/`yes` into a bool that int() would read as port 1: refused, naming the place."""
+    message = load_error(tmp_path, BASE.replace(old, new, 1))
+    assert message.startswith(f"{tmp_path / 'hosts.yaml'}: ") and expected in message
+    assert message.endswith("(write a whole number 1-65535, e.g. 2002, without quotes)") and "\n" not in message
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 3000 + "]" * 3000,
+    "environments: " + "{a: " * 3000 + "1" + "}" * 3000,
+    "environments:\n" + "".join("  " * depth + f"k{depth}:\n" for depth in range(1, 3001)),
+])
+def test_yaml_nested_thousands_deep_is_a_one_line_error(tmp_path: Path, text: str) -> None:
+    """PyYAML recurses per nesting level: without a limit this was a RecursionError (exit 1)."""
+    message = load_error(tmp_path, text)
+    assert message.startswith(f"{tmp_path / 'hosts.yaml'} line ") and "\n" not in message
+    assert "nested more than 32 levels deep" in message
+
+
+def test_the_depth_limit_leaves_room_for_real_files(tmp_path: Path) -> None:
+    """The real schema nests 9 levels; a host's auth block in flow style adds one more."""
+    config = load_hosts(write(tmp_path, BASE))
+    assert config.find_host("PRD", "prd-u").auth.mode == "password"
