@@ -347,7 +347,7 @@ def _error_text(source: Path, exc: Exception) -> str:
 # -- many files --------------------------------------------------------------------------------
 
 
-def _check_names(sources: Sequence[Path]) -> None:
+def check_names(sources: Sequence[Path]) -> None:
     """Two sources with one stem would overwrite each other's outputs."""
     stems: dict[str, Path] = {}
     for source in sources:
@@ -369,7 +369,7 @@ def filter_raw_files(
 ) -> list[FileResult]:
     """filter_raw_file over many files, one process each at a time; results in input order."""
     sources = [Path(s) for s in sources]
-    _check_names(sources)
+    check_names(sources)
     if workers is None:
         workers = min(len(sources), os.cpu_count() or 1)
     if len(sources) <= 1 or workers <= 1:
