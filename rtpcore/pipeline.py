@@ -265,12 +265,33 @@ class InProcessRunner:
         workers = self.workers if self.workers is not None else default_workers()
         if len(items) <= 1 or workers <= 1:
             return [step(item, *args) for item in items]
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(items)))
-        try:
+        # An interrupt inside the pool's own bookkeeping (submit, shutdown hold its lock) would hang the exit:
+        # SIGINT/SIGTERM wait outside those, and are raised while we wait for results.
+        with txns.signals_deferred():
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_die_with_parent)
             futures = [pool.submit(step, item, *args) for item in items]
+        try:
             return [future.result() for future in futures]
         finally:  # on an interrupt: files not started yet are dropped, the running ones end before cleanup
-            pool.shutdown(wait=True, cancel_futures=True)
+            with txns.signals_deferred():
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """A filter worker ends when rtphelper is killed (SIGKILL): no orphan keeps writing or holds the terminal."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker ends when its queue closes, as before
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 STEPS: tuple[Callable[..., Any], ...] = (

@@ -152,7 +152,7 @@ def commit(txn: ResultTransaction) -> None:
     """Swap the staged results in as a whole (SIGINT/SIGTERM wait until the swap is done)."""
     root, staging = txn.final.root, txn.staged.root
     replaced = staging / REPLACED_DIR
-    with _signals_deferred():
+    with signals_deferred():
         if not txn.overwrite and existing_results(txn.final):
             raise InputError(f"{txn.final.root}: results appeared during the run; pass --overwrite to replace them")
         replaced.mkdir()
@@ -172,8 +172,8 @@ def abort(txn: ResultTransaction) -> None:
 
 
 @contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM during the swap (main thread only: handlers run there), deliver them after."""
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM in a critical section (main thread only: handlers run there), deliver them after."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
         yield
         return

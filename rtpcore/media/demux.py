@@ -1,6 +1,7 @@
 """Cut one call's legs out of raw media captures: one libpcap pass per file, Python only for the call's packets."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import socket
@@ -315,6 +316,8 @@ def filter_raw_file(
             routed, linktype, error = _read_routed(plan, source)
             matched = sum(map(len, routed.legs.values())) + len(routed.candidates.records)
     except (PcapError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise  # our output disk is full: the run's failure, not this raw file's
         return FileResult(source, 0, empty, _error_text(source, exc), None, None)
     finally:
         temp.unlink(missing_ok=True)
