@@ -38,12 +38,16 @@ def _cli(folder: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> dict[st
     code = main(argv)
     captured = capsys.readouterr()
     if code != 0:
-        return {"error": captured.err.replace(str(out), "<out>")}
+        error = captured.err[captured.err.index("rtphelper correlate: error:"):]  # after any warning lines
+        return {"error": error.replace(str(out), "<out>")}
     return _figures(json.loads(captured.out))
 
 
+MIN_LEG_PACKETS = "250"  # not the default 10: a path that ignored the setting would drift (it did, before issue 9)
+
+
 def test_cli_and_flow_give_the_same_figures_on_every_variant(
-    generated, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    generated, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect import flow
 
@@ -51,6 +55,7 @@ def test_cli_and_flow_give_the_same_figures_on_every_variant(
     from rtpcore.callgen import VARIANTS
     from rtpcore.cli import main
 
+    monkeypatch.setenv("RTPHELPER_MIN_LEG_PACKETS", MIN_LEG_PACKETS)
     folders = {name: generated(name) for name in VARIANTS}
 
     @flow(name="test-correlate-every-variant")
