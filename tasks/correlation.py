@@ -18,8 +18,6 @@ T = TypeVar("T")
 # No task tags: a tagged task run first negotiates tag concurrency slots with the server, which
 # measured ~2 s per task here (prefect.concurrency acquire_concurrency_slots_with_lease).
 # The plan holds SDES keys: never cache or persist it, and never hash it into a cache key.
-_PRIVATE: dict[str, Any] = dict(cache_policy=NO_CACHE, persist_result=False)
-
 TASK_NAMES: dict[Callable[..., Any], str] = {
     pipeline.plan_call: "resolve-legs",
     pipeline.open_results: "prepare-outputs",
@@ -33,15 +31,21 @@ TASK_NAMES: dict[Callable[..., Any], str] = {
     pipeline.report: "build-report",
     pipeline.publish: "publish-outputs",
 }
-# Steps that read from the network or a flaky disk get a retry; the others fail at once.
-_RETRIES: dict[Callable[..., Any], dict[str, int]] = {
-    pipeline.list_media: dict(retries=1, retry_delay_seconds=10),
-    pipeline.filter_one: dict(retries=1, retry_delay_seconds=2),
+# Steps that read from the network or a flaky disk get a retry (attempts, delay s); the others fail at once.
+_RETRIES: dict[Callable[..., Any], tuple[int, int]] = {
+    pipeline.list_media: (1, 10),
+    pipeline.filter_one: (1, 2),
 }
 
-TASKS: dict[Callable[..., Any], Any] = {
-    step: task(name=TASK_NAMES[step], **_PRIVATE, **_RETRIES.get(step, {}))(step) for step in pipeline.STEPS
-}
+
+def _task_of(step: Callable[..., Any]) -> Any:
+    """The step as a private task: never cached, never persisted (the plan carries SDES keys)."""
+    retries, delay = _RETRIES.get(step, (0, 0))
+    return task(name=TASK_NAMES[step], cache_policy=NO_CACHE, persist_result=False, retries=retries,
+                retry_delay_seconds=delay)(step)
+
+
+TASKS: dict[Callable[..., Any], Any] = {step: _task_of(step) for step in pipeline.STEPS}
 
 
 class PrefectRunner:
@@ -55,7 +59,7 @@ class PrefectRunner:
         return list(futures.result())
 
 
-@task(name="publish-artifacts", **_PRIVATE)
+@task(name="publish-artifacts", cache_policy=NO_CACHE, persist_result=False)
 def publish_artifacts(outcome: CorrelationOutcome) -> None:
     """The report as markdown + table, links to the local outputs and (when uploaded) their presigned URLs."""
     report = outcome.report
