@@ -250,6 +250,18 @@ def _config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C/SIGTERM an error was raised while handling, if any (its __context__ chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM turned into an exception, so every cleanup (staging folder, temp files) runs as on Ctrl-C."""
 
@@ -368,7 +380,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except Exception as exc:
+            interrupt = _interrupt_behind(exc)
+            if interrupt is not None:  # a cleanup failed because of the signal (a file closed twice): the signal counts
+                raise interrupt from exc
+            raise
     except RtpCoreError as exc:
         if args.debug:
             traceback.print_exc()

@@ -83,3 +83,24 @@ def test_a_swap_cut_short_by_sigkill_is_rolled_back_by_the_next_run(tmp_path: Pa
     assert _files(out) == before
     assert not list(out.glob(".staging-*"))
     shutil.rmtree(out)
+
+
+def test_an_error_raised_while_a_signal_unwinds_still_exits_as_the_signal(
+    generated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM inside a file close makes the second close fail (EBADF): the user must still see 143, not exit 2."""
+    from rtpcore import cli, pipeline
+
+    def interrupted_then_ebadf(job, runner):
+        try:
+            raise cli.Terminated()
+        except BaseException:
+            raise OSError(9, "Bad file descriptor") from None
+
+    monkeypatch.setattr(pipeline, "run_steps", interrupted_then_ebadf)
+    folder = generated("inbound-proxy")
+    code = cli.main(["correlate", "--sip", str(folder / "sip.pcap"), "--direction", "inbound",
+                     "--media", str(folder / "media"), "--out", str(tmp_path / "out")])
+    assert code == cli.EXIT_TERMINATED
+    err = capsys.readouterr().err
+    assert "terminated (SIGTERM); the previous results in --out are untouched" in err and "Bad file" not in err
