@@ -42,14 +42,16 @@ import wrong_key_bench  # noqa: E402
 from rtpcore.media.bpf import leg_filter  # noqa: E402
 from rtpcore.media.demux import filter_for_file  # noqa: E402
 from rtpcore.media.decrypt import FilteredInput, decrypt_call  # noqa: E402
-from rtpcore.media.demux import filter_raw_file, filter_raw_files, media_files  # noqa: E402
+from rtpcore.media.demux import filter_raw_file, media_files  # noqa: E402
 from rtpcore.pcap import libpcap  # noqa: E402
 from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp  # noqa: E402
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET  # noqa: E402
 from rtpcore.pcap.reader import open_capture  # noqa: E402
-from rtpcore.pipeline import combine, correlate, decrypt, learn, merge_raw, prepare_outputs  # noqa: E402
+from rtpcore.pipeline import (  # noqa: E402
+    InProcessRunner, combine, commit, correlate, decrypt, filter_one, learn, make_job, merge_raw, open_results, report,
+)
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide  # noqa: E402
-from rtpcore.report import CorrelationReport, build_report  # noqa: E402
+from rtpcore.report import CorrelationReport  # noqa: E402
 from rtpcore.sip.legs import resolve_legs  # noqa: E402
 
 WORK = gen_media.OUT / "work"
@@ -131,13 +133,15 @@ def fresh(path: Path) -> Path:
 def run_plan(plan: LegPlan, sip: Path, media: list[Path], out: Path) -> CorrelationReport:
     """rtpcore.pipeline.correlate() with a given leg plan instead of one resolved from SIP (the 8-leg case)."""
     sources = media_files(media)
-    paths = prepare_outputs(out, overwrite=True)
-    results = filter_raw_files(plan, sources, paths.filtered, min_packets=SEED_MIN_PACKETS)
-    plan, results = learn(plan, results, paths, min_packets=SEED_MIN_PACKETS)
-    merge_raw(plan, results, paths)
-    decrypted = decrypt(plan, results, paths)
-    combine(sip, paths)
-    return build_report(plan, results, decrypted, paths.finals)
+    job = make_job(sip, DIRECTION, media, out, min_packets=SEED_MIN_PACKETS, overwrite=True)
+    txn = open_results(job)
+    results = InProcessRunner().map(filter_one, sources, job, plan, txn)
+    plan, results = learn(job, plan, results)
+    merge_raw(job, plan, results, txn)
+    decrypted = decrypt(plan, results, txn)
+    combine(job, txn)
+    commit(txn)
+    return report(plan, results, decrypted, txn)
 
 
 def eight_leg_plan(plan: LegPlan) -> LegPlan:
@@ -177,15 +181,17 @@ def breakdown(sip: Path, media: list[Path], repeat: int) -> dict:
         t = time.perf_counter()
         sources = media_files(media)
         plan = resolve_legs(sip, DIRECTION)
-        paths = prepare_outputs(out, overwrite=True)
+        job = make_job(sip, DIRECTION, media, out, min_packets=SEED_MIN_PACKETS, overwrite=True)
+        txn = open_results(job)
         t = lap("plan (SIP → legs)", t)
-        results = filter_raw_files(plan, sources, paths.filtered, min_packets=SEED_MIN_PACKETS)
+        results = InProcessRunner().map(filter_one, sources, job, plan, txn)
         t = lap("filter: BPF + route + write per file (2 processes)", t)
-        merge_raw(plan, results, paths)
+        merge_raw(job, plan, results, txn)
         t = lap("merge → media_raw.pcap", t)
-        decrypt(plan, results, paths)
+        decrypt(plan, results, txn)
         t = lap("decrypt → decrypted/ + media_decrypted.pcap", t)
-        combine(sip, paths)
+        combine(job, txn)
+        commit(txn)
         lap("combine → SIP_plus_media_decrypted.pcap", t)
     serial = []
     for _ in range(repeat):

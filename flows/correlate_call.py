@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from tasks.runtime import install_redaction  # first: process defaults before prefect loads
-from prefect import flow, unmapped
+from prefect import flow
+from prefect.states import Completed, State
+from rtpcore.pipeline import make_job, run_steps
 from tasks import correlation as t
 
 Direction = Literal["inbound", "outbound"]
@@ -15,23 +17,17 @@ Direction = Literal["inbound", "outbound"]
 
 def run_correlation(
     sip: Path, direction: str, media: list[str], out: Path, call_id: str | None, number: str | None,
-    min_packets: int, overwrite: bool,
-) -> dict:
-    """The DAG, shared by correlate-call and process-call: plan → filter (mapped) → learn peers → merge → decrypt → combine."""
-    plan = t.resolve_legs(sip, direction, call_id, number)
-    paths = t.prepare_outputs(out, overwrite)
-    sources = t.list_media(media, paths.root)
-    try:
-        results = t.filter_raw_file.map(unmapped(plan), sources, unmapped(paths), unmapped(min_packets)).result()
-        plan, results = t.learn(plan, results, paths, min_packets)
-        t.merge_raw(plan, results, paths)
-        decrypted = t.decrypt(plan, results, paths)
-        t.combine(sip, paths)
-    except BaseException:
-        t.rollback(paths)
-        raise
-    report = t.publish_report(plan, results, decrypted, paths, media)
-    return report.to_json()
+    min_packets: int | None, overwrite: bool, *, extra: dict[str, Any] | None = None,
+) -> dict[str, Any] | State:
+    """The correlation core through Prefect tasks; Completed with a warning message when outputs were not uploaded."""
+    job = make_job(sip, direction, media, out, call_id=call_id, number=number, min_packets=min_packets,
+                   overwrite=overwrite)
+    outcome = run_steps(job, t.PrefectRunner())
+    t.publish_artifacts(outcome)
+    doc = {**(extra or {}), **outcome.to_json()}
+    if outcome.upload_warning:
+        return Completed(message=f"outputs are local only: {outcome.upload_warning}", data=doc)
+    return doc
 
 
 @flow(name="correlate-call", log_prints=True)
@@ -42,9 +38,9 @@ def correlate_call(
     output_folder: str,
     call_id: str | None = None,
     number: str | None = None,
-    min_packets: Annotated[int, Field(ge=0)] = 10,
+    min_packets: Annotated[int | None, Field(ge=0)] = None,
     overwrite: bool = False,
-) -> dict:
+) -> dict[str, Any] | State:
     """Find the call's media legs, filter the raw captures once per file, decrypt SRTP and merge the outputs.
 
     Args:
@@ -54,8 +50,8 @@ def correlate_call(
         output_folder: Where decrypted/ and combined/ are written.
         call_id: Select the call by Call-ID when the SIP pcap holds several calls.
         number: Or select it by caller/callee number (+44…, 0044… and 44… match).
-        min_packets: Keep a leg's packets from a raw file only above this count (the seed kept > 10).
-        overwrite: Replace earlier outputs in the output folder.
+        min_packets: Keep a leg's packets from a raw file only above this count (default RTPHELPER_MIN_LEG_PACKETS, 10).
+        overwrite: Replace earlier outputs in the output folder (only once the new ones are complete).
     """
     install_redaction()
     return run_correlation(Path(sip_pcap), direction, media, Path(output_folder), call_id, number, min_packets, overwrite)

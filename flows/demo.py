@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
 from rtpcore.callgen import render, variant
@@ -23,15 +24,19 @@ def main() -> int:
         if d.exists():
             print(f"demo: replacing the previous demo run in {d}")
             shutil.rmtree(d)
-    truth = render(DEMO_SPEC, call_dir)
+    truth: dict[str, Any] = dict(render(DEMO_SPEC, call_dir))
     print(f"demo: generated {call_dir / truth['sip']} and {len(truth['media'])} raw media chunks in {call_dir / 'media'}")
     from flows.correlate_call import correlate_call
 
     started = time.monotonic()
-    result = correlate_call(
-        sip_pcap=str(call_dir / truth["sip"]), direction=truth["direction"], media=[str(call_dir / "media")],
-        output_folder=str(out_dir),
+    state = correlate_call(
+        sip_pcap=str(call_dir / truth["sip"]), direction="inbound" if truth["direction"] == "inbound" else "outbound",
+        media=[str(call_dir / "media")], output_folder=str(out_dir), return_state=True,
     )
+    result = state.result()  # the report (raises when the run failed)
+    assert isinstance(result, dict), result
+    if state.message:
+        print(f"demo: {state.message}")
     print(format_text(result))
     print(f"demo: correlate-call flow run took {time.monotonic() - started:.1f} s")
     (DEMO_ROOT / "report.json").write_text(json.dumps(result, indent=2))

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from tasks.runtime import install_redaction  # first: process defaults before prefect loads
 from flows.correlate_call import Direction, run_correlation
 from prefect import flow, get_run_logger
+from prefect.states import State
 from tasks import session as s
 
 
@@ -21,8 +22,8 @@ def process_call(
     capture_root: str | None = None,
     call_id: str | None = None,
     number: str | None = None,
-    min_packets: Annotated[int, Field(ge=0)] = 10,
-) -> dict:
+    min_packets: Annotated[int | None, Field(ge=0)] = None,
+) -> dict[str, Any] | State:
     """Create <root>/<folder>/<timestamp>/{raw,uploads,decrypted,combined}, import, and run the correlation.
 
     Args:
@@ -33,12 +34,12 @@ def process_call(
         capture_root: Root of the sessions; default RTPHELPER_CAPTURE_ROOT, hosts.yaml settings, ~/Downloads.
         call_id: Select the call by Call-ID when the SIP pcap holds several calls.
         number: Or select it by caller/callee number.
-        min_packets: Keep a leg's packets from a raw file only above this count.
+        min_packets: Keep a leg's packets from a raw file only above this count (default RTPHELPER_MIN_LEG_PACKETS).
     """
     install_redaction()
     paths = s.create_session(capture_root, output_folder)
     sip = s.import_sip(paths, Path(sip_pcap))
     s.import_media(paths, [media_directory])
     get_run_logger().info("session %s", paths.root)
-    result = run_correlation(sip, direction, [str(paths.raw)], paths.root, call_id, number, min_packets, False)
-    return {"session": str(paths.root), **result}
+    return run_correlation(sip, direction, [str(paths.raw)], paths.root, call_id, number, min_packets, False,
+                           extra={"session": str(paths.root)})

@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130                # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143                 # 128 + SIGTERM (Prefect cancel, timeout(1), systemd stop)
 AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 Handler = Callable[[argparse.Namespace], int]
+_UNTOUCHED = {"correlate": "; the previous results in --out are untouched"}
 
 
 def _legs(args: argparse.Namespace) -> int:
@@ -70,31 +72,21 @@ def _key_lines(leg: Leg) -> list[str]:
 
 
 def _correlate(args: argparse.Namespace) -> int:
-    from rtpcore.pipeline import correlate
-    from rtpcore.settings import load_settings
-    from rtpcore.storage.download import is_s3_url
+    from rtpcore.pipeline import InProcessRunner, make_job, run_steps
 
-    settings = load_settings()
-    min_packets = args.min_packets if args.min_packets is not None else settings.min_leg_packets
-    media = [m if is_s3_url(m) else Path(m) for m in args.media]
-    report = correlate(Path(args.sip), args.direction, media, Path(args.out), call_id=args.call_id,
-                       number=args.number, min_packets=min_packets, overwrite=args.overwrite, settings=settings)
-    doc = report.to_json()
-    sources = [m for m in media if isinstance(m, str)]
-    if sources and settings.storage_mode == "s3":
-        from rtpcore.storage.download import publish_outputs
-
-        published = publish_outputs(sources[0], Path(args.out), settings)
-        doc["urls"] = published.urls
-        if published.error:
-            doc.setdefault("warnings", []).append(published.error)
-            print(f"rtphelper correlate: warning: {published.error}", file=sys.stderr)
+    _install_sigterm()
+    job = make_job(args.sip, args.direction, args.media, args.out, call_id=args.call_id, number=args.number,
+                   min_packets=args.min_packets, overwrite=args.overwrite)
+    outcome = run_steps(job, InProcessRunner())
+    doc = outcome.to_json()
+    if outcome.upload_warning:
+        print(f"rtphelper correlate: warning: {outcome.upload_warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(doc))
     else:
-        print(report.text())
+        print(outcome.report.text())
         for relative in doc.get("urls", {}):
-            print(f"uploaded {published.location}{relative}")
+            print(f"uploaded {outcome.session_url}{relative}")
     return EXIT_OK
 
 
@@ -260,6 +252,35 @@ def _config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C/SIGTERM an error was raised while handling, if any (its __context__ chain)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an exception, so every cleanup (staging folder, temp files) runs as on Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _install_sigterm() -> None:
+    """SIGTERM aborts cleanly like SIGINT (only from the main thread, where handlers can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 class UsageError(RtpCoreError):
     """A command-line mistake argparse cannot see (unknown variant, conflicting flags)."""
 
@@ -365,7 +386,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        try:
+            return handler(args)
+        except Exception as exc:
+            interrupt = _interrupt_behind(exc)
+            if interrupt is not None:  # a cleanup failed because of the signal (a file closed twice): the signal counts
+                raise interrupt from exc
+            raise
     except RtpCoreError as exc:
         if args.debug:
             traceback.print_exc()
@@ -377,8 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"rtphelper {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"rtphelper {args.command}: terminated (SIGTERM){_UNTOUCHED.get(args.command, '')}", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print(f"rtphelper {args.command}: interrupted", file=sys.stderr)
+        print(f"rtphelper {args.command}: interrupted{_UNTOUCHED.get(args.command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - last resort: one line, the traceback only with --debug
         if args.debug:

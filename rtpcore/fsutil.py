@@ -9,13 +9,29 @@ from pathlib import Path
 
 from rtpcore.errors import InputError
 
-__all__ = ["OutputExistsError", "atomic_output", "fsync_dir"]
+__all__ = ["OutputExistsError", "atomic_output", "fsync_dir", "new_temp"]
 
 TEMP_SUFFIX = ".part"
+TEMP_TOKEN_BYTES = 8      # 64 random bits: a temp name nobody can guess in advance
+TEMP_MODE = 0o600
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class OutputExistsError(InputError, FileExistsError):
     """The output file is already there; catchable as InputError (CLI) or FileExistsError (stdlib style)."""
+
+
+def new_temp(folder: Path, stem: str) -> Path:
+    """Create an empty temp file with a random name, exclusively and never through a symlink (no planted names)."""
+    folder = Path(folder)
+    while True:
+        temp = folder / f".{stem}.{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(temp, _TEMP_FLAGS, TEMP_MODE)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return temp
 
 
 def fsync_dir(path: Path) -> None:
@@ -34,7 +50,7 @@ def fsync_dir(path: Path) -> None:
 
 def _fsync_file(path: Path) -> None:
     """Force the temp file's bytes to disk before it takes the final name."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         os.fsync(fd)
     finally:
@@ -43,11 +59,11 @@ def _fsync_file(path: Path) -> None:
 
 @contextmanager
 def atomic_output(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename it onto `final` only when the block succeeds."""
+    """Yield a fresh temp path beside `final`; rename it onto `final` only when the block succeeds."""
     final = Path(final)
     if final.exists() and not overwrite:
         raise OutputExistsError(f"{final} already exists; choose another --out or remove it")
-    temp = final.with_name(f".{final.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    temp = new_temp(final.parent, final.name)
     try:
         yield temp
         if not temp.exists():

@@ -1,166 +1,329 @@
-"""The correlation pipeline: SIP pcap + direction + raw media → the three outputs and a report.
+"""The one correlation core: SIP pcap + direction + raw media → the three outputs, a report, published outputs.
 
-Each step is a plain function so the CLI (in-process) and the Prefect flow (one task per step, the filter
-step mapped per raw file) run the same code; `correlate()` is the in-process sequence of the steps.
+`run_steps(job, runner)` is the only place that knows the order of the steps and their settings; the CLI
+runs it in-process (`InProcessRunner`, the filter step in parallel processes) and the flows run it with a
+runner that turns each step into a Prefect task (tasks/correlation.py, the filter step mapped).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from rtpcore import results as txns
 from rtpcore.errors import InputError, NoMediaMatchError
 from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
 from rtpcore.media.demux import (
-    DEFAULT_MIN_PACKETS, FileResult, filter_raw_file, filter_raw_files, media_files, no_match_message,
+    DEFAULT_MIN_PACKETS, FileResult, check_names, filter_raw_file, media_files, no_match_message,
 )
 from rtpcore.media.latch import adopt
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
+from rtpcore.results import MEDIA_DECRYPTED, MEDIA_RAW, SIP_PLUS_MEDIA, ResultTransaction, SessionPaths
 from rtpcore.sip.legs import resolve_legs
 from rtpcore.sip.signalling import write_signalling
 
 if TYPE_CHECKING:
     from rtpcore.settings import Settings
+    from rtpcore.storage.download import PublishedOutputs
+
+__all__ = [
+    "MEDIA_DECRYPTED", "MEDIA_RAW", "SIP_PLUS_MEDIA", "CorrelationJob", "CorrelationOutcome", "InProcessRunner",
+    "OutputSpaceError", "STEPS", "SessionPaths", "StepRunner", "correlate", "make_job", "prepare_outputs", "run_steps",
+]
 
 log = logging.getLogger(__name__)
 
-MEDIA_RAW = "media_raw.pcap"
-MEDIA_DECRYPTED = "media_decrypted.pcap"
-SIP_PLUS_MEDIA = "SIP_plus_media_decrypted.pcap"
+T = TypeVar("T")
+S3_STORAGE_MODE = "s3"
+NO_PUBLISH_NOTE = "outputs stay local (media did not come from an S3 session, or RTPHELPER_STORAGE_MODE is not s3)"
+
+
+class OutputSpaceError(InputError):
+    """The output folder's disk filled up during the run; the previous results are untouched."""
 
 
 @dataclass(frozen=True, slots=True)
-class SessionPaths:
-    """The seed's session layout: <root>/{raw,uploads,decrypted,combined/filtered}."""
+class CorrelationJob:
+    """What a run needs, settings already applied: the same job from the CLI and the flows."""
 
-    root: Path
-
-    @property
-    def raw(self) -> Path:
-        return self.root / "raw"
-
-    @property
-    def uploads(self) -> Path:
-        return self.root / "uploads"
-
-    @property
-    def decrypted(self) -> Path:
-        return self.root / "decrypted"
+    sip: Path
+    direction: str
+    media: tuple[Path | str, ...]        # as given (strings for s3:// sessions); empty: the SIP capture
+    out: Path
+    call_id: str | None = None
+    number: str | None = None
+    min_packets: int = DEFAULT_MIN_PACKETS
+    overwrite: bool = False
+    workers: int | None = None
+    publish: bool = False                # outputs go back into the S3 session the media came from
+    settings: Settings | None = field(default=None, repr=False, compare=False)
 
     @property
-    def combined(self) -> Path:
-        return self.root / "combined"
+    def sip_is_media(self) -> bool:
+        return not self.media
 
     @property
-    def filtered(self) -> Path:
-        return self.combined / "filtered"
+    def sources(self) -> list[Path | str]:
+        """No media given: the SIP capture is the media source (people export the whole capture as "the SIP pcap")."""
+        return list(self.media) if self.media else [self.sip]
 
     @property
-    def media_raw(self) -> Path:
-        return self.combined / MEDIA_RAW
+    def s3_source(self) -> str | None:
+        from rtpcore.storage.download import is_s3_url
+
+        return next((str(m) for m in self.media if is_s3_url(m)), None)
+
+
+def make_job(
+    sip: Path | str, direction: str, media: Sequence[Path | str], out: Path | str, *,
+    call_id: str | None = None, number: str | None = None, min_packets: int | None = None,
+    overwrite: bool = False, workers: int | None = None, settings: Settings | None = None,
+) -> CorrelationJob:
+    """The job with every setting resolved in one place (RTPHELPER_MIN_LEG_PACKETS, storage mode)."""
+    from rtpcore.storage.download import is_s3_url
+
+    if settings is None:
+        from rtpcore.settings import load_settings
+
+        settings = load_settings()
+    media = tuple(str(m) if is_s3_url(m) else Path(m) for m in media)
+    if min_packets is None:
+        min_packets = settings.min_leg_packets
+    publish = any(isinstance(m, str) for m in media) and settings.storage_mode == S3_STORAGE_MODE
+    return CorrelationJob(Path(sip), direction, media, Path(out), call_id, number, min_packets, overwrite, workers,
+                          publish, settings)
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationOutcome:
+    """The report plus what output publishing did (S3 URLs, or why not)."""
+
+    report: CorrelationReport
+    published: PublishedOutputs | None = None
 
     @property
-    def media_decrypted(self) -> Path:
-        return self.combined / MEDIA_DECRYPTED
+    def upload_warning(self) -> str | None:
+        return self.published.error if self.published is not None else None
 
     @property
-    def sip_plus_media(self) -> Path:
-        return self.combined / SIP_PLUS_MEDIA
+    def session_url(self) -> str | None:
+        return self.published.location if self.published is not None else None
 
-    @property
-    def finals(self) -> tuple[Path, ...]:
-        return (self.media_raw, self.media_decrypted, self.sip_plus_media)
-
-    def discard_finals(self) -> None:
-        """After a failed run: nothing may be left under the final output names."""
-        for p in self.finals:
-            p.unlink(missing_ok=True)
-
-
-def prepare_outputs(out: Path, *, overwrite: bool = False) -> SessionPaths:
-    """Create the output folders; refuse to overwrite earlier results unless asked."""
-    paths = SessionPaths(Path(out).expanduser().resolve())
-    existing = [p for p in paths.finals if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{existing[0]} already exists; choose another --out or pass --overwrite")
-    for folder in (paths.decrypted, paths.filtered):
-        folder.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for p in existing:
-            p.unlink()
-    return paths
+    def to_json(self) -> dict[str, Any]:
+        doc = self.report.to_json()
+        if self.published is not None:
+            doc["urls"] = dict(self.published.urls)
+            doc["s3_session"] = self.published.location
+            if self.published.error:
+                doc["warnings"] = [*doc.get("warnings", []), self.published.error]
+        return doc
 
 
-def plan_call(sip: Path, direction: str, *, call_id: str | None = None, number: str | None = None) -> LegPlan:
-    """Step 1: the leg plan from the SIP capture."""
-    plan = resolve_legs(Path(sip), direction, call_id=call_id, number=number)
-    log.info("Direction: %s", direction)
+# -- the steps: plain functions of plain dataclasses ---------------------------------------------
+
+
+def plan_call(job: CorrelationJob) -> LegPlan:
+    """The leg plan from the SIP capture (first: a wrong call costs no download and no output)."""
+    plan = resolve_legs(job.sip, job.direction, call_id=job.call_id, number=job.number)
+    log.info("Direction: %s", job.direction)
     log.info("Call-ID: %s", plan.call_id)
     log.info("call %s: %s", plan.call_id, "; ".join(f"{leg.name} {', '.join(leg.endpoints)}" for leg in plan.legs))
     return plan
 
 
-def filter_one(plan: LegPlan, source: Path, paths: SessionPaths, *, min_packets: int) -> FileResult:
-    """Step 2 for one raw file (the flow maps this per file)."""
-    return filter_raw_file(plan, Path(source), paths.filtered, min_packets=min_packets)
+def open_results(job: CorrelationJob) -> ResultTransaction:
+    """A staging folder beside the results; existing results refuse the run unless --overwrite."""
+    return txns.begin(job.out, overwrite=job.overwrite)
+
+
+def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
+    """Local files/folders as given; an s3:// session's raw/ downloaded (verified) into <out>/raw/ first."""
+    sources = job.sources
+    if job.s3_source is not None:
+        from rtpcore.storage.download import materialize_media
+
+        files = media_files(materialize_media(sources, txn.final.root, job.settings))
+    else:
+        files = media_files([Path(m) for m in sources])
+    check_names(files)
+    return files
+
+
+def filter_one(source: Path, job: CorrelationJob, plan: LegPlan, txn: ResultTransaction) -> FileResult:
+    """One raw file: BPF, then per-leg outputs in the staging filtered/ (the step that is mapped)."""
+    return filter_raw_file(plan, Path(source), txn.staged.filtered, min_packets=job.min_packets)
 
 
 def learn(
-    plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths, *, min_packets: int = DEFAULT_MIN_PACKETS
+    job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult]
 ) -> tuple[LegPlan, list[FileResult]]:
-    """Step 2b, once over all files: adopt learned peers and late RTCP; the plan gets the learned endpoints."""
-    adoption = adopt(plan, results, min_packets=min_packets)
+    """Once over all files: adopt learned peers and late RTCP; say where the media came from."""
+    if job.sip_is_media:
+        note = (f"no raw media given: the media was taken from the SIP capture {job.sip.name} "
+                "(it holds the call's media too); only its signalling went into SIP_plus_media_decrypted.pcap")
+        plan = replace(plan, findings=(note, *plan.findings))
+    adoption = adopt(plan, results, min_packets=job.min_packets)
     return adoption.plan, list(adoption.results)
 
 
-def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -> int:
-    """Step 3: all kept per-leg files by timestamp → media_raw.pcap; no match at all is an error."""
+def merge_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction) -> int:
+    """All kept per-leg files by timestamp → media_raw.pcap; no match at all is an error that says what to give."""
     kept = [lf.output for r in results for lf in r.legs if lf.kept and lf.output is not None]
     for r in results:
         if r.error:
             log.warning("raw file %s: %s", r.source.name, r.error)
     if not kept:
-        raise NoMediaMatchError(no_match_message(plan, results))
-    return merge_captures(kept, paths.media_raw)
+        message = no_match_message(plan, results)
+        if job.sip_is_media:
+            message += ("\nno --media was given, so only the SIP capture was searched: give the raw media captures "
+                        "of the call's media host with --media")
+        raise NoMediaMatchError(message)
+    return merge_captures(kept, txn.staged.media_raw)
 
 
-def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: SessionPaths) -> DecryptResult:
-    """Step 4: decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap."""
+def decrypt(plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction) -> DecryptResult:
+    """Decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap."""
+    paths = txn.staged
     inputs = [FilteredInput(lf.leg, lf.output, r.source) for r in results for lf in r.legs if lf.kept and lf.output]
     return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted)
 
 
-def combine(sip: Path, paths: SessionPaths) -> int:
-    """Step 5: the SIP capture's signalling (not its own copy of any media) and the decrypted media by timestamp
+def combine(job: CorrelationJob, txn: ResultTransaction) -> int:
+    """The SIP capture's signalling (not its own copy of any media) and the decrypted media by timestamp
     → SIP_plus_media_decrypted.pcap, so each media packet is there once."""
-    temp = paths.combined / f".{Path(sip).stem}.{os.getpid()}.signalling.pcap"
+    from rtpcore.fsutil import new_temp
+
+    paths = txn.staged
+    temp = new_temp(paths.combined, f"{job.sip.stem}.signalling")
     try:
-        copy = write_signalling(Path(sip), temp)
+        copy = write_signalling(job.sip, temp)
         if copy.dropped:
             log.info("%s: %d of %d frames are not signalling (media?); only the signalling goes into %s",
-                     Path(sip).name, copy.dropped, copy.frames, SIP_PLUS_MEDIA)
+                     job.sip.name, copy.dropped, copy.frames, SIP_PLUS_MEDIA)
         return merge_captures([temp, paths.media_decrypted], paths.sip_plus_media)
     finally:
         temp.unlink(missing_ok=True)
 
 
-def media_or_sip(sip: Path, media: Sequence[Path | str]) -> list[Path | str]:
-    """No media given: the SIP capture is the media source (people export the whole capture as "the SIP pcap")."""
-    return list(media) if media else [Path(sip)]
+def commit(txn: ResultTransaction) -> None:
+    """Swap the complete results in; the previous ones are replaced as a whole only now."""
+    txns.commit(txn)
 
 
-def note_sip_as_media(plan: LegPlan, sip: Path, media: Sequence[Path | str]) -> LegPlan:
-    """Say in the report where the media came from when it was the SIP capture."""
-    if media:
-        return plan
-    note = (f"no raw media given: the media was taken from the SIP capture {Path(sip).name} "
-            "(it holds the call's media too); only its signalling went into SIP_plus_media_decrypted.pcap")
-    return replace(plan, findings=(note, *plan.findings))
+def abort(txn: ResultTransaction) -> None:
+    """A failed or interrupted run leaves the previous results as they were and no final names of its own."""
+    txns.abort(txn)
+
+
+def report(
+    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, txn: ResultTransaction
+) -> CorrelationReport:
+    """The report with the committed names (never the staging folder's)."""
+    final_outputs = tuple(txn.rebase(p) for p in decrypted.outputs)
+    return build_report(plan, results, replace(decrypted, outputs=final_outputs), txn.final.finals)
+
+
+def publish(job: CorrelationJob, txn: ResultTransaction) -> PublishedOutputs | None:
+    """Media from an S3 session gets its outputs back there (presigned URLs); errors are a warning, not a failure."""
+    source = job.s3_source
+    if not job.publish or source is None:
+        log.debug(NO_PUBLISH_NOTE)
+        return None
+    from rtpcore.storage.download import publish_outputs
+
+    return publish_outputs(source, txn.final.root, job.settings)
+
+
+# -- one sequence, two runners ---------------------------------------------------------------------
+
+
+class StepRunner(Protocol):
+    """How steps run: in-process (CLI) or as Prefect tasks (flows); `map` runs one step over many items."""
+
+    def run(self, step: Callable[..., T], *args: Any) -> T: ...
+
+    def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InProcessRunner:
+    """The CLI's runner: steps are calls; the mapped step runs in parallel processes, one per core."""
+
+    workers: int | None = None
+
+    def run(self, step: Callable[..., T], *args: Any) -> T:
+        return step(*args)
+
+    def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
+        workers = self.workers if self.workers is not None else default_workers()
+        if len(items) <= 1 or workers <= 1:
+            return [step(item, *args) for item in items]
+        # An interrupt inside the pool's own bookkeeping (submit, shutdown hold its lock) would hang the exit:
+        # SIGINT/SIGTERM wait outside those, and are raised while we wait for results.
+        with txns.signals_deferred():
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_die_with_parent)
+            futures = [pool.submit(step, item, *args) for item in items]
+        try:
+            return [future.result() for future in futures]
+        finally:  # on an interrupt: files not started yet are dropped, the running ones end before cleanup
+            with txns.signals_deferred():
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """A filter worker ends when rtphelper is killed (SIGKILL): no orphan keeps writing or holds the terminal."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker ends when its queue closes, as before
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+STEPS: tuple[Callable[..., Any], ...] = (
+    plan_call, open_results, list_media, filter_one, learn, merge_raw, decrypt, combine, commit, report, publish,
+)
+"""Every step, in order; the flow's tasks are generated from this list."""
+
+
+def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
+    """The correlation, in order; on any failure or interrupt the staging folder goes and old results stay."""
+    plan = runner.run(plan_call, job)
+    txn = runner.run(open_results, job)
+    try:
+        sources = runner.run(list_media, job, txn)
+        results = runner.map(filter_one, sources, job, plan, txn)
+        plan, results = runner.run(learn, job, plan, results)
+        runner.run(merge_raw, job, plan, results, txn)
+        decrypted = runner.run(decrypt, plan, results, txn)
+        runner.run(combine, job, txn)
+        runner.run(commit, txn)
+    except OSError as exc:
+        abort(txn)
+        if exc.errno == errno.ENOSPC:
+            raise OutputSpaceError(
+                f"{job.out}: no space left on the device while writing {Path(exc.filename or txn.staged.root).name}; "
+                "free some space or choose another --out (the previous results are untouched)") from exc
+        raise
+    except BaseException:
+        abort(txn)  # directly, not as a task: a cancelled flow must still clean up
+        raise
+    outcome_report = runner.run(report, plan, results, decrypted, txn)
+    return CorrelationOutcome(outcome_report, runner.run(publish, job, txn))
 
 
 def correlate(
@@ -171,43 +334,27 @@ def correlate(
     *,
     call_id: str | None = None,
     number: str | None = None,
-    min_packets: int = 10,
+    min_packets: int | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     settings: Settings | None = None,
 ) -> CorrelationReport:
-    """The whole job in-process; on failure nothing is left under the final output names.
+    """The whole job in-process (library callers and tests); the CLI uses run_steps for the publishing too."""
+    job = make_job(sip, direction, media, out, call_id=call_id, number=number, min_packets=min_packets,
+                   overwrite=overwrite, workers=workers, settings=settings)
+    job = replace(job, publish=False)
+    return run_steps(job, InProcessRunner(workers)).report
 
-    An "s3://…/<env>/<folder>/<session>/" media source is downloaded into <out>/raw/ first (after the SIP
-    capture has been read, so a wrong call costs no download).
-    """
-    from rtpcore.storage.download import is_s3_url, materialize_media  # boto3 loads only for an s3:// source
 
-    given, media = media, media_or_sip(Path(sip), media)
-    if any(is_s3_url(m) for m in media):
-        plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
-        paths = prepare_outputs(Path(out), overwrite=overwrite)
-        sources = media_files(materialize_media(media, paths.root, settings))
-    else:
-        sources = media_files([Path(m) for m in media])
-        plan = plan_call(Path(sip), direction, call_id=call_id, number=number)
-        paths = prepare_outputs(Path(out), overwrite=overwrite)
-    try:
-        results = filter_raw_files(plan, sources, paths.filtered, min_packets=min_packets, workers=workers)
-        plan, results = learn(note_sip_as_media(plan, Path(sip), given), results, paths, min_packets=min_packets)
-        try:
-            merge_raw(plan, results, paths)
-        except NoMediaMatchError as exc:
-            if given:
-                raise
-            raise NoMediaMatchError(f"{exc}\nno --media was given, so only the SIP capture was searched: give the "
-                                    "raw media captures of the call's media host with --media") from None
-        decrypted = decrypt(plan, results, paths)
-        combine(Path(sip), paths)
-    except BaseException:
-        paths.discard_finals()
-        raise
-    return build_report(plan, results, decrypted, paths.finals)
+def prepare_outputs(out: Path, *, overwrite: bool = False) -> SessionPaths:
+    """Bench/legacy helper: the output folders of a session used in place (no staging)."""
+    paths = SessionPaths(Path(out).expanduser().resolve())
+    existing = [p for p in paths.finals if p.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]} already exists; choose another --out or pass --overwrite")
+    for folder in (paths.decrypted, paths.filtered):
+        folder.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 def default_workers() -> int:

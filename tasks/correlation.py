@@ -1,110 +1,82 @@
-"""Tasks of the correlate-call flow: one per pipeline step, the filter step mapped per raw file."""
+"""The correlation core's steps as Prefect tasks (generated from rtpcore.pipeline.STEPS), and the flow's artifacts."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
-from prefect import get_run_logger, task
+from prefect import task, unmapped
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from rtpcore import pipeline
-from rtpcore.media.decrypt import DecryptResult
-from rtpcore.media.demux import FileResult
-from rtpcore.plan import LegPlan
-from rtpcore.report import CorrelationReport, build_report
+from rtpcore.pipeline import CorrelationOutcome
+
+T = TypeVar("T")
 
 # No task tags: a tagged task run first negotiates tag concurrency slots with the server, which
 # measured ~2 s per task here (prefect.concurrency acquire_concurrency_slots_with_lease).
 # The plan holds SDES keys: never cache or persist it, and never hash it into a cache key.
-_PRIVATE = dict(cache_policy=NO_CACHE, persist_result=False)
+TASK_NAMES: dict[Callable[..., Any], str] = {
+    pipeline.plan_call: "resolve-legs",
+    pipeline.open_results: "prepare-outputs",
+    pipeline.list_media: "list-media",
+    pipeline.filter_one: "filter-raw-file",
+    pipeline.learn: "learn-peers",
+    pipeline.merge_raw: "merge-raw",
+    pipeline.decrypt: "decrypt-media",
+    pipeline.combine: "combine-sip-and-media",
+    pipeline.commit: "commit-results",
+    pipeline.report: "build-report",
+    pipeline.publish: "publish-outputs",
+}
+# Steps that read from the network or a flaky disk get a retry (attempts, delay s); the others fail at once.
+_RETRIES: dict[Callable[..., Any], tuple[int, int]] = {
+    pipeline.list_media: (1, 10),
+    pipeline.filter_one: (1, 2),
+}
 
 
-@task(name="resolve-legs", **_PRIVATE)
-def resolve_legs(sip: Path, direction: str, call_id: str | None, number: str | None) -> LegPlan:
-    return pipeline.plan_call(sip, direction, call_id=call_id, number=number)
+def _task_of(step: Callable[..., Any]) -> Any:
+    """The step as a private task: never cached, never persisted (the plan carries SDES keys)."""
+    retries, delay = _RETRIES.get(step, (0, 0))
+    return task(name=TASK_NAMES[step], cache_policy=NO_CACHE, persist_result=False, retries=retries,
+                retry_delay_seconds=delay)(step)
 
 
-@task(name="list-media", retries=1, retry_delay_seconds=10, **_PRIVATE)
-def list_media(media: Sequence[str], out: Path) -> list[Path]:
-    """Local files/folders as given; an s3:// session's raw/ is downloaded (verified) into <out>/raw/ first."""
-    from rtpcore.media.demux import media_files
-    from rtpcore.storage.download import is_s3_url, materialize_media
-
-    if any(is_s3_url(m) for m in media):
-        return media_files(materialize_media(list(media), out))
-    return media_files([Path(m) for m in media])
+TASKS: dict[Callable[..., Any], Any] = {step: _task_of(step) for step in pipeline.STEPS}
 
 
-@task(name="prepare-outputs", **_PRIVATE)
-def prepare_outputs(out: Path, overwrite: bool) -> pipeline.SessionPaths:
-    return pipeline.prepare_outputs(out, overwrite=overwrite)
+class PrefectRunner:
+    """Each step a task run; the mapped step (filter) one task run per raw file."""
+
+    def run(self, step: Callable[..., T], *args: Any) -> T:
+        return TASKS[step](*args)  # type: ignore[no-any-return]
+
+    def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
+        futures = TASKS[step].map(list(items), *(unmapped(a) for a in args))
+        return list(futures.result())
 
 
-@task(name="filter-raw-file", retries=1, retry_delay_seconds=2, **_PRIVATE)
-def filter_raw_file(plan: LegPlan, source: Path, paths: pipeline.SessionPaths, min_packets: int) -> FileResult:
-    return pipeline.filter_one(plan, source, paths, min_packets=min_packets)
-
-
-@task(name="learn-peers", **_PRIVATE)
-def learn(
-    plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths, min_packets: int
-) -> tuple[LegPlan, list[FileResult]]:
-    return pipeline.learn(plan, results, paths, min_packets=min_packets)
-
-
-@task(name="merge-raw", **_PRIVATE)
-def merge_raw(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths) -> int:
-    return pipeline.merge_raw(plan, results, paths)
-
-
-@task(name="decrypt-media", **_PRIVATE)
-def decrypt(plan: LegPlan, results: Sequence[FileResult], paths: pipeline.SessionPaths) -> DecryptResult:
-    return pipeline.decrypt(plan, results, paths)
-
-
-@task(name="combine-sip-and-media", **_PRIVATE)
-def combine(sip: Path, paths: pipeline.SessionPaths) -> int:
-    return pipeline.combine(sip, paths)
-
-
-@task(name="publish-report", **_PRIVATE)
-def publish_report(
-    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, paths: pipeline.SessionPaths,
-    media: Sequence[str] = (),
-) -> CorrelationReport:
-    report = build_report(plan, results, decrypted, paths.finals)
+@task(name="publish-artifacts", cache_policy=NO_CACHE, persist_result=False)
+def publish_artifacts(outcome: CorrelationOutcome) -> None:
+    """The report as markdown + table, links to the local outputs and (when uploaded) their presigned URLs."""
+    report = outcome.report
+    plan = report.plan
     slug = "".join(ch if ch.isalnum() else "-" for ch in plan.call_id.lower())[:40].strip("-")
     # Backticks: the UI turns a bare Call-ID (user@host) into a mailto: link.
     create_markdown_artifact(report.markdown(), key=f"correlation-{slug}", description=f"Correlation of call `{plan.call_id}`")
     create_table_artifact(report.stream_rows(), key=f"streams-{slug}", description="Streams of the call")
-    for path in paths.finals:
-        create_link_artifact(path.resolve().as_uri(), link_text=path.name, description=f"{path.name} (local file)")
-    from rtpcore.storage.download import is_s3_url
-
-    remote = [m for m in media if is_s3_url(m)]
-    if remote:
-        _publish_to_s3(remote[0], paths)
-    return report
-
-
-def _publish_to_s3(source: str, paths: pipeline.SessionPaths) -> None:
-    """Media that came from an S3 session gets its outputs back in that session, linked by presigned URLs."""
-    from rtpcore.settings import load_settings
-    from rtpcore.storage.download import publish_outputs
-
-    settings = load_settings()
-    if settings.storage_mode != "s3":
+    for path in report.outputs:
+        create_link_artifact(Path(path).resolve().as_uri(), link_text=Path(path).name, description=f"{Path(path).name} (local file)")
+    published = outcome.published
+    if published is None:
         return
-    published = publish_outputs(source, paths.root, settings)
-    if published.error:
-        get_run_logger().warning("outputs not uploaded to S3: %s", published.error)
     for relative, url in published.urls.items():
         if relative.startswith("combined/"):
             create_link_artifact(url, link_text=Path(relative).name, description=f"{Path(relative).name} (S3, presigned)")
-
-
-def rollback(paths: pipeline.SessionPaths) -> None:
-    """A failed run leaves nothing under the final output names."""
-    paths.discard_finals()
+    if published.error:
+        create_markdown_artifact(f"# Outputs not uploaded\n\n{published.error}\n\nThe local outputs are complete; "
+                                 "rerun the correlation when S3 answers to upload them.",
+                                 key=f"upload-warning-{slug}", description="Output upload to S3 failed")

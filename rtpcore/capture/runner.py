@@ -28,7 +28,7 @@ from rtpcore.storage.policy import (
     SessionStorage,
     StorageStatus,
 )
-from rtpcore.storage.queue import DONE, FAILED, PHASE_CAPTURE, PHASE_POST, QueueStore, UploadQueue
+from rtpcore.storage.queue import DONE, FAILED, PHASE_CAPTURE, PHASE_POST, QueueStore
 
 if TYPE_CHECKING:
     from rtpcore.settings import Settings
@@ -112,21 +112,12 @@ def _open_storage(
     environ: Mapping[str, str] | None, storage: Storage | None,
 ) -> tuple[SessionStorage, StorageStatus | None]:
     """The session's storage without any network call; (local storage, why) when S3 cannot even be set up."""
+    from rtpcore.storage.policy import open_session_storage  # the one composition root (tests use it too)
+
     session_dir = Path(request.session_dir).resolve()
-    if mode == MODE_LOCAL:
-        return SessionStorage(session_dir, FallbackPolicy(MODE_LOCAL, None), None), None
-    from rtpcore.storage.policy import STATUS_FILE
-    from rtpcore.storage.queue import QUEUE_DIR
-
     try:
-        if storage is None:
-            from rtpcore.storage.s3 import S3Storage  # boto3 loads only in s3 mode
-
-            storage = S3Storage.from_settings(settings, environ=environ, phase=PHASE_CAPTURE)
-        policy = FallbackPolicy(MODE_S3, storage, status_file=session_dir / QUEUE_DIR / STATUS_FILE,
-                                probe_interval=settings.s3_probe_interval_seconds)
-        queue = UploadQueue.from_settings(settings, session_dir, storage, location, policy=policy,
-                                          phase=PHASE_CAPTURE, start=False)
+        opened = open_session_storage(settings, session_dir, location, storage=storage, environ=environ,
+                                      phase=PHASE_CAPTURE, mode=mode, start=False)
     except Exception as exc:  # noqa: BLE001 - no bucket, bad profile, unwritable queue: capture anyway
         why = str(exc)
         log.error("S3 storage cannot be used for this capture (%s); capturing to local disk only. Fix the "
@@ -137,7 +128,7 @@ def _open_storage(
             log.warning("cannot record the session's S3 location in %s: %s", session_dir, save_exc)
         return (SessionStorage(session_dir, FallbackPolicy(MODE_LOCAL, None), None),
                 StorageStatus(STORAGE_FALLBACK, _now_iso(), why))
-    return SessionStorage(session_dir, policy, queue), None
+    return opened, None
 
 
 class RunningCapture:

@@ -13,7 +13,7 @@ from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 
-from rtpcore.fsutil import atomic_output
+from rtpcore.fsutil import atomic_output, new_temp
 from rtpcore.literals import StreamKind
 from rtpcore.media.demux import ETHERTYPE_IPV4_BYTES, IPV4_FAST_LINKS
 from rtpcore.media.rtp import (
@@ -199,7 +199,7 @@ def _run(
         tmp_paths: list[Path] = []
         writers: list[PcapWriter] = []
         for src in sources if per_file else ():
-            tmp = decrypted_dir / f".{src.stem}.{os.getpid()}.part"
+            tmp = new_temp(decrypted_dir, src.stem)
             tmp_paths.append(tmp)
             linktype = common_linktype(lt for lt, item in zip(lts, inputs) if item.source == src)
             writers.append(stack.enter_context(PcapWriter(tmp, linktype, nanosecond=True)))

@@ -1,6 +1,7 @@
 """Cut one call's legs out of raw media captures: one libpcap pass per file, Python only for the call's packets."""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import socket
@@ -315,6 +316,8 @@ def filter_raw_file(
             routed, linktype, error = _read_routed(plan, source)
             matched = sum(map(len, routed.legs.values())) + len(routed.candidates.records)
     except (PcapError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise  # our output disk is full: the run's failure, not this raw file's
         return FileResult(source, 0, empty, _error_text(source, exc), None, None)
     finally:
         temp.unlink(missing_ok=True)
@@ -347,7 +350,7 @@ def _error_text(source: Path, exc: Exception) -> str:
 # -- many files --------------------------------------------------------------------------------
 
 
-def _check_names(sources: Sequence[Path]) -> None:
+def check_names(sources: Sequence[Path]) -> None:
     """Two sources with one stem would overwrite each other's outputs."""
     stems: dict[str, Path] = {}
     for source in sources:
@@ -369,7 +372,7 @@ def filter_raw_files(
 ) -> list[FileResult]:
     """filter_raw_file over many files, one process each at a time; results in input order."""
     sources = [Path(s) for s in sources]
-    _check_names(sources)
+    check_names(sources)
     if workers is None:
         workers = min(len(sources), os.cpu_count() or 1)
     if len(sources) <= 1 or workers <= 1:

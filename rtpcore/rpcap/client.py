@@ -174,7 +174,7 @@ class RpcapClient:
         try:
             return self._reader.next_message()
         except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from None
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
 
     def _raise_for_error(self, msg: p.Message, context: str) -> None:
         """Turn a MSG_ERROR into the matching exception class, keeping rpcapd's text."""
@@ -213,7 +213,7 @@ class RpcapClient:
         try:
             reply = p.AuthReply.decode(msg.payload)
         except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from None
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
         if not reply.min_version <= p.RPCAP_VERSION <= reply.max_version:
             raise RpcapProtocolError(
                 f"{self.url}: rpcapd speaks RPCAP versions {reply.min_version}-{reply.max_version}, we speak 0"
@@ -233,7 +233,7 @@ class RpcapClient:
         try:
             return list(p.FindAllInterfacesReply.decode(msg.payload, msg.header.value).interfaces)
         except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from None
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
 
     def open(self, interface: str) -> OpenReply:
         """Select the interface to capture on; rpcapd opens it once to learn its link type."""
@@ -244,7 +244,7 @@ class RpcapClient:
         try:
             reply = OpenReply.decode(msg.payload)
         except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from None
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
         self._opened = (interface, reply)
         return reply
 
@@ -286,7 +286,10 @@ class RpcapClient:
             msg = self._request(
                 p.RPCAP_MSG_STARTCAP_REQ, req.encode(), context=f"rpcapd refused the capture on {interface!r}"
             )
-            reply = p.StartCaptureReply.decode(msg.payload)
+            try:
+                reply = p.StartCaptureReply.decode(msg.payload)
+            except ValueError as exc:  # translated where it enters, like every other reply: the engine reconnects
+                raise RpcapProtocolError(f"{self.url}: start capture reply: {exc}") from exc
             if not udp:
                 data = self._connect_data(data, reply.portdata)
         except BaseException:
@@ -366,7 +369,7 @@ class RpcapClient:
         try:
             return parser.feed(chunk)
         except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from None
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
 
     def _check_control(self) -> None:
         """During a capture the control channel only speaks up to report an error or to hang up."""
@@ -399,7 +402,7 @@ class RpcapClient:
         try:
             return Stats.decode(msg.payload)
         except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from None
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
 
     def end_capture(self, drain_timeout: float = 1.0) -> list[RemotePacket]:
         """Stop the capture and return the packets still in flight, so none is lost at the end."""

@@ -294,12 +294,18 @@ def open_session_storage(
     environ: Mapping[str, str] | None = None,
     phase: str = PHASE_CAPTURE,
     probe_interval: float | None = None,
+    mode: str | None = None,
+    start: bool = True,
     **queue_options: Any,
 ) -> SessionStorage:
-    """Storage for a session per RTPHELPER_STORAGE_MODE; S3 problems at start only switch to local-fallback."""
+    """The one composition root of a session's storage (production and tests): mode, S3, policy, queue.
+
+    mode defaults to RTPHELPER_STORAGE_MODE; start=False leaves the probe and the upload thread to the caller
+    (the capture runner probes in the background so a black-holed S3 never delays the capture's start).
+    """
     session_dir = Path(session_dir)
     status_file = session_dir / QUEUE_DIR / STATUS_FILE
-    if settings.storage_mode == MODE_LOCAL:
+    if (mode or settings.storage_mode) == MODE_LOCAL:
         return SessionStorage(session_dir, FallbackPolicy(MODE_LOCAL, None), None)
     if storage is None:
         storage = _s3_storage(settings, environ, phase)
@@ -308,8 +314,9 @@ def open_session_storage(
     queue = UploadQueue.from_settings(settings, session_dir, storage, location, policy=policy, phase=phase,
                                       start=False, **queue_options)
     queue.set_phase(phase)
-    policy.probe()
-    queue.start()
+    if start:
+        policy.probe()
+        queue.start()
     return SessionStorage(session_dir, policy, queue)
 
 

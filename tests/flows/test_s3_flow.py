@@ -46,3 +46,38 @@ def test_correlate_call_flow_from_s3(moto_server: MotoServer, generated, tmp_pat
     assert urllib.request.urlopen(link, timeout=10).read() == local
     text = "\n".join(log.message for log in logs)
     assert "Signature=" not in text and "X-Amz-Signature" not in text and SECRET_KEY not in text
+
+
+def test_failed_output_upload_is_completed_with_a_visible_warning(moto_server: MotoServer, generated, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 9 (state says the truth): outputs produced but not uploaded → Completed, message + artifact say so."""
+    from flows.correlate_call import correlate_call
+    from rtpcore.errors import StorageError
+    from rtpcore.storage.s3 import S3Storage
+    from tests.flows.test_correlation_flows import _artifacts_and_logs
+
+    for key, value in {"RTPHELPER_S3_ENDPOINT": moto_server.endpoint, "RTPHELPER_S3_REGION": REGION,
+                       "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
+                       "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    folder = generated("rolling")
+    session = SESSION + "-upload-fails"
+    client = moto_server.client()
+    for path in sorted((folder / "media").glob("*.pcap")):
+        client.put_object(Bucket=BUCKET, Key=f"{session}/raw/{path.name}", Body=path.read_bytes())
+
+    def refuse(self, path, key, *args, **kwargs):  # the download worked; S3 now answers 503 to every upload
+        raise StorageError(f"{key}: 503 Slow Down after 3 attempts")
+
+    monkeypatch.setattr(S3Storage, "put_file", refuse)
+    state = correlate_call(sip_pcap=str(folder / "sip.pcap"), direction="inbound",
+                           media=[f"s3://{BUCKET}/{session}/"], output_folder=str(tmp_path / "out"), return_state=True)
+    assert state.is_completed(), state
+    assert state.message and "outputs are local only" in state.message and "503 Slow Down" in state.message
+    doc = state.result()
+    assert doc["s3_session"] == f"s3://{BUCKET}/{session}/"
+    assert any("503 Slow Down" in w for w in doc["warnings"]) and doc["urls"] == {}
+    assert all(Path(p).is_file() for p in doc["outputs"].values())
+    arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
+    assert any(a.type == "markdown" and "Outputs not uploaded" in str(a.data) for a in arts)

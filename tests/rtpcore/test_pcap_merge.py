@@ -174,6 +174,26 @@ def test_atomic_output_success_error_and_overwrite(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.bin"]
 
     with pytest.raises(FileNotFoundError, match="did not create its output file"):
-        with atomic_output(tmp_path / "empty.bin"):
-            pass
-    assert not (tmp_path / "empty.bin").exists()
+        with atomic_output(tmp_path / "gone.bin") as temp:
+            temp.unlink()
+    assert not (tmp_path / "gone.bin").exists()
+
+
+def test_temp_names_are_random_exclusive_and_never_follow_a_planted_symlink(tmp_path: Path, monkeypatch) -> None:
+    """issue 9: a temp name planted in advance (a symlink to a victim file) is never opened or written through."""
+    import stat
+
+    from rtpcore import fsutil
+
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    tokens = iter(["planted", "fresh"])
+    monkeypatch.setattr(fsutil.secrets, "token_hex", lambda n: next(tokens))
+    (tmp_path / ".out.pcap.planted.part").symlink_to(victim)
+    with atomic_output(tmp_path / "out.pcap") as temp:
+        assert temp.name == ".out.pcap.fresh.part"
+        info = temp.lstat()
+        assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+        temp.write_bytes(b"new")
+    assert victim.read_bytes() == b"precious"
+    assert (tmp_path / "out.pcap").read_bytes() == b"new"
