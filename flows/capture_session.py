@@ -43,8 +43,8 @@ def _hosts_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 _ENVS, _IDS = _hosts_choices()
-Environment = Literal[_ENVS] if _ENVS else str  # type: ignore[valid-type]
-HostId = Literal[_IDS] if _IDS else str  # type: ignore[valid-type]
+Environment = Literal[_ENVS] if _ENVS else str
+HostId = Literal[_IDS] if _IDS else str
 
 
 @flow(name="capture-session", log_prints=True)

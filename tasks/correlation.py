@@ -52,7 +52,7 @@ class PrefectRunner:
     """Each step a task run; the mapped step (filter) one task run per raw file."""
 
     def run(self, step: Callable[..., T], *args: Any) -> T:
-        return TASKS[step](*args)  # type: ignore[no-any-return]
+        return TASKS[step](*args)
 
     def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
         futures = TASKS[step].map(list(items), *(unmapped(a) for a in args))

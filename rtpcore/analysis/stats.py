@@ -121,7 +121,7 @@ class StreamStats:
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (schema of `rtphelper analyze --json` streams)."""
-        doc: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__  # type: ignore[attr-defined]
+        doc: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__
                                if name not in ("per_100ms", "gaps", "delay_histogram", "payload_types")}
         doc["ssrc"] = f"0x{self.ssrc:08X}"
         doc["payload_types"] = list(self.payload_types)

@@ -58,3 +58,4 @@ class Truth(_TruthHead, total=False):
     latched: list[dict[str, str]]
     sip_holds_media: bool
     stray: dict[str, object]
+    dtmf: list[dict[str, object]]
