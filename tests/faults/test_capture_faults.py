@@ -234,13 +234,14 @@ def test_sigkill_at_random_points_then_repair_loses_no_chunk(rpcapd: Rpcapd, tmp
 
 
 def test_a_second_signal_aborts_and_repair_accounts_for_every_chunk(rpcapd: Rpcapd, tmp_path: Path) -> None:
-    """SIGTERM starts the cooperative stop; a SIGINT right behind it aborts (exit 130), repair makes it whole.
+    """Ctrl-C starts the cooperative stop; a SIGTERM right behind it aborts (exit 130), repair makes it whole.
 
-    Two signals of one kind sent back to back reach a process as one (POSIX does not queue them), so the
-    second is a SIGINT: what a user's Ctrl-C after Prefect's SIGTERM does.
+    Two signals of one kind sent back to back reach a process as one (POSIX does not queue them), and
+    signals pending together are handled in signal-number order (SIGINT before SIGTERM), so SIGINT goes
+    first: whether or not it was handled before SIGTERM arrived, it is the one that starts the stop.
     """
     for seed in range(5):
-        run = capture_then_signal(rpcapd, tmp_path, seed, (signal.SIGTERM, signal.SIGINT))
+        run = capture_then_signal(rpcapd, tmp_path, seed, (signal.SIGINT, signal.SIGTERM))
         where = f"seed {seed}"
         assert run.ended_at - run.signalled_at < STOP_SECONDS, where
         assert run.code == 130, f"{where}: {run.stderr}"

@@ -180,7 +180,8 @@ def test_run_form_shows_every_parameter_with_its_docstring_and_direction_choices
         assert fields[label]["description"] == docs[name], label
     assert "rolling chunks" in fields["media"]["description"]
     assert fields["direction"]["options"] == list(typing.get_args(Direction)) == ["inbound", "outbound"]
-    assert fields["min_packets (Optional)"]["values"] == [str(signature.parameters["min_packets"].default)]
+    # Empty: the run uses RTPHELPER_MIN_LEG_PACKETS (the flow's default is None, one setting for CLI and flows).
+    assert signature.parameters["min_packets"].default is None and fields["min_packets (Optional)"]["values"] == []
     assert fields["overwrite (Optional)"]["toggle"] == "false"
     assert all(fields[label]["values"] == [""] for label in ("sip_pcap", "output_folder"))
     _shoot(page, "correlate-call-form.png")
