@@ -272,3 +272,41 @@ def test_what_the_call_hid_is_in_the_summary_a_user_reads(
         if stream.get("key"):
             assert stream["key"][:12] not in text, "no SDES key on the page"
     _shoot(page, f"correlate-call-{variant}.png")
+
+
+RUN_CAPTURE = """
+import json, sys
+from flows.capture_session import capture_session
+state = capture_session(**json.loads(sys.argv[1]), return_state=True)
+print("FLOW_RUN " + json.dumps({"id": str(state.state_details.flow_run_id), "type": state.type.value}))
+"""
+
+
+def test_a_capture_whose_host_is_down_shows_failed_with_the_reason(
+        ui_server: UiServer, browser_page: Page, tmp_path: Path) -> None:
+    """Issue 9 as the engineer meets it: the run page says Failed and why, not a green Completed."""
+    import socket
+
+    import yaml
+
+    with socket.socket() as sock:  # a port nobody listens on: the media host's rpcapd is down
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(yaml.safe_dump({
+        "rpcap": {"default_port": closed, "auth_mode": None},
+        "settings": {"default_capture_root": str(tmp_path / "captures")},
+        "environments": {"LAB": {"regions": {"EU": {"sub-region": {"lab-1": {"hosts": [
+            {"id": "media-down", "address": "127.0.0.1", "interfaces": ["lo"]}]}}}}}}}))
+    params = {"environment": "LAB", "duration_minutes": 0.02, "hosts_file": str(hosts), "storage_mode": "local"}
+    run = subprocess.run([sys.executable, "-c", RUN_CAPTURE, json.dumps(params)], cwd=REPO, env=ui_server.env,
+                         capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("FLOW_RUN ")]
+    assert lines, run.stdout[-3000:] + run.stderr[-3000:]
+    flow_run = json.loads(lines[-1].removeprefix("FLOW_RUN "))
+    assert flow_run["type"] == "FAILED"
+    page = browser_page
+    page.goto(f"{ui_server.url}/runs/flow-run/{flow_run['id']}")
+    text = page.wait_for_text("Failed", "capture failed on 1 of 1 host", "connection refused")
+    assert f"rpcap://127.0.0.1:{closed}" in text
+    _shoot(page, "capture-session-failed.png")
