@@ -7,18 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from rtpcore.media.rtp import CSRC_LEN, EXTENSION_HEADER_LEN, RTCP_RR, RTCP_SR, RTP_HEADER_LEN, RTP_VERSION
 from rtpcore.pcap import IpReassembler, link_payload, open_capture, parse_ip, parse_udp, unwrap_tunnels
+from rtpcore.pcap.layers import ETHERTYPE_IPV4, IPPROTO_UDP, UDP_HEADER_LEN
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
+from rtpcore.pcap.reader import NS_PER_S
 
-RTP_VERSION = 2
-RTP_HEADER_LEN = 12
-CSRC_LEN = 4
-EXTENSION_HEADER_LEN = 4
 # Wireshark's heuristic leaves payload types 72-76 (with the marker bit: RTCP 200-204) to RTCP.
 RTCP_PT_RANGE = range(72, 77)
-RTCP_SR = 200
-RTCP_RR = 201
-NS_PER_S = 1_000_000_000
 # Ports Wireshark hands to their own dissector before any heuristic: DNS, DHCP, NTP, SNMP, syslog, STUN, SIP.
 PORT_DISSECTED_UDP = frozenset({53, 67, 68, 123, 161, 162, 514, 3478, 5060, 5061})
 
@@ -26,11 +22,8 @@ _RTP = struct.Struct("!BBHII")
 PLAIN_RTP_FIRST_BYTE = 0x80         # version 2, no padding, no extension, no CSRC
 # Ethernet (type at 12) + IPv4 without options (14..33) + UDP (34..41) + the RTP fixed header (42..53).
 _FAST = struct.Struct("!12xHB5xHxB2x4s4sHHH2xBBHII").unpack_from
-ETHERTYPE_IPV4 = 0x0800
 IPV4_PLAIN = 0x45                   # version 4, 20-byte header
-IPPROTO_UDP = 17
 IPV4_FRAGMENT_BITS = 0x3FFF         # more-fragments flag and fragment offset
-UDP_HEADER_LEN = 8
 UDP_AT = 34
 FAST_UDP_AT = 42                    # Ethernet 14 + IPv4 20 + UDP 8
 FAST_RTP_END = 54                   # … + RTP 12

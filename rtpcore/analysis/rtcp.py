@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtpcore.analysis.packets import NS_PER_S, RtcpDatagram
-
-RTCP_SR = 200
-RTCP_RR = 201
-RTCP_VERSION = 2
+from rtpcore.media.rtp import RTCP_RR, RTCP_SR
+from rtpcore.media.rtp import RTP_VERSION as RTCP_VERSION
 HEADER_LEN = 8                # V/P/RC, PT, length, sender SSRC
 SENDER_INFO_LEN = 20          # NTP msw, NTP lsw, RTP ts, packet count, octet count
 REPORT_BLOCK_LEN = 24

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rtpcore.media.bpf import Pair, canonical_address, usable
+from rtpcore.media.rtp import RTCP_APP, RTCP_SR, RTP_VERSION
 from rtpcore.pcap.layers import UdpDatagram
 from rtpcore.plan import Endpoint, LegPlan
 
@@ -24,8 +25,7 @@ __all__ = [
 RTCP_TAIL_NS = 5 * 10**9
 CANDIDATE_LATCH = "latch"   # to/from the media host's endpoint, with a peer the SDP did not name
 CANDIDATE_TAIL = "tail"     # RTCP on the call's exact pair, after the window
-RTCP_PT_FIRST, RTCP_PT_LAST = 200, 204   # SR, RR, SDES, BYE, APP: what a compound RTCP packet starts with
-RTP_VERSION = 2
+RTCP_PT_FIRST, RTCP_PT_LAST = RTCP_SR, RTCP_APP   # SR, RR, SDES, BYE, APP: what a compound RTCP starts with
 RTP_SSRC = slice(8, 12)
 RTCP_SSRC = slice(4, 8)
 
