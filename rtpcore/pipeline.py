@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -22,6 +20,7 @@ from rtpcore.media.demux import (
     DEFAULT_MIN_PACKETS, FileResult, check_names, filter_raw_file, media_files, no_match_message,
 )
 from rtpcore.media.latch import adopt
+from rtpcore.parallel import map_in_processes
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEDIA_DECRYPTED", "MEDIA_RAW", "SIP_PLUS_MEDIA", "CorrelationJob", "CorrelationOutcome", "InProcessRunner",
-    "OutputSpaceError", "STEPS", "SessionPaths", "StepRunner", "correlate", "make_job", "prepare_outputs", "run_steps",
+    "OutputSpaceError", "STEPS", "SessionPaths", "StepRunner", "correlate", "make_job", "run_steps",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,36 +261,7 @@ class InProcessRunner:
         return step(*args)
 
     def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
-        workers = self.workers if self.workers is not None else default_workers()
-        if len(items) <= 1 or workers <= 1:
-            return [step(item, *args) for item in items]
-        # An interrupt inside the pool's own bookkeeping (submit, shutdown hold its lock) would hang the exit:
-        # SIGINT/SIGTERM wait outside those, and are raised while we wait for results.
-        with txns.signals_deferred():
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=_die_with_parent)
-            futures = [pool.submit(step, item, *args) for item in items]
-        try:
-            return [future.result() for future in futures]
-        finally:  # on an interrupt: files not started yet are dropped, the running ones end before cleanup
-            with txns.signals_deferred():
-                pool.shutdown(wait=True, cancel_futures=True)
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent() -> None:
-    """A filter worker ends when rtphelper is killed (SIGKILL): no orphan keeps writing or holds the terminal."""
-    import ctypes
-    import signal
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the worker ends when its queue closes, as before
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+        return map_in_processes(step, items, *args, workers=self.workers)
 
 
 STEPS: tuple[Callable[..., Any], ...] = (
@@ -344,19 +314,3 @@ def correlate(
                    overwrite=overwrite, workers=workers, settings=settings)
     job = replace(job, publish=False)
     return run_steps(job, InProcessRunner(workers)).report
-
-
-def prepare_outputs(out: Path, *, overwrite: bool = False) -> SessionPaths:
-    """Bench/legacy helper: the output folders of a session used in place (no staging)."""
-    paths = SessionPaths(Path(out).expanduser().resolve())
-    existing = [p for p in paths.finals if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{existing[0]} already exists; choose another --out or pass --overwrite")
-    for folder in (paths.decrypted, paths.filtered):
-        folder.mkdir(parents=True, exist_ok=True)
-    return paths
-
-
-def default_workers() -> int:
-    """Raw files are filtered in parallel processes, one per core."""
-    return max(1, os.cpu_count() or 1)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rtpcore.analysis.codecs import PT_PCMA, PT_PCMU
-from rtpcore.analysis.packets import NS_PER_S, RtpPacket
+from rtpcore.analysis.packets import RtpPacket
+from rtpcore.pcap.reader import NS_PER_S
 
 G711_RATE = 8000
 SAMPLE_BYTES = 2

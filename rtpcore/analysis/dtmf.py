@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rtpcore.analysis.codecs import TELEPHONE_EVENT
-from rtpcore.analysis.packets import NS_PER_S, RtpPacket
+from rtpcore.analysis.packets import RtpPacket
+from rtpcore.pcap.reader import NS_PER_S
 
 DEFAULT_EVENT_PTS = frozenset({101})    # Wireshark's default rtpevent payload type when no SDP names one
 EVENT_CLOCK = 8000

@@ -11,7 +11,6 @@ from rtpcore.media.rtp import CSRC_LEN, EXTENSION_HEADER_LEN, RTCP_RR, RTCP_SR, 
 from rtpcore.pcap import IpReassembler, link_payload, open_capture, parse_ip, parse_udp, unwrap_tunnels
 from rtpcore.pcap.layers import ETHERTYPE_IPV4, IPPROTO_UDP, UDP_HEADER_LEN
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
-from rtpcore.pcap.reader import NS_PER_S
 
 # Wireshark's heuristic leaves payload types 72-76 (with the marker bit: RTCP 200-204) to RTCP.
 RTCP_PT_RANGE = range(72, 77)

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rtpcore.analysis.packets import NS_PER_S, RtcpDatagram
+from rtpcore.analysis.packets import RtcpDatagram
 from rtpcore.media.rtp import RTCP_RR, RTCP_SR
 from rtpcore.media.rtp import RTP_VERSION as RTCP_VERSION
+from rtpcore.pcap.reader import NS_PER_S
 HEADER_LEN = 8                # V/P/RC, PT, length, sender SSRC
 SENDER_INFO_LEN = 20          # NTP msw, NTP lsw, RTP ts, packet count, octet count
 REPORT_BLOCK_LEN = 24

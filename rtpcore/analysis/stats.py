@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtpcore.analysis.codecs import FIRST_DYNAMIC_PT, PT_CN, PT_CN_OLD, PayloadMap, codec_of
-from rtpcore.analysis.packets import NS_PER_S, RtpPacket
+from rtpcore.analysis.packets import RtpPacket
+from rtpcore.pcap.reader import NS_PER_S
 
 SEQ_MOD = 1 << 16
 SEQ_HALF = 1 << 15

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import errno
-import os
 import secrets
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +15,7 @@ from rtpcore.errors import BpfBuildError, InputError, PcapError, TruncatedCaptur
 from rtpcore.fsutil import atomic_output
 from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pairs, relay_endpoints
 from rtpcore.media.candidates import CandidateCollector, CandidateFlow, endpoint_text
+from rtpcore.parallel import map_in_processes
 from rtpcore.pcap import libpcap
 from rtpcore.pcap.layers import (
     ETH_HEADER_LEN,
@@ -370,16 +369,15 @@ def filter_raw_files(
     min_packets: int = DEFAULT_MIN_PACKETS,
     workers: int | None = None,
 ) -> list[FileResult]:
-    """filter_raw_file over many files, one process each at a time; results in input order."""
+    """filter_raw_file over many files, one process each at a time (the pipeline's own pool); results in input order."""
     sources = [Path(s) for s in sources]
     check_names(sources)
-    if workers is None:
-        workers = min(len(sources), os.cpu_count() or 1)
-    if len(sources) <= 1 or workers <= 1:
-        return [filter_raw_file(plan, s, filtered_dir, min_packets=min_packets) for s in sources]
-    with ProcessPoolExecutor(max_workers=min(workers, len(sources))) as pool:
-        futures = [pool.submit(filter_raw_file, plan, s, filtered_dir, min_packets=min_packets) for s in sources]
-        return [future.result() for future in futures]
+    return map_in_processes(_filter_source, sources, plan, filtered_dir, min_packets, workers=workers)
+
+
+def _filter_source(source: Path, plan: LegPlan, filtered_dir: Path, min_packets: int) -> FileResult:
+    """filter_raw_file with the source first, as map_in_processes passes it."""
+    return filter_raw_file(plan, source, filtered_dir, min_packets=min_packets)
 
 
 # -- when nothing matched ----------------------------------------------------------------------
