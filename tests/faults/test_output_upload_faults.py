@@ -9,10 +9,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 
 from rtpcore.cli import main
 from tests.conftest import load_truth
-from tests.storage.conftest import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, MotoServer, moto_server  # noqa: F401
+from tests.storage.conftest import BUCKET, SECRET_KEY, MotoServer, moto_server, point_cli_at  # noqa: F401
 
 SESSION = "captures/prod-eu/ticket-9/20250505_101010"
 OUTPUTS = {"combined/media_raw.pcap", "combined/media_decrypted.pcap", "combined/SIP_plus_media_decrypted.pcap"}
@@ -109,13 +107,7 @@ def test_output_upload_fault_keeps_local_outputs_and_says_so(
 ) -> None:
     proxy = WriteFaultProxy(moto_server, mode)
     monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith(("RTPHELPER_", "AWS_")):
-            monkeypatch.delenv(key)
-    for key, value in {"RTPHELPER_S3_ENDPOINT": proxy.endpoint, "RTPHELPER_S3_REGION": REGION,
-                       "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
-                       "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}.items():
-        monkeypatch.setenv(key, value)
+    point_cli_at(monkeypatch, proxy.endpoint)
     folder, truth = session["folder"], session["truth"]
     out = tmp_path / "out"
     started = time.monotonic()

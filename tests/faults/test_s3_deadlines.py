@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ from rtpcore.cli import main
 from rtpcore.settings import load_settings
 from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: F401 - real rpcapd fixtures
 from tests.rpcap.test_capture_engine import Receiver, payloads, written
-from tests.storage.conftest import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, MotoServer, moto_private  # noqa: F401
+from tests.storage.conftest import BUCKET, MotoServer, moto_private, point_cli_at  # noqa: F401
 
 DURATION = 4.0
 END_GRACE = 15.0          # the issue's promise: a capture ends within its duration + 15 s whatever S3 does
@@ -144,16 +143,9 @@ class SlowProxy:
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """The CLI's environment with S3 at the given endpoint and nothing else configured (production timeouts)."""
     monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith(("RTPHELPER_", "AWS_")):
-            monkeypatch.delenv(key)
 
     def point_at(endpoint: str) -> None:
-        env = {"RTPHELPER_S3_ENDPOINT": endpoint, "RTPHELPER_S3_REGION": REGION,
-               "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
-               "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
+        point_cli_at(monkeypatch, endpoint)
 
     return point_at
 

@@ -126,6 +126,19 @@ class MotoServer:
         return key["AccessKeyId"], key["SecretAccessKey"]
 
 
+def point_cli_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> dict[str, str]:
+    """The process environment a CLI run reads: no developer RTPHELPER_*/AWS_* config, S3 mode at `endpoint`."""
+    for key in list(os.environ):
+        if key.startswith(("RTPHELPER_", "AWS_")):
+            monkeypatch.delenv(key)
+    env = {"RTPHELPER_S3_ENDPOINT": endpoint, "RTPHELPER_S3_REGION": REGION,
+           "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
+           "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
 def _server(tmp_path_factory: pytest.TempPathFactory, name: str) -> MotoServer:
     server = MotoServer(free_port(), tmp_path_factory.mktemp(name) / "moto.log")
     server.start()

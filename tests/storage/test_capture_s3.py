@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from rtpcore.settings import Settings, load_settings
 from rtpcore.storage.queue import QueueStore
 from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: F401 - real rpcapd fixtures
 from tests.rpcap.test_capture_engine import Receiver, payloads, written
-from tests.storage.conftest import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, MotoServer, s3_storage
+from tests.storage.conftest import BUCKET, MotoServer, point_cli_at, s3_storage
 
 KIB = 1024
 CHUNK = 64 * KIB
@@ -35,17 +34,9 @@ FAST = {"connect_timeout": 0.5, "read_timeout": 0.5, "max_attempts": 1}
 def s3_cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[MotoServer], Settings]:
     """No developer config; the process environment the CLI reads points at the given moto server."""
     monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith(("RTPHELPER_", "AWS_")):
-            monkeypatch.delenv(key)
 
     def point_at(server: MotoServer) -> Settings:
-        env = {"RTPHELPER_S3_ENDPOINT": server.endpoint, "RTPHELPER_S3_REGION": REGION,
-               "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
-               "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        return load_settings(env, base_dir=tmp_path)
+        return load_settings(point_cli_at(monkeypatch, server.endpoint), base_dir=tmp_path)
 
     return point_at
 

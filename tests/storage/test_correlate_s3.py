@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from rtpcore.cli import AWS_LOGGERS, main
 from rtpcore.pipeline import correlate
 from tests.conftest import load_truth
-from tests.storage.conftest import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, MotoServer
+from tests.storage.conftest import BUCKET, MotoServer, point_cli_at
 
 SESSION = "captures/prod-eu/ticket-5/20250404_111111"
 OUTPUTS = {"combined/media_raw.pcap", "combined/media_decrypted.pcap", "combined/SIP_plus_media_decrypted.pcap"}
@@ -24,13 +23,7 @@ OUTPUTS = {"combined/media_raw.pcap", "combined/media_decrypted.pcap", "combined
 def s3_cli(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """A clean process environment pointed at the shared moto server; logger levels restored afterwards."""
     monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith(("RTPHELPER_", "AWS_")):
-            monkeypatch.delenv(key)
-    for key, value in {"RTPHELPER_S3_ENDPOINT": moto_server.endpoint, "RTPHELPER_S3_REGION": REGION,
-                       "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "RTPHELPER_STORAGE_MODE": "s3",
-                       "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}.items():
-        monkeypatch.setenv(key, value)
+    point_cli_at(monkeypatch, moto_server.endpoint)
     levels = {name: logging.getLogger(name).level for name in AWS_LOGGERS}
     yield moto_server
     for name, level in levels.items():
