@@ -355,6 +355,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     add_analyze_arguments(ana)
     ana.set_defaults(handler=analyze_command)
 
+    from rtpcore.analysis.report_cli import add_report_arguments, report_command
+
+    rpt = sub.add_parser("report", help="rebuild combined/report.html, report.md, the ladder/timeline SVGs and WAVs "
+                         "of a session or --out folder")
+    add_report_arguments(rpt)
+    rpt.set_defaults(handler=report_command)
+
     cfg = sub.add_parser("config", help="validate and print config/runtime.env and config/hosts.yaml")
     cfg.add_argument("--config", metavar="HOSTS_YAML", help="hosts file (default RTPHELPER_HOSTS_FILE or config/hosts.yaml)")
     cfg.add_argument("--env-file", dest="env_file", metavar="FILE", help="runtime env file (default RTPHELPER_ENV_FILE or config/runtime.env)")

@@ -113,17 +113,20 @@ class Page:
 
         self._ws = connect(ws_url, max_size=None, open_timeout=10)
         self._ids = itertools.count(1)
+        self.events: list[dict] = []   # DevTools events seen while waiting for replies (console, log, exceptions)
         self.call("Page.enable")
         self.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1], deviceScaleFactor=1,
                   mobile=False)
 
     def call(self, method: str, **params: object) -> dict:
-        """Send one command and return its result (events arriving meanwhile are dropped)."""
+        """Send one command and return its result (events arriving meanwhile are kept in self.events)."""
         msg_id = next(self._ids)
         self._ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
         while True:
             reply = json.loads(self._ws.recv(timeout=30))
-            if reply.get("id") == msg_id:
+            if "method" in reply:
+                self.events.append(reply)
+            elif reply.get("id") == msg_id:
                 if "error" in reply:
                     raise CdpError(f"{method}: {reply['error']}")
                 return reply.get("result", {})

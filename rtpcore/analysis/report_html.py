@@ -1,0 +1,168 @@
+"""`combined/report.html` (self-contained: inline CSS, both SVGs inline) and the one call that writes every report file.
+
+`write_call_report` is what the pipeline and `rtphelper report` call: ladder.svg, timeline.svg, report.html,
+report.md and audio/*.wav in combined/, each written to a temp name and renamed into place, so a reader never
+sees half a report. WAVs are linked as relative files (audio/…), not embedded: an hour of G.711 is 115 MB of
+PCM, too much for a data: URI.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from rtpcore.analysis.call import CallAnalysis, write_audio
+from rtpcore.analysis.ladder import build_ladder, ladder_svg
+from rtpcore.analysis.report_md import (
+    AUDIO_DIR,
+    LADDER_SVG,
+    REPORT_HTML,
+    REPORT_MD,
+    TIMELINE_SVG,
+    ReportContent,
+    Table,
+    render_markdown,
+    report_content,
+)
+from rtpcore.analysis.timeline import stream_legs, timeline_svg
+from rtpcore.fsutil import atomic_output, fsync_dir
+from rtpcore.plan import LegPlan
+from rtpcore.results import COMBINED_DIR, MEDIA_DECRYPTED, MEDIA_RAW, SIP_PLUS_MEDIA
+from rtpcore.sip.capture import read_sip
+
+TEMP_TOKEN_BYTES = 8
+STEREO_SUFFIX = "-stereo"
+PICTURES_AFTER = 3        # verdicts, legs, streams; then the timeline and the ladder; then DTMF and RTCP
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24;background:#f6f7f9}
+h1{font-size:22px;margin:0 0 8px} h2{font-size:17px;margin:28px 0 8px}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px;margin-bottom:16px;overflow-x:auto}
+table{border-collapse:collapse;font-size:13px} th,td{border:1px solid #dde1e7;padding:3px 8px;text-align:left;
+vertical-align:top} th{background:#eef1f5} td{font-variant-numeric:tabular-nums}
+tr.error td:first-child{background:#f8d7da;color:#721c24;font-weight:bold}
+tr.warning td:first-child{background:#fff3cd;color:#856404;font-weight:bold}
+tr.info td:first-child{background:#d1ecf1;color:#0c5460}
+.facts{margin:0;padding-left:18px} .empty{color:#666;font-style:italic} .notes li{color:#6b4e00}
+figure{margin:0} figure svg{max-width:100%;height:auto} audio{vertical-align:middle;margin:2px 8px}
+"""
+
+
+def _table_html(table: Table) -> str:
+    """A table; verdict-like rows get their severity (first cell) as CSS class."""
+    if not table.rows:
+        return f'<p class="empty">{escape(table.empty)}</p>'
+    head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
+    body = "".join(f'<tr class="{escape(row[0])}">' + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                   for row in table.rows)
+    slug = table.title.lower().replace(" ", "-")
+    return f'<table class="{escape(slug)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_html(content: ReportContent, ladder: str | None, timeline: str) -> str:
+    """The whole page: facts, notes, tables, both SVGs inline, audio players, links to the pcaps; no outside resource."""
+    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           '<link rel="icon" href="data:,">',
+           f"<title>{escape(content.title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{escape(content.title)}</h1>",
+           '<ul class="facts">' + "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in content.facts)
+           + "</ul>"]
+    if content.notes:
+        out.append('<section><h2>Notes</h2><ul class="notes">'
+                   + "".join(f"<li>{escape(n)}</li>" for n in content.notes) + "</ul></section>")
+    sections = [f"<section><h2>{escape(t.title)}</h2>{_table_html(t)}</section>" for t in content.tables]
+    out += sections[:PICTURES_AFTER]
+    out.append(f'<section><h2>Media timeline</h2><figure id="timeline">{timeline}</figure></section>')
+    out.append('<section><h2>SIP ladder</h2><figure id="ladder">'
+               + (ladder or '<p class="empty">no SIP pcap: no ladder</p>') + "</figure></section>")
+    out += sections[PICTURES_AFTER:]
+    out.append("<section><h2>Audio</h2>")
+    if content.audio:
+        out.append("<ul>" + "".join(
+            f'<li><audio controls preload="none" src="{escape(rel)}"></audio>{escape(label)}</li>'
+            for label, rel in content.audio) + "</ul>")
+    else:
+        out.append('<p class="empty">no decodable audio (G.711 only)</p>')
+    out.append("</section><section><h2>Files</h2><ul>"
+               + "".join(f'<li><a href="{escape(n)}">{escape(n)}</a></li>' for n in content.pcaps)
+               + f'<li><a href="{REPORT_MD}">{REPORT_MD}</a></li></ul></section></body></html>')
+    return "\n".join(out)
+
+
+def combined_dir(out_dir: Path) -> Path:
+    """combined/ of an output folder (the folder itself when it already is combined/)."""
+    out_dir = Path(out_dir)
+    return out_dir if out_dir.name == COMBINED_DIR else out_dir / COMBINED_DIR
+
+
+def _audio_label(path: Path) -> str:
+    """'src:port → dst:port 0xSSRC' (or '… stereo') from write_audio's file name."""
+    stem = path.stem
+    stereo = stem.endswith(STEREO_SUFFIX)
+    parts = stem.removesuffix(STEREO_SUFFIX).split("-")
+    ends = [p.replace("_", ":", 1) if p.count("_") == 1 else p for p in parts]
+    text = " → ".join(ends[:2]) + (f" 0x{ends[2].upper()}" if len(ends) > 2 else "")
+    return text + (" (stereo: one direction per channel)" if stereo else "")
+
+
+def _write_audio_dir(capture: Path, combined: Path) -> list[Path]:
+    """WAVs into a fresh folder, then swapped for combined/audio as a whole (the old one removed after)."""
+    token = secrets.token_hex(TEMP_TOKEN_BYTES)
+    staged = combined / f".{AUDIO_DIR}.{token}.part"
+    final = combined / AUDIO_DIR
+    try:
+        wavs = write_audio(capture, staged)
+        for wav in wavs:
+            with wav.open("rb") as f:
+                os.fsync(f.fileno())
+        old = combined / f".{AUDIO_DIR}.{token}.old"
+        if final.exists():
+            final.rename(old)
+        staged.rename(final)
+        fsync_dir(combined)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return [final / w.name for w in wavs]
+
+
+def _write_text(path: Path, text: str) -> Path:
+    """One report file, written beside its final name and renamed over it."""
+    with atomic_output(path, overwrite=True) as temp:
+        temp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequence[Mapping[str, Any]],
+                      plan: LegPlan | None, sip_pcap: Path | None) -> list[Path]:
+    """ladder.svg, timeline.svg, report.html, report.md and audio/*.wav in out_dir's combined/; returns their paths.
+
+    The ladder and the timeline share one time origin: the earlier of the call's first SIP message and the media
+    capture's first frame. Without a SIP pcap (or plan) there is no ladder and no SIP event on the timeline.
+    """
+    combined = combined_dir(out_dir)
+    combined.mkdir(parents=True, exist_ok=True)
+    ladder = build_ladder(read_sip(sip_pcap), plan) if sip_pcap is not None and plan is not None else None
+    first_sip = ladder.first_ns if ladder is not None else None
+    origin = analysis.first_ts_ns if first_sip is None else min(analysis.first_ts_ns, first_sip)
+    ladder_doc = ladder_svg(ladder, origin) if ladder is not None else None
+    timeline_doc = timeline_svg(analysis, ladder.messages if ladder is not None else (), origin,
+                                stream_legs(analysis, plan))
+    wavs = _write_audio_dir(analysis.capture, combined)
+    audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
+    pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
+    content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None)
+    written = []
+    if ladder_doc is not None:
+        written.append(_write_text(combined / LADDER_SVG, ladder_doc))
+    else:
+        (combined / LADDER_SVG).unlink(missing_ok=True)  # a ladder of an earlier run would belong to another SIP
+    written.append(_write_text(combined / TIMELINE_SVG, timeline_doc))
+    written.append(_write_text(combined / REPORT_MD, render_markdown(content)))
+    written.append(_write_text(combined / REPORT_HTML, render_html(content, ladder_doc, timeline_doc)))
+    return written + wavs
