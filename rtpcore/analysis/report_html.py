@@ -109,26 +109,21 @@ def _audio_label(path: Path) -> str:
     return text + (" (stereo: one direction per channel)" if stereo else "")
 
 
-def _write_audio_dir(capture: Path, combined: Path) -> list[Path]:
-    """WAVs into a fresh folder, then swapped for combined/audio as a whole (the old one removed after)."""
-    token = secrets.token_hex(TEMP_TOKEN_BYTES)
-    staged = combined / f".{AUDIO_DIR}.{token}.part"
-    final = combined / AUDIO_DIR
-    try:
-        wavs = write_audio(capture, staged)
-        for wav in wavs:
-            with wav.open("rb") as f:
-                os.fsync(f.fileno())
-        old = combined / f".{AUDIO_DIR}.{token}.old"
-        if final.exists():
-            final.rename(old)
-        staged.rename(final)
-        fsync_dir(combined)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
-    return [final / w.name for w in wavs]
+def _swap_dir(staged: Path, final: Path) -> None:
+    """Put a complete staged folder in final's place; the old folder is removed only after the rename."""
+    old = final.with_name(f".{final.name}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.old")
+    if final.exists():
+        final.rename(old)
+    staged.rename(final)
+    fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_all(paths: Sequence[Path]) -> None:
+    """Force the staged WAVs to disk before their folder takes the final name."""
+    for path in paths:
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -153,16 +148,24 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
     ladder_doc = ladder_svg(ladder, origin) if ladder is not None else None
     timeline_doc = timeline_svg(analysis, ladder.messages if ladder is not None else (), origin,
                                 stream_legs(analysis, plan))
-    wavs = _write_audio_dir(analysis.capture, combined)
-    audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
-    pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
-    content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None)
-    written = []
-    if ladder_doc is not None:
-        written.append(_write_text(combined / LADDER_SVG, ladder_doc))
-    else:
-        (combined / LADDER_SVG).unlink(missing_ok=True)  # a ladder of an earlier run would belong to another SIP
-    written.append(_write_text(combined / TIMELINE_SVG, timeline_doc))
-    written.append(_write_text(combined / REPORT_MD, render_markdown(content)))
-    written.append(_write_text(combined / REPORT_HTML, render_html(content, ladder_doc, timeline_doc)))
+    staged = combined / f".{AUDIO_DIR}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
+    try:
+        wavs = write_audio(analysis.capture, staged)
+        _fsync_all(wavs)
+        audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
+        pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
+        content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None)
+        texts = {LADDER_SVG: ladder_doc, TIMELINE_SVG: timeline_doc, REPORT_MD: render_markdown(content),
+                 REPORT_HTML: render_html(content, ladder_doc, timeline_doc)}   # all rendered before any is replaced
+        written = []
+        for name, text in texts.items():
+            if text is not None:
+                written.append(_write_text(combined / name, text))
+            else:
+                (combined / name).unlink(missing_ok=True)  # an earlier run's ladder would belong to another SIP
+        _swap_dir(staged, combined / AUDIO_DIR)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    wavs = [combined / AUDIO_DIR / w.name for w in wavs]
     return written + wavs

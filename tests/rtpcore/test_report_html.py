@@ -15,6 +15,7 @@ import pytest
 from rtpcore.analysis.call import analyze_capture
 from rtpcore.analysis.report_html import write_call_report
 from rtpcore.cli import main
+from rtpcore.errors import PcapError
 from rtpcore.sip.legs import resolve_legs
 from tests.conftest import load_truth
 
@@ -142,8 +143,9 @@ def _keys(folder: Path) -> set[str]:
     return keys | {s["key"] for s in truth["streams"] if s.get("key")}
 
 
-def test_no_key_material_in_any_report_file(generated, tmp_path: Path) -> None:
-    folder = generated("srtp-both-legs")
+@pytest.mark.parametrize("name", ["srtp-both-legs", "wrong-key", "broken-key-bad-base64"])
+def test_no_key_material_in_any_report_file(name: str, generated, tmp_path: Path) -> None:
+    folder = generated(name)
     out = _correlate(folder, tmp_path / "out")
     keys = _keys(folder)
     assert len(keys) >= 4
@@ -159,20 +161,38 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_a_failed_rebuild_leaves_the_previous_report_whole(b2bua, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fault", ["media-unreadable", "verdict-unprintable"])
+def test_a_failed_rebuild_leaves_the_previous_report_whole(fault: str, b2bua, tmp_path: Path) -> None:
     folder, out = b2bua
     work = tmp_path / "out"
     shutil.copytree(out, work)
     _report(folder, work, verdicts_for_test())
     before = _snapshot(work / "combined")
-    (work / "combined" / "media_decrypted.pcap").write_bytes(b"not a pcap")
-    with pytest.raises(Exception):
-        _report(folder, work, [])
+    truth = load_truth(folder)
+    sip = folder / truth["sip"]
+    analysis = analyze_capture(work / "combined" / "media_decrypted.pcap", sip=sip)
+    verdicts = verdicts_for_test()
+    if fault == "media-unreadable":             # the WAVs are read from it after the analysis
+        (work / "combined" / "media_decrypted.pcap").write_bytes(b"not a pcap")
+        before.pop("media_decrypted.pcap")
+    else:                                       # rendering fails after the WAVs were written
+        verdicts[0]["evidence"] = {"odd": Unprintable()}
+    with pytest.raises((PcapError, RuntimeError)):
+        write_call_report(work, analysis=analysis, verdicts=verdicts, plan=resolve_legs(sip, truth["direction"]),
+                          sip_pcap=sip)
     after = _snapshot(work / "combined")
-    after.pop("media_decrypted.pcap"), before.pop("media_decrypted.pcap")
-    assert after == before                        # nothing half-written, no temp file left
+    if fault == "media-unreadable":
+        after.pop("media_decrypted.pcap")
+    assert after == before                        # nothing replaced, nothing half-written, no temp file left
     _report(folder, out, [])                      # a good rebuild replaces the set and leaves no temp either
     assert not [p for p in (out / "combined").rglob(".*")]
+
+
+class Unprintable:
+    """An evidence value whose text cannot be made: the report must fail before touching the old one."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this evidence")
 
 
 # -- rtphelper report ------------------------------------------------------------------------------------------------
