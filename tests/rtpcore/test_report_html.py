@@ -218,15 +218,39 @@ def test_cli_rebuilds_from_a_session_with_the_verdicts_of_analysis_json(session:
     assert len(page.tables["verdicts"]) == 3 and len(page.tables["streams"]) == 4 and page.svgs == 2
 
 
-def test_cli_takes_direction_and_call_from_a_recorded_correlation_json(session: Path, capsys) -> None:
+@pytest.mark.parametrize("records_sip", [True, False])
+def test_cli_takes_direction_call_and_sip_from_a_recorded_correlation_json(records_sip: bool, session: Path,
+                                                                           capsys) -> None:
     from rtpcore.sip.legs import resolve_legs as legs
 
-    doc = legs(session / "uploads" / "call.pcap", "inbound").to_json()
+    elsewhere = session.parent / "call-elsewhere.pcap"
+    (session / "uploads" / "call.pcap").rename(elsewhere)
+    doc = legs(elsewhere, "inbound").to_json()
+    if records_sip:
+        doc["sip"] = str(elsewhere)
     (session / "combined" / "correlation.json").write_text(json.dumps(doc))
-    (session / "uploads" / "call.pcap").rename(session / "call-elsewhere.pcap")
     assert main(["report", str(session / "combined")]) == 0
-    assert "SIP_plus_media_decrypted.pcap" in capsys.readouterr().out   # the call's SIP inside the combined pcap
-    assert Page((session / "combined" / "report.html").read_text()).svgs == 2
+    printed = capsys.readouterr().out
+    if records_sip:
+        assert f"SIP: {elsewhere} (recorded in {session / 'combined' / 'correlation.json'})" in printed
+    else:   # the call's SIP is inside the combined pcap
+        assert "SIP: " + str(session / "combined" / "SIP_plus_media_decrypted.pcap") in printed
+    page = Page((session / "combined" / "report.html").read_text())
+    assert page.svgs == 2 and [r[0] for r in page.tables["legs"]] == ["carrier", "core"]
+
+
+def test_without_sip_there_is_no_ladder_and_an_old_one_is_removed(b2bua, tmp_path: Path) -> None:
+    folder, out = b2bua
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    _report(folder, work, [])
+    assert (work / "combined" / "ladder.svg").is_file()
+    analysis = analyze_capture(work / "combined" / "media_decrypted.pcap")
+    written = write_call_report(work, analysis=analysis, verdicts=[], plan=None, sip_pcap=None)
+    assert not (work / "combined" / "ladder.svg").exists() and "ladder.svg" not in {p.name for p in written}
+    page = Page((work / "combined" / "report.html").read_text())
+    assert page.svgs == 1 and len(page.tables["streams"]) == 4 and "legs" not in page.tables
+    assert "no SIP pcap: no ladder" in (work / "combined" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("setup, needle", [
