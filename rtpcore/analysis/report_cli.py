@@ -1,7 +1,7 @@
 """`rtphelper report SESSION_OR_OUT_DIR`: rebuild combined/report.html, report.md, the SVGs and WAVs from the files on disk.
 
 What it reads: combined/media_decrypted.pcap (else media_raw.pcap); the SIP pcap from --sip, else the path a
-JSON in the folder recorded ("sip"), else the one capture in the session's uploads/, else the call's SIP inside
+JSON in the folder recorded ("sip" in combined/analysis.json or a correlation JSON), else the one capture in the session's uploads/, else the call's SIP inside
 combined/SIP_plus_media_decrypted.pcap; the direction and Call-ID from the options or that JSON; the verdicts from
 combined/analysis.json ("verdicts", absent → none).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,16 +95,17 @@ def _recorded(root: Path) -> dict[str, Any]:
     return {}
 
 
-def _find_sip(root: Path, given: Path | None, recorded: Mapping[str, Any]) -> tuple[Path | None, str]:
+def _find_sip(root: Path, given: Path | None, recorded: Sequence[Mapping[str, Any]]) -> tuple[Path | None, str]:
     """The SIP pcap and where it came from; several captures in uploads/ is an error asking for --sip."""
     if given is not None:
         if not given.is_file():
             raise ReportInputError(f"--sip {given}: no such file; give the SIP pcap of the call")
         return given, "--sip"
-    for key in RECORDED_SIP_KEYS:
-        value = recorded.get(key)
-        if isinstance(value, str) and Path(value).is_file():
-            return Path(value), f"recorded in {recorded['_path']}"
+    for doc in recorded:
+        for key in RECORDED_SIP_KEYS:
+            value = doc.get(key)
+            if isinstance(value, str) and Path(value).is_file():
+                return Path(value), f"recorded in {doc['_path']}"
     uploads = sorted(p for p in (root / UPLOADS_DIR).glob("*") if p.suffix.lower() in CAPTURE_SUFFIXES and p.is_file())
     if len(uploads) == 1:
         return uploads[0], f"{UPLOADS_DIR}/"
@@ -130,7 +131,7 @@ def find_inputs(folder: Path, *, sip: Path | None = None, direction: str | None 
     analysis_json = combined / ANALYSIS_JSON
     analysis_doc = _read_json(analysis_json) if analysis_json.is_file() else {}
     recorded = _recorded(root)
-    sip_path, origin = _find_sip(root, sip, recorded)
+    sip_path, origin = _find_sip(root, sip, [{**analysis_doc, "_path": str(analysis_json)}, recorded])
     chosen = direction or analysis_doc.get("direction") or recorded.get("direction")
     if sip_path is not None and not (isinstance(chosen, str) and is_direction(chosen)):
         raise ReportInputError(f"{root}: the call direction is not recorded here; give --direction "

@@ -218,6 +218,16 @@ def test_cli_rebuilds_from_a_session_with_the_verdicts_of_analysis_json(session:
     assert len(page.tables["verdicts"]) == 3 and len(page.tables["streams"]) == 4 and page.svgs == 2
 
 
+def test_cli_needs_no_option_when_analysis_json_records_the_call(session: Path, capsys) -> None:
+    sip = session / "uploads" / "call.pcap"
+    shutil.copy(sip, session / "uploads" / "retry.pcap")     # two uploads: only the recorded path decides
+    doc = {"direction": "inbound", "sip": str(sip), "verdicts": verdicts_for_test()[:1]}
+    (session / "combined" / "analysis.json").write_text(json.dumps(doc))
+    assert main(["report", str(session)]) == 0
+    printed = capsys.readouterr().out
+    assert f"SIP: {sip} (recorded in {session / 'combined' / 'analysis.json'})" in printed and "verdicts: 1" in printed
+
+
 @pytest.mark.parametrize("records_sip", [True, False])
 def test_cli_takes_direction_call_and_sip_from_a_recorded_correlation_json(records_sip: bool, session: Path,
                                                                            capsys) -> None:
