@@ -140,11 +140,16 @@ def _columns(hops: Sequence[Hop], plan: LegPlan) -> list[list[str]]:
     return groups
 
 
-def _role(index: int, count: int) -> str:
-    """Carrier on the left, core on the right, the boxes in between are the media host / SBC."""
-    if count >= 2 and index == 0:
+def _role(index: int, count: int, inbound: bool) -> str:
+    """Carrier on the left, core on the right, the boxes between are the media host / SBC.
+
+    With one hop only (two columns) the callee of that hop is the media host: the SIP stops there.
+    """
+    if count == 2:
+        return (LEG_CARRIER if index == 0 else ROLE_SBC) if inbound else (ROLE_SBC if index == 0 else LEG_CORE)
+    if count > 2 and index == 0:
         return LEG_CARRIER
-    if count >= 2 and index == count - 1:
+    if count > 2 and index == count - 1:
         return LEG_CORE
     return ROLE_SBC
 
@@ -160,7 +165,7 @@ def build_ladder(packets: Sequence[SipPacket], plan: LegPlan) -> Ladder:
             if address not in index:
                 index[address] = len(groups)
                 groups.append([address])
-    columns = tuple(LadderColumn(_role(i, planned) if i < planned else ROLE_OTHER, tuple(g))
+    columns = tuple(LadderColumn(_role(i, planned, plan.direction == "inbound") if i < planned else ROLE_OTHER, tuple(g))
                     for i, g in enumerate(groups))
     messages = []
     for pkt in mine:

@@ -104,3 +104,19 @@ def test_sdp_summary_has_ports_codecs_and_suites_but_no_key(generated) -> None:
     assert len(answers) == 2 and all(m.sdp and "RTP/SAVP" in m.sdp for m in answers)
     assert [m for m in ladder.messages if m.label == "ACK"] and all(m.sdp is None for m in ladder.messages
                                                                     if m.label in ("ACK", "BYE"))
+
+
+@pytest.mark.parametrize("name, call_id, roles", [
+    ("heplify_FAX-Call-t38-CA-TDM-SIP-FB-1.pcap", None, [LEG_CARRIER, ROLE_SBC, ROLE_SBC, LEG_CORE]),
+    ("heplify_rtp_rtcp_sip_ipv4_udp.pcap", "12013223@200.57.7.195", [LEG_CARRIER, ROLE_SBC]),
+])
+def test_real_captures_arrows_equal_tshark(name: str, call_id: str | None, roles: list[str], shared_pcaps: Path,
+                                           tshark: str) -> None:
+    """A real B2BUA with a proxy in front (3 hops, 2 dialogs), and a capture with one hop only (carrier → SBC)."""
+    sip = shared_pcaps / name
+    plan = resolve_legs(sip, "inbound", call_id=call_id)
+    ladder = build_ladder(read_sip(sip), plan)
+    theirs = tshark_messages(tshark, sip, plan.call_ids)
+    assert len(theirs) >= 5 and [m.frame for m in ladder.messages] == theirs
+    assert [c.role for c in ladder.columns] == roles
+    assert len(svg_messages(ladder_svg(ladder, ladder.first_ns or 0))) == len(theirs)

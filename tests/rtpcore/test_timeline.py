@@ -72,6 +72,14 @@ def test_bins_equal_counts_from_tshark_frame_times(impaired, tshark: str) -> Non
     assert all(g.get("data-bin-ms") == "100" for g in svg_streams(svg).values())
 
 
+@pytest.mark.parametrize("name", ["heplify_rtp_rtcp_sip_ipv4_udp.pcap", "sipp_g711a.pcap"])
+def test_bins_of_real_captures_equal_tshark(name: str, shared_pcaps: Path, tshark: str) -> None:
+    path = shared_pcaps / name
+    analysis = analyze_capture(path)
+    theirs = tshark_bins(tshark, path)
+    assert theirs and svg_bins(timeline_svg(analysis, (), analysis.first_ts_ns)) == theirs
+
+
 def test_losses_are_marked_where_they_happened(impaired) -> None:
     path, ssrc, dropped, bursts = impaired
     analysis = analyze_capture(path)
