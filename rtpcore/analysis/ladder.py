@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
+import re
+from html import escape as _html_escape
 
 from rtpcore.analysis.codecs import codec_of
 from rtpcore.pcap.reader import NS_PER_S
@@ -17,6 +18,8 @@ from rtpcore.sip.capture import SipPacket
 from rtpcore.sip.dialog import Hop, build_hops
 from rtpcore.sip.sdp import SessionDescription
 
+# Characters XML 1.0 forbids (C0 controls but tab, LF, CR): a SIP field holding one would break the SVG file.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 ROLE_SBC = "media host / SBC"
 ROLE_OTHER = "other"
 SENDRECV = "sendrecv"
@@ -72,6 +75,11 @@ class Ladder:
     def first_ns(self) -> int | None:
         """Time of the first message (the SIP side of the shared time origin)."""
         return self.messages[0].ts_ns if self.messages else None
+
+
+def escape(text: str) -> str:
+    """Text from a capture made safe inside SVG/HTML: markup escaped, XML-forbidden control characters dropped."""
+    return _html_escape(_NOT_XML.sub("", text))
 
 
 def message_label(pkt: SipPacket) -> str:

@@ -11,12 +11,11 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from rtpcore.analysis.call import CallAnalysis, write_audio
-from rtpcore.analysis.ladder import build_ladder, ladder_svg
+from rtpcore.analysis.ladder import build_ladder, escape, ladder_svg
 from rtpcore.analysis.report_md import (
     AUDIO_DIR,
     LADDER_SVG,

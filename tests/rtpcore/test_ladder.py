@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtpcore.analysis.ladder import ROLE_SBC, build_ladder, ladder_svg
+from rtpcore.analysis.ladder import ROLE_SBC, Ladder, LadderColumn, LadderMessage, build_ladder, ladder_svg
 from rtpcore.plan import LEG_CARRIER, LEG_CORE, LegPlan
 from rtpcore.sip.capture import read_sip
 from rtpcore.sip.legs import resolve_legs
@@ -120,3 +120,15 @@ def test_real_captures_arrows_equal_tshark(name: str, call_id: str | None, roles
     assert len(theirs) >= 5 and [m.frame for m in ladder.messages] == theirs
     assert [c.role for c in ladder.columns] == roles
     assert len(svg_messages(ladder_svg(ladder, ladder.first_ns or 0))) == len(theirs)
+
+
+def test_hostile_sip_text_stays_text_and_the_svg_stays_well_formed() -> None:
+    """A reason phrase or address from a capture is data: no markup gets through, no control byte breaks the XML."""
+    evil = "<script>alert(1)</script>\x01&\x1b"
+    ladder = Ladder((LadderColumn(LEG_CARRIER, ("198.51.100.10",)), LadderColumn(ROLE_SBC, ("10.77.1.1",))),
+                    (LadderMessage(10**9, 1, 0, 1, f"488 {evil} (INVITE)", "488 INVITE", evil, "a:5060", "b:5060",
+                                   f"audio {evil}"),))
+    root = ET.fromstring(ladder_svg(ladder, 0))
+    assert not [e for e in root.iter() if e.tag.endswith("script")]
+    texts = "".join(t.text or "" for t in root.iter(f"{SVG_NS}text"))
+    assert "488 <script>alert(1)</script>& (INVITE)" in texts and "\x01" not in texts
