@@ -49,6 +49,7 @@ def replace_section(text: str) -> None:
     section = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
     new = section.sub(lambda _: text + "\n", old) if section.search(old) else old.rstrip("\n") + "\n\n" + text + "\n"
     RESULTS.write_text(new)
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
                       "analysis_and_report_over_correlation": round((t_analysis + t_report) / t_corr, 3)}))
     if not args.no_write:
         replace_section(text)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 
 
