@@ -9,8 +9,8 @@
 # Environment (all optional):
 #   PREFECT_API_URL          where the server answers (default http://127.0.0.1:4200/api)
 #   RTPHELPER_WORK_POOL      the process work pool (default rtphelper, as in prefect.yaml)
-#   RTPHELPER_WORK_QUEUES    worker only: queues to poll, space separated (default: every queue of the pool),
-#                            e.g. "EU" for a worker next to the EU media hosts (see prefect.yaml)
+#   RTPHELPER_WORK_QUEUES    worker only: queues to poll, space separated (default "default"), e.g. "EU" for a
+#                            worker next to the EU media hosts, "default EU" for both (see prefect.yaml)
 #   RTPHELPER_HOME           worker only: the checkout the flows run from (default: this checkout)
 #   PY                       the Python with prefect installed (default .venv/bin/python of this checkout)
 set -euo pipefail
@@ -71,7 +71,13 @@ cmd_deploy() {
   if ! "$PY" -m prefect work-pool inspect "$POOL" >/dev/null 2>&1; then
     "$PY" -m prefect work-pool create "$POOL" --type process
   fi
+  # prefect deploy resets each schedule to prefect.yaml's `active:`; keep what was enabled/paused since.
+  local states
+  states="$(mktemp)"
+  trap 'rm -f "$states"' RETURN
+  "$PY" "$ROOT/scripts/schedule_states.py" save "$states"
   "$PY" -m prefect --no-prompt deploy --all
+  "$PY" "$ROOT/scripts/schedule_states.py" restore "$states"
 }
 
 cmd_worker() {
@@ -80,9 +86,9 @@ cmd_worker() {
   [[ -d "$RTPHELPER_HOME/flows" ]] || die "RTPHELPER_HOME=$RTPHELPER_HOME is not a rtp-capture-tool checkout (no flows/): point it at one"
   export PYTHONPATH="$RTPHELPER_HOME${PYTHONPATH:+:$PYTHONPATH}"
   export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-rtpcore}"
-  local args=(--pool "$POOL")
-  for queue in ${RTPHELPER_WORK_QUEUES:-}; do args+=(--work-queue "$queue"); done
-  echo "desk: worker of pool $POOL${RTPHELPER_WORK_QUEUES:+ (queues: $RTPHELPER_WORK_QUEUES)} runs flows from $RTPHELPER_HOME, API $PREFECT_API_URL"
+  local queues="${RTPHELPER_WORK_QUEUES:-default}" args=(--pool "$POOL")
+  for queue in $queues; do args+=(--work-queue "$queue"); done
+  echo "desk: worker of pool $POOL (queues: $queues) runs flows from $RTPHELPER_HOME, API $PREFECT_API_URL"
   cd "$RTPHELPER_HOME"
   exec "$PY" -m prefect worker start "${args[@]}"
 }

@@ -27,6 +27,7 @@ WORKER_ONLINE_S = 120.0
 RUN_TIMEOUT_S = 300.0
 API_TIMEOUT_S = 30.0
 POLL_S = 1.0
+BUSY, BUSY_RETRIES = 503, 10
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
@@ -60,8 +61,15 @@ class PrefectStack:
     _http: httpx.Client = field(repr=False)
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One REST call to the server (path relative to /api); fails the test on an HTTP error."""
-        response = self._http.request(method, f"{self.api_url}{path}", **kwargs)
+        """One REST call to the server (path relative to /api); fails the test on an HTTP error.
+
+        503 is retried: the SQLite-backed server answers it while its scheduler holds the database.
+        """
+        for _ in range(BUSY_RETRIES):
+            response = self._http.request(method, f"{self.api_url}{path}", **kwargs)
+            if response.status_code != BUSY:
+                break
+            time.sleep(POLL_S)
         if response.is_error:
             pytest.fail(f"{method} {path}: HTTP {response.status_code} {response.text[:2000]}")
         return response.json() if response.content else None
@@ -143,13 +151,14 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectS
     """`make server` + `make deploy` from clone A + `make worker` running clone B, torn down at session end."""
     if shutil.which("make") is None or shutil.which("git") is None:
         pytest.skip("make and git are needed for the e2e stack: apt-get install make git")
-    root = tmp_path_factory.mktemp("e2e-stack")
-    clone_a, clone_b = _clone(root / "clone-a"), _clone(root / "clone-b")
-    home = root / "prefect-home"
+    base = tmp_path_factory.mktemp("e2e-stack")
+    clone_a, clone_b = _clone(base / "clone-a"), _clone(base / "clone-b")
+    home = base / "prefect-home"
     home.mkdir()
     url = f"http://127.0.0.1:{free_port()}"
-    env = prefect_env(home, url) | {"RTPHELPER_HOME": str(clone_b)}
-    env.pop("PYTHONPATH", None)  # the scripts put their own checkout first
+    env = prefect_env(home, url) | {"RTPHELPER_HOME": str(clone_b), "PREFECT_WORKER_QUERY_SECONDS": str(POLL_S * 2)}
+    for inherited in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # as from an operator's shell
+        env.pop(inherited, None)
     server_log, worker_log = home / "server.log", home / "worker.log"
     procs: list[subprocess.Popen] = []
     logs = [server_log.open("w"), worker_log.open("w")]
@@ -180,3 +189,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.e2e)
+
+
+# A real rpcapd for the per-region capture test (built by scripts/build-rpcapd.sh).
+from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: E402,F401
