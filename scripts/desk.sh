@@ -84,6 +84,7 @@ cmd_worker() {
   require_server
   export RTPHELPER_HOME="${RTPHELPER_HOME:-$ROOT}"
   [[ -d "$RTPHELPER_HOME/flows" ]] || die "RTPHELPER_HOME=$RTPHELPER_HOME is not a rtp-capture-tool checkout (no flows/): point it at one"
+  RTPHELPER_HOME="$(cd "$RTPHELPER_HOME" && pwd)"  # the pull step runs in another folder: absolute
   export PYTHONPATH="$RTPHELPER_HOME${PYTHONPATH:+:$PYTHONPATH}"
   export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-rtpcore}"
   local queues="${RTPHELPER_WORK_QUEUES:-default}" args=(--pool "$POOL")
@@ -100,6 +101,9 @@ cmd_start() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait || true
   }
+  if server_up; then
+    die "a Prefect server already answers at $PREFECT_API_URL: use make deploy and make worker with it, or set PREFECT_API_URL to a free port"
+  fi
   trap stop_all INT TERM EXIT
   "$ROOT/scripts/desk.sh" server & PIDS+=($!)
   local deadline=$((SECONDS + STARTUP_TIMEOUT_S))
