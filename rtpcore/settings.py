@@ -36,6 +36,16 @@ from rtpcore.sizes import MIB, format_size, parse_size
 ENV_PREFIX = "RTPHELPER_"
 DEFAULT_ENV_FILE = Path("config/runtime.env")
 ENVIRONMENT_SOURCE = "environment"
+# Read by scripts/desk.sh and prefect.yaml's pull step (worker checkout, pool, queues), not settings of rtpcore.
+OPERATIONS_ENV = frozenset({"RTPHELPER_HOME", "RTPHELPER_WORK_POOL", "RTPHELPER_WORK_QUEUES"})
+# The seed's job runner settings: Prefect does their work now, so they are ignored with a warning saying what to use.
+REPLACED_BY_PREFECT = {
+    "RTPHELPER_JOB_DB_PATH": "run history lives in the Prefect server's database (PREFECT_HOME)",
+    "RTPHELPER_JOB_QUEUE_SIZE": "runs wait in the Prefect work pool; limit them with the deployment's "
+                                "concurrency_limit in prefect.yaml",
+    "RTPHELPER_WORKER_PYTHON": "flow runs use the Python that runs `make worker` (PY=…)",
+    "RTPHELPER_EMBEDDED_WORKER": "start a worker with `make worker` (or everything with `make start`)",
+}
 AWS_DEFAULT_S3_ENDPOINT = "s3.amazonaws.com"
 S3_MIN_PART_BYTES = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
 MIN_ROLLING_BYTES = MIB  # below this a typo like "500" (bytes) would write one file per packet
@@ -235,11 +245,7 @@ class Settings(BaseModel):
     rpcap_reconnect_base_seconds: Seconds = 2.0
     rpcap_reconnect_max_seconds: Seconds = 30.0
     rpcap_reconnect_max_attempts: NonNegativeInt = 3
-    job_db_path: SettingsPath = Path("logs/jobs.sqlite3")
-    job_queue_size: PositiveInt = 256
-    worker_python: OptionalText = Field(None, description="python for correlation subprocesses")
     correlation_job_timeout_seconds: PositiveInt = 3600
-    embedded_worker: Flag = True
     log_level: Annotated[LogLevel, BeforeValidator(partial(_to_choice, LogLevel.__args__))] = "INFO"
     capture_root: OptionalPath = Field(None, description="overrides hosts.yaml settings.default_capture_root")
     env_file: OptionalPath = Field(None, description="the env file these settings were read from")
@@ -392,9 +398,14 @@ def _warn_unknown(unknown: dict[str, str]) -> None:
     known = [env_var(name) for name in Settings.model_fields]
     parts = []
     for key, source in sorted(unknown.items()):
+        if key in REPLACED_BY_PREFECT:
+            logger.warning("ignoring %s (from %s): replaced by Prefect: %s; remove it", key, source,
+                           REPLACED_BY_PREFECT[key])
+            continue
         hint = difflib.get_close_matches(key, known, n=1)
         parts.append(f"{key} (from {source}" + (f"; did you mean {hint[0]}?)" if hint else ")"))
-    logger.warning("ignoring unknown setting(s): %s", ", ".join(parts))
+    if parts:
+        logger.warning("ignoring unknown setting(s): %s", ", ".join(parts))
 
 
 def _error_text(errors: list[Any], raw: dict[str, tuple[str, str]]) -> str:
@@ -430,7 +441,7 @@ def load_settings(
     sources += [(key, value, ENVIRONMENT_SOURCE) for key, value in environ.items()]
 
     for key, value, source in sources:
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in OPERATIONS_ENV:
             continue
         field = key[len(ENV_PREFIX):].lower()
         if field not in Settings.model_fields:

@@ -85,7 +85,7 @@ def test_port_true_exits_2_naming_the_host(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(("line", "expected"), [
     ("RTPHELPER_S3_POOL_CAPTURE=true", "RTPHELPER_S3_POOL_CAPTURE='true' is not a whole number"),
     ("RTPHELPER_S3_POOL_CAPTURE=2.5", "RTPHELPER_S3_POOL_CAPTURE='2.5' is not a whole number"),
-    ("RTPHELPER_EMBEDDED_WORKER=2", "RTPHELPER_EMBEDDED_WORKER='2' is not a boolean"),
+    ("RTPHELPER_S3_MULTIPART_USE_THREADS=2", "RTPHELPER_S3_MULTIPART_USE_THREADS='2' is not a boolean"),
     ("RTPHELPER_S3_READ_TIMEOUT_SECONDS=yes", "RTPHELPER_S3_READ_TIMEOUT_SECONDS='yes' is not a number of seconds"),
 ])
 def test_settings_ints_and_booleans_are_strict(tmp_path: Path, capsys, line: str, expected: str) -> None:

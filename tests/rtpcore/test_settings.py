@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from rtpcore.errors import ConfigError
-from rtpcore.settings import Settings, env_var, load_settings, read_env_file, split_s3_path
+from rtpcore.settings import REPLACED_BY_PREFECT, Settings, env_var, load_settings, read_env_file, split_s3_path
 from rtpcore.sizes import format_size, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,10 +73,8 @@ SEED_DEFAULTS = {  # copied from the seed README's variable list
     "RTPHELPER_S3_MULTIPART_USE_THREADS": "1", "RTPHELPER_ROLLING_PCAP_MAX_BYTES": "500MB",
     "RTPHELPER_ROLLING_PCAP_MAX_SECONDS": "0", "RTPHELPER_LOCAL_SPOOL_MAX_BYTES": "5368709120",
     "RTPHELPER_RPCAP_RECONNECT_BASE_SECONDS": "2", "RTPHELPER_RPCAP_RECONNECT_MAX_SECONDS": "30",
-    "RTPHELPER_RPCAP_RECONNECT_MAX_ATTEMPTS": "3", "RTPHELPER_JOB_DB_PATH": "logs/jobs.sqlite3",
-    "RTPHELPER_JOB_QUEUE_SIZE": "256", "RTPHELPER_CORRELATION_JOB_TIMEOUT_SECONDS": "3600",
-    "RTPHELPER_EMBEDDED_WORKER": "1",
-}
+    "RTPHELPER_RPCAP_RECONNECT_MAX_ATTEMPTS": "3", "RTPHELPER_CORRELATION_JOB_TIMEOUT_SECONDS": "3600",
+}  # the seed's JOB_DB_PATH, JOB_QUEUE_SIZE, WORKER_PYTHON, EMBEDDED_WORKER: REPLACED_BY_PREFECT
 
 
 def _as_setting(field: str, text: str) -> object:
@@ -84,7 +82,7 @@ def _as_setting(field: str, text: str) -> object:
     if field.endswith("_bytes"):
         number, unit = re.fullmatch(r"(\d+)(MB|GB)?", text).groups()
         return int(number) * {None: 1, "MB": 2 ** 20, "GB": 2 ** 30}[unit]
-    if field in ("s3_multipart_use_threads", "embedded_worker"):
+    if field == "s3_multipart_use_threads":
         return text == "1"
     if field.endswith("_path"):
         return Path(text)
@@ -102,7 +100,7 @@ def test_defaults_equal_the_seed() -> None:
     assert settings.min_leg_packets == 10
     assert settings.hosts_file == Path("config/hosts.yaml")
     assert settings.log_dir == Path("logs")
-    assert settings.capture_root is None and settings.worker_python is None and settings.s3_path is None
+    assert settings.capture_root is None and settings.s3_path is None
 
 
 def test_defaults_match_the_seed_readme_text() -> None:
@@ -113,6 +111,8 @@ def test_defaults_match_the_seed_readme_text() -> None:
     assert len(found) >= 20
     settings = Settings()
     for name, default in found.items():
+        if name in REPLACED_BY_PREFECT:
+            continue
         field = name.removeprefix("RTPHELPER_").lower()
         assert getattr(settings, field) == _as_setting(field, default), name
 
@@ -132,7 +132,6 @@ def test_runtime_env_example_lists_every_variable_with_its_default(tmp_path: Pat
 def test_load_without_any_file_gives_defaults_with_paths_under_base_dir(tmp_path: Path) -> None:
     settings = load_settings({}, base_dir=tmp_path)
     assert settings.env_file is None
-    assert settings.job_db_path == tmp_path / "logs" / "jobs.sqlite3"
     assert settings.hosts_file == tmp_path / "config" / "hosts.yaml"
     assert settings.log_dir == tmp_path / "logs"
     assert settings.rolling_pcap_max_bytes == 500 * 2 ** 20
@@ -145,10 +144,10 @@ def test_env_file_syntax_and_environment_precedence(tmp_path: Path) -> None:
                      "export RTPHELPER_S3_PATH='team-bucket/captures/rtp/'\n"
                      'RTPHELPER_S3_REGION="us-east-1"  # inline comment after quotes\n'
                      "RTPHELPER_ROLLING_PCAP_MAX_BYTES = 1GB   # unquoted inline comment\n"
-                     "RTPHELPER_EMBEDDED_WORKER=off\n"
+                     "RTPHELPER_S3_MULTIPART_USE_THREADS=off\n"
                      "RTPHELPER_LOG_LEVEL=debug\n"
                      "RTPHELPER_S3_UPLOAD_MAX_ATTEMPTS=9\n"
-                     'RTPHELPER_WORKER_PYTHON="/opt/py # not a comment"\n'
+                     'RTPHELPER_HOSTS_FILE="/opt/hosts # not a comment.yaml"\n'
                      "AWS_SECRET_ACCESS_KEY=ignored-by-settings\n")
     settings = load_settings({"RTPHELPER_S3_UPLOAD_MAX_ATTEMPTS": "3", "RTPHELPER_STORAGE_MODE": "LOCAL"},
                              base_dir=tmp_path)
@@ -156,24 +155,24 @@ def test_env_file_syntax_and_environment_precedence(tmp_path: Path) -> None:
     assert settings.s3_bucket_name == "team-bucket" and settings.s3_key_prefix == "captures/rtp"
     assert settings.s3_region == "us-east-1"
     assert settings.rolling_pcap_max_bytes == 2 ** 30
-    assert settings.embedded_worker is False
+    assert settings.s3_multipart_use_threads is False
     assert settings.log_level == "DEBUG"
-    assert settings.worker_python == "/opt/py # not a comment"
+    assert settings.hosts_file == Path("/opt/hosts # not a comment.yaml")
     assert settings.s3_upload_max_attempts == 3  # environment wins over the file
     assert settings.storage_mode == "local"
     assert read_env_file(path)["AWS_SECRET_ACCESS_KEY"] == "ignored-by-settings"
 
 
 def test_empty_environment_value_restores_the_default_over_the_file(tmp_path: Path) -> None:
-    write_env(tmp_path, "RTPHELPER_JOB_QUEUE_SIZE=9\n")
-    assert load_settings({"RTPHELPER_JOB_QUEUE_SIZE": ""}, base_dir=tmp_path).job_queue_size == 256
+    write_env(tmp_path, "RTPHELPER_MIN_LEG_PACKETS=9\n")
+    assert load_settings({"RTPHELPER_MIN_LEG_PACKETS": ""}, base_dir=tmp_path).min_leg_packets == 10
 
 
 def test_rtphelper_env_file_points_elsewhere(tmp_path: Path) -> None:
-    write_env(tmp_path, "RTPHELPER_JOB_QUEUE_SIZE=9\n")
+    write_env(tmp_path, "RTPHELPER_MIN_LEG_PACKETS=9\n")
     other = tmp_path / "other.env"
-    other.write_text("RTPHELPER_JOB_QUEUE_SIZE=17\n")
-    assert load_settings({"RTPHELPER_ENV_FILE": "other.env"}, base_dir=tmp_path).job_queue_size == 17
+    other.write_text("RTPHELPER_MIN_LEG_PACKETS=17\n")
+    assert load_settings({"RTPHELPER_ENV_FILE": "other.env"}, base_dir=tmp_path).min_leg_packets == 17
     assert load_settings({}, env_file=other, base_dir=tmp_path).env_file == other
 
 
@@ -209,7 +208,7 @@ def test_settings_are_frozen_and_redacted_dict_names_every_variable() -> None:
     assert set(shown) == {env_var(f) for f in Settings.model_fields}
     assert "hunter2" not in str(shown)
     assert shown["RTPHELPER_LOCAL_SPOOL_MAX_BYTES"] == 5 * 2 ** 30
-    assert shown["RTPHELPER_JOB_DB_PATH"] == "logs/jobs.sqlite3"
+    assert shown["RTPHELPER_HOSTS_FILE"] == "config/hosts.yaml"
 
 
 def test_unknown_variables_warn_with_a_suggestion(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -222,6 +221,25 @@ def test_unknown_variables_warn_with_a_suggestion(tmp_path: Path, caplog: pytest
     assert "RTPHELPER_MIN_LEGS_PACKETS (from" in text and "runtime.env line 1" in text
     assert "did you mean RTPHELPER_MIN_LEG_PACKETS?" in text
     assert "OTHER" not in text
+
+
+@pytest.mark.parametrize("name", sorted(REPLACED_BY_PREFECT))
+def test_the_seeds_job_settings_are_ignored_with_what_replaced_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str) -> None:
+    path = write_env(tmp_path, f"{name}=1\n")
+    with caplog.at_level(logging.WARNING, logger="rtpcore.settings"):
+        settings = load_settings({}, base_dir=tmp_path)
+    defaults = Settings.model_validate({}, context={"base_dir": tmp_path})
+    assert settings.model_dump(exclude={"env_file"}) == defaults.model_dump(exclude={"env_file"})
+    assert f"ignoring {name} (from {path} line 1): replaced by Prefect: " in caplog.text
+    assert REPLACED_BY_PREFECT[name] in caplog.text and "unknown setting" not in caplog.text
+
+
+def test_the_operations_variables_are_not_settings_and_do_not_warn(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="rtpcore.settings"):
+        load_settings({"RTPHELPER_HOME": "/srv/rtp-capture-tool", "RTPHELPER_WORK_QUEUES": "EU"}, base_dir=tmp_path)
+    assert caplog.text == ""
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -245,8 +263,8 @@ def test_bad_file_value_is_not_an_error_when_the_environment_overrides_it(tmp_pa
     [
         ("RTPHELPER_STORAGE_MODE", "ftp", "must be one of s3, local"),
         ("RTPHELPER_LOG_LEVEL", "loud", "must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
-        ("RTPHELPER_EMBEDDED_WORKER", "maybe", "is not a boolean (use 1/0, true/false, yes/no, on/off)"),
-        ("RTPHELPER_JOB_QUEUE_SIZE", "12.5", "is not a whole number"),
+        ("RTPHELPER_S3_MULTIPART_USE_THREADS", "maybe", "is not a boolean (use 1/0, true/false, yes/no, on/off)"),
+        ("RTPHELPER_S3_POOL_CAPTURE", "12.5", "is not a whole number"),
         ("RTPHELPER_S3_POOL_CAPTURE", "0", "must be at least 1"),
         ("RTPHELPER_RPCAP_RECONNECT_BASE_SECONDS", "soon", "is not a number of seconds"),
         ("RTPHELPER_S3_MULTIPART_CHUNKSIZE_BYTES", "1MB", "is 1 MiB; must be at least 5 MiB"),
@@ -270,12 +288,12 @@ def test_storage_mode_message_is_exact(tmp_path: Path) -> None:
 
 
 def test_several_errors_are_all_reported(tmp_path: Path) -> None:
-    write_env(tmp_path, "RTPHELPER_JOB_QUEUE_SIZE=lots\n")
+    write_env(tmp_path, "RTPHELPER_S3_POOL_CAPTURE=lots\n")
     with pytest.raises(ConfigError) as info:
         load_settings({"RTPHELPER_STORAGE_MODE": "ftp"}, base_dir=tmp_path)
     text = str(info.value)
     assert "environment: RTPHELPER_STORAGE_MODE='ftp'" in text
-    assert "runtime.env line 1: RTPHELPER_JOB_QUEUE_SIZE='lots' is not a whole number" in text
+    assert "runtime.env line 1: RTPHELPER_S3_POOL_CAPTURE='lots' is not a whole number" in text
 
 
 def test_missing_named_env_file(tmp_path: Path) -> None:
