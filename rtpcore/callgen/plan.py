@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rtpcore.callgen.media import REPORT_RR, REPORT_SR, Segment, Sender, new_key
-from rtpcore.callgen.scenario import DTMF_KEYS, CallSpec
+from rtpcore.callgen.scenario import DTMF_KEYS, IMPAIRABLE, CallSpec
 from rtpcore.callgen.sip import CryptoLine, Dialog, SdpMedia, compose_sdp, endpoint, request, response
 from rtpcore.callgen.truth import KeyProblemTruth, LegTruth
 from rtpcore.literals import Direction
@@ -21,6 +21,7 @@ RTCP_ATTR_OFFSET = 5                       # a=rtcp port = RTP port + this (rtcp
 REINVITE_PORT_STEP = 2
 ALTERNATE_SUITE = {"AES_CM_128_HMAC_SHA1_32": "AES_CM_128_HMAC_SHA1_80"}
 DEFAULT_ALTERNATE = "AES_CM_128_HMAC_SHA1_32"
+SSRC_CHANGE_SEED = 0x55C_C4A6              # issue 11: seeds the new SSRC/sequence/timestamp of ssrc_change_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ def background_spec(spec: CallSpec, number: int) -> CallSpec:
         carrier_initial_seq=None, duplicates_every=0, srtcp_clear_first=False, late_offer=False, invite_padding=0,
         background_calls=False, media_seconds=3.0,
         core_media_from=None, carrier_media_from=None, stray_sender=None, sip_holds_media=False, final_rtcp_after_bye_ns=0,
-        dtmf_digits="",  # issue 11: background calls press no keys
+        dtmf_digits="",  # issue 11: background calls press no keys, and have no impairments
+        lost_packets=(), loss_bursts=(), loss_rate=0.0, reordered_packets=(), duplicated_packets=(), jitter_ms=0.0,
+        ssrc_change_at=None, silent_party="", dead_relay="",
     )
     if number == 1:
         return replace(spec, carrier_media_port=spec.carrier_media_port + 100, host_carrier_port=spec.host_carrier_port + 10,
@@ -290,6 +293,12 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
         sender("core", host_k, core, suite_core, starts[by_side[id(host_k)]], stop[by_side[id(host_k)]], is_carrier_sender=False),
     )
     senders = _latched(spec, senders, t_bye)
+    if spec.ssrc_change_at is not None:   # issue 11: its own random stream, the other bytes stay the same
+        index = IMPAIRABLE.index(spec.impaired)
+        new = random.Random(spec.seed ^ SSRC_CHANGE_SEED)
+        changed = replace(senders[index], ssrc_change_at=spec.ssrc_change_at, new_ssrc=new.getrandbits(32),
+                          new_initial_seq=new.randrange(1, 30000), new_initial_ts=new.getrandbits(32))
+        senders = (*senders[:index], changed, *senders[index + 1:])
     events.sort(key=lambda e: e.ts_ns)
     problems = _carrier_key_problems(events, carrier.ip, faulty)
     keys = {"carrier": _srtp_keys(spec, suite_carrier), "core": "usable" if suite_core else None}

@@ -7,14 +7,15 @@ import pytest
 
 from rtpcore.analysis.packets import read_media
 from rtpcore.analysis.stats import StreamStats, compute_stats
+from rtpcore.callgen import VARIANTS as ALL_VARIANTS
 from tests.conftest import load_truth
 from tests.rtpcore.test_analysis_helpers import impair, tshark_streams
 
 JITTER_TOLERANCE_MS = 0.01
 # A representative set: proxy/B2BUA, both directions, IPv6, VLAN, SLL2, pcapng, re-INVITE, ROC, wraps, rolling
 # files, duplicates, latching, two senders on one port, RTCP-mux.
-VARIANTS = ["inbound-proxy", "outbound-b2bua", "ipv6", "vlan", "sll2", "pcapng", "reinvite-rekey", "mid-call",
-            "wrap-across-files", "rolling", "duplicates", "latching-peer", "two-senders-one-port", "rtcp-mux"]
+# issue 11: now every generator variant (the impaired ones included), not a representative set.
+VARIANTS = sorted(ALL_VARIANTS)
 PUBLIC = ["sipp_g711a.pcap", "sipp_dtmf_2833_1.pcap", "heplify_rtp_rtcp_sip_ipv4_udp.pcap"]
 
 
@@ -101,7 +102,8 @@ def test_impaired_stream_equals_tshark_and_the_injected_truth(tmp_path: Path, ge
         assert stream.max_jitter_ms > 1.0
 
 
-@pytest.mark.parametrize("name", ["inbound-proxy", "srtp-both-legs", "mid-call", "reinvite-rekey", "gcm"])
+@pytest.mark.parametrize("name", ["inbound-proxy", "srtp-both-legs", "mid-call", "reinvite-rekey", "gcm",
+                                  "impaired-loss", "impaired-reorder-jitter", "ssrc-change", "dtmf"])
 def test_correlation_outputs_equal_tshark(name: str, generated, tshark: str, tmp_path: Path) -> None:
     from rtpcore.pipeline import correlate
 
