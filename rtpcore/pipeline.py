@@ -64,6 +64,7 @@ class CorrelationJob:
     workers: int | None = None
     publish: bool = False                # outputs go back into the S3 session the media came from
     settings: Settings | None = field(default=None, repr=False, compare=False)
+    analysis: bool = True                # issue 11: combined/analysis.json, verdicts (off only to measure its cost)
 
     @property
     def sip_is_media(self) -> bool:
@@ -188,11 +189,12 @@ def merge_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult],
     return merge_captures(kept, txn.staged.media_raw)
 
 
-def decrypt(plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction) -> DecryptResult:
-    """Decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap."""
+def decrypt(plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction, collect: bool = False) -> DecryptResult:
+    """Decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap; collect: keep its RTP/RTCP
+    headers for the analysis step (no second read of media_decrypted.pcap)."""
     paths = txn.staged
     inputs = [FilteredInput(lf.leg, lf.output, r.source) for r in results for lf in r.legs if lf.kept and lf.output]
-    return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted)
+    return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted, collect=collect)
 
 
 def combine(job: CorrelationJob, txn: ResultTransaction) -> int:
@@ -308,10 +310,10 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
         results = runner.map(filter_one, sources, job, plan, txn)
         plan, results = runner.run(learn, job, plan, results)
         runner.run(merge_raw, job, plan, results, txn)
-        decrypted = runner.run(decrypt, plan, results, txn)
+        decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
         runner.run(combine, job, txn)
         # Called, not a runner step: tasks/correlation.py names every step's task (the lead adds "analyze-call").
-        insight = analyze(job, sdp_plan, plan, decrypted, txn)
+        insight = analyze(job, sdp_plan, plan, decrypted, txn) if job.analysis else None
         runner.run(commit, txn)
     except OSError as exc:
         abort(txn)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rtpcore.analysis.audio import decodable, stream_audio, write_stereo_wav, write_wav
 from rtpcore.analysis.dtmf import DtmfEvent, SipInfoDigit, event_payload_types, rtp_events, sip_info_digits
 from rtpcore.analysis.emodel import EModelConfig, Quality, stream_quality
-from rtpcore.analysis.packets import read_media
+from rtpcore.analysis.packets import CaptureMedia, read_media
 from rtpcore.analysis.rtcp import ReportBlock, parse_reports
 from rtpcore.analysis.stats import StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats
 
@@ -100,8 +100,11 @@ def payload_map_from_sip(sip_pcap: Path | Sequence[SipPacket]) -> dict[int, tupl
 
 def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None = None,
                     payloads: Mapping[int, tuple[str, int]] | None = None,
-                    emodel: EModelConfig | None = None) -> CallAnalysis:
-    """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF."""
+                    emodel: EModelConfig | None = None, media: CaptureMedia | None = None) -> CallAnalysis:
+    """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF.
+
+    media: the capture's RTP/RTCP already collected (the correlation's decrypt pass), instead of reading it again.
+    """
     path = Path(path)
     emodel = emodel or EModelConfig()
     if isinstance(sip, Path):
@@ -110,7 +113,7 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
         sip = read_sip(sip)   # once, for the payload names and the SIP INFO digits
     dynamic = dict(payload_map_from_sip(sip)) if sip is not None else {}
     dynamic.update(payloads or {})
-    media = read_media(path)
+    media = media if media is not None else read_media(path)
     event_pts = event_payload_types(dynamic or None)
     streams = []
     stats = []

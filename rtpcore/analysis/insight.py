@@ -113,7 +113,7 @@ def call_insight(sip: Path, sdp_plan: LegPlan, plan: LegPlan, decrypted: Decrypt
     from rtpcore.sip.capture import read_sip
 
     messages = read_sip(sip)
-    analysis = analyze_capture(media_decrypted, sip=messages)
+    analysis = analyze_capture(media_decrypted, sip=messages, media=decrypted.media)
     placed = place(analysis, plan, decrypted.streams)
     srtp = {_key(p.analysis): p.analysis.srtp for p in placed}
     analysis = replace(analysis, capture=final_name or media_decrypted,
