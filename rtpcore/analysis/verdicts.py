@@ -111,8 +111,11 @@ class _Clock:
     def capture_s(self, rel_s: float) -> float:
         return round(rel_s + (self.capture_origin_ns - self.call_origin_ns) / NS_PER_S, 3)
 
+    def at_s(self, ns: int) -> float:
+        return round((ns - self.call_origin_ns) / NS_PER_S, 3)
+
     def abs_s(self, ns: int | None) -> float | None:
-        return None if ns is None else round((ns - self.call_origin_ns) / NS_PER_S, 3)
+        return None if ns is None else self.at_s(ns)
 
 
 def call_verdicts(legs: Sequence[LegRef], streams: Sequence[PlacedStream], sip: SipTimeline,
@@ -209,7 +212,7 @@ def _stop(leg: str, direction: str, at_s: float, resumed_s: float | None, sip: S
     if hold is not None:
         evidence["hold"] = hold.to_json(clock.call_origin_ns)
         text = (f"Audio {direction} stopped at {at_s:.1f} s{back}{until}; explained by a hold: {hold.src} sent "
-                f"{hold.how} at {clock.abs_s(hold.ts_ns):.1f} s.")
+                f"{hold.how} at {clock.at_s(hold.ts_ns):.1f} s.")
         return verdict(leg, direction, KIND_STOPS, INFO, text, **evidence)
     text = (f"Audio {direction} stopped at {at_s:.1f} s{back}{until}; no re-INVITE put the call on hold and no BYE "
             "explains it.")
@@ -221,8 +224,7 @@ def _explaining_hold(holds: Sequence[HoldEvent], at_s: float, resumed_s: float |
     """The last hold SDP sent before the stop (or within HOLD_WINDOW_S after it), and not after the audio resumed."""
     found = None
     for h in holds:
-        t = clock.abs_s(h.ts_ns)
-        assert t is not None
+        t = clock.at_s(h.ts_ns)
         if t <= at_s + HOLD_WINDOW_S and (resumed_s is None or t <= resumed_s):
             found = h
     return found
