@@ -16,7 +16,7 @@ SDP_METHODS = frozenset({"INVITE", "UPDATE", "ACK"})
 
 @dataclass(frozen=True, slots=True)
 class HoldEvent:
-    """An SDP after the answer that puts a side on hold: who sent it, when, and how (a=sendonly, c=0.0.0.0, …)."""
+    """An SDP offer after the answer that puts the call on hold: who sent it, when, how (a=sendonly, c=0.0.0.0, …)."""
 
     ts_ns: int
     src: str
@@ -64,7 +64,7 @@ def timeline_of(packets: Iterable[SipPacket], call_ids: Iterable[str], start_ns:
         elif m.status == STATUS_OK and cseq_method == "INVITE" and answer is None:
             answer = p.ts_ns
             continue  # the answer's own SDP is not a hold
-        if answer is not None and m.body and (m.method in SDP_METHODS or cseq_method in SDP_METHODS):
+        if answer is not None and m.body and m.method in SDP_METHODS:   # offers: who put the call on hold
             how = hold_of(m.body)
             if how is not None:
                 holds.append(HoldEvent(p.ts_ns, p.src_endpoint, how))

@@ -221,13 +221,14 @@ def _stop(leg: str, direction: str, at_s: float, resumed_s: float | None, sip: S
 
 def _explaining_hold(holds: Sequence[HoldEvent], at_s: float, resumed_s: float | None,
                      clock: _Clock) -> HoldEvent | None:
-    """The last hold SDP sent before the stop (or within HOLD_WINDOW_S after it), and not after the audio resumed."""
-    found = None
-    for h in holds:
-        t = clock.at_s(h.ts_ns)
-        if t <= at_s + HOLD_WINDOW_S and (resumed_s is None or t <= resumed_s):
-            found = h
-    return found
+    """The hold that explains a stop: the last hold offer sent before it (or within HOLD_WINDOW_S after it, not after
+    the audio resumed) — of a re-INVITE forwarded hop by hop, its first message (who put the call on hold)."""
+    before = [h for h in holds if clock.at_s(h.ts_ns) <= at_s + HOLD_WINDOW_S
+              and (resumed_s is None or clock.at_s(h.ts_ns) <= resumed_s)]
+    if not before:
+        return None
+    last = before[-1].ts_ns
+    return next(h for h in before if last - h.ts_ns <= HOLD_WINDOW_S * NS_PER_S)
 
 
 def _ssrc_verdicts(leg: str, direction: str, audio: Sequence[PlacedStream], clock: _Clock) -> list[Verdict]:

@@ -96,6 +96,9 @@ def expected_verdicts(spec: CallSpec, lost: int) -> list[dict[str, str]]:
         add("carrier->relay", "unexpected-source")
     if spec.core_media_from is not None:
         add("core->relay", "unexpected-source")
+    if spec.hold_after_s is not None:         # the core stops at the hold: explained, severity info
+        add("core->relay", "audio-stops")
+        add("relay->carrier", "audio-stops")
     if spec.carrier_key_fault == "wrong-key":
         add("carrier->relay", "srtp-auth-failed")
     return found

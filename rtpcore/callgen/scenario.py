@@ -107,6 +107,8 @@ class CallSpec:
     silent_party: str = ""                      # one-way audio: "carrier" or "core" sends no RTP, so the relay sends
                                                 # none to the other party either (RTCP still flows)
     dead_relay: str = ""                        # "carrier->core" / "core->carrier": the relay does not forward that way
+    hold_after_s: float | None = None           # the carrier puts the call on hold this long after the ACK: re-INVITE
+                                                # a=sendonly on both hops, answered a=recvonly; the core stops sending
 
     def __post_init__(self) -> None:
         _check_impairments(self)
@@ -149,6 +151,11 @@ def _check_impairments(spec: CallSpec) -> None:
                          f"(use reordered_packets to reorder), got {spec.jitter_ms}")
     numbers = [*spec.lost_packets, *spec.reordered_packets, *spec.duplicated_packets,
                *(n for n, _count in spec.loss_bursts), *([spec.ssrc_change_at] if spec.ssrc_change_at is not None else [])]
+    if spec.hold_after_s is not None and (spec.direction != "inbound" or spec.bye_from != "carrier"
+                                          or spec.reinvite_rekey or spec.late_offer
+                                          or not 0 < spec.hold_after_s < spec.media_seconds - 1):
+        raise ValueError("hold_after_s needs an inbound call without reinvite_rekey or late offer, BYE from the carrier, "
+                         f"and a time inside the media (0 < hold_after_s < media_seconds - 1), got {spec.hold_after_s}")
     if any(n < 1 for n in numbers) or any(count < 1 for _n, count in spec.loss_bursts):
         raise ValueError("impairment packet numbers must be 1 or more (packet 0 starts the stream) and burst counts positive")
 
@@ -219,6 +226,7 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     "dead-relay": {"dead_relay": "carrier->core"},
     "ssrc-change": {"impaired": "core->relay", "ssrc_change_at": 150},
     "dtmf": {"dtmf_digits": "159#"},
+    "hold": {"hold_after_s": 2.0},
 }
 
 VARIANTS: dict[str, CallSpec] = {

@@ -11,7 +11,7 @@ from rtpcore.cli import main
 from tests.conftest import load_truth
 
 IMPAIRED = ["impaired-loss", "impaired-random-loss", "impaired-reorder-jitter", "one-way-core", "dead-relay",
-            "ssrc-change", "dtmf"]
+            "ssrc-change", "dtmf", "hold"]
 # Base variants whose faults the verdicts must also name (learned peers, wrong key, ambiguous senders), and clean ones.
 OTHERS = ["latching-peer", "nat-carrier", "wrong-key", "two-senders-one-port", "inbound-proxy", "outbound-b2bua",
           "mid-call", "reinvite-rekey", "srtp-both-legs"]
@@ -91,3 +91,15 @@ def test_jitter_knob_raises_the_measured_jitter(generated, tmp_path: Path, capsy
 
     assert carrier_in(calm)["max_jitter_ms"] < 1.0 < carrier_in(shaky)["max_jitter_ms"]
     assert carrier_in(shaky)["mos"] <= carrier_in(calm)["mos"] + 0.5
+
+
+def test_a_hold_explains_where_the_audio_stopped(generated, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = correlate_json(generated("hold"), tmp_path / "out", capsys)
+    stops = [v for leg in doc["legs"] for v in leg["verdicts"] if v["kind"] == "audio-stops"]
+    assert sorted(v["direction"] for v in stops) == ["core->relay", "relay->carrier"]
+    for v in stops:
+        assert v["severity"] == "info" and "explained by a hold: 198.51.100.10:5060 sent a=sendonly" in v["text"]
+        e = v["evidence"]
+        assert e["hold"]["from"] == "198.51.100.10:5060" and e["resumed_at_s"] is None
+        assert abs(e["hold"]["at_s"] - e["stopped_at_s"]) <= 0.03   # the core stops with its 200 OK (20 ms packets)
+        assert e["bye_s"] - e["stopped_at_s"] > 3.5                  # hold 2 s after the ACK, BYE after 6 s of media
