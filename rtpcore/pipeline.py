@@ -29,6 +29,7 @@ from rtpcore.sip.legs import resolve_legs
 from rtpcore.sip.signalling import write_signalling
 
 if TYPE_CHECKING:
+    from rtpcore.analysis.insight import CallInsight
     from rtpcore.settings import Settings
     from rtpcore.storage.download import PublishedOutputs
 
@@ -63,6 +64,7 @@ class CorrelationJob:
     workers: int | None = None
     publish: bool = False                # outputs go back into the S3 session the media came from
     settings: Settings | None = field(default=None, repr=False, compare=False)
+    analysis: bool = True                # issue 11: combined/analysis.json, verdicts (off only to measure its cost)
 
     @property
     def sip_is_media(self) -> bool:
@@ -187,11 +189,12 @@ def merge_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult],
     return merge_captures(kept, txn.staged.media_raw)
 
 
-def decrypt(plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction) -> DecryptResult:
-    """Decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap."""
+def decrypt(plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction, collect: bool = False) -> DecryptResult:
+    """Decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap; collect: keep its RTP/RTCP
+    headers for the analysis step (no second read of media_decrypted.pcap)."""
     paths = txn.staged
     inputs = [FilteredInput(lf.leg, lf.output, r.source) for r in results for lf in r.legs if lf.kept and lf.output]
-    return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted)
+    return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted, collect=collect)
 
 
 def combine(job: CorrelationJob, txn: ResultTransaction) -> int:
@@ -211,6 +214,29 @@ def combine(job: CorrelationJob, txn: ResultTransaction) -> int:
         temp.unlink(missing_ok=True)
 
 
+def analyze(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
+            txn: ResultTransaction) -> CallInsight | None:
+    """Statistics, MOS and verdicts of the decrypted media → combined/analysis.json, inside the staged results.
+
+    The analysis adds to the outputs; when it fails on a capture it cannot read, the correlation's outputs
+    still go out and the report says why the analysis is missing.
+    """
+    from rtpcore.analysis.insight import ANALYSIS_FILE, call_insight
+
+    paths = txn.staged
+    try:
+        insight = call_insight(job.sip, sdp_plan, plan, decrypted, paths.media_decrypted,
+                               final_name=Path(MEDIA_DECRYPTED))  # beside analysis.json: the same bytes anywhere
+    except (ValueError, InputError) as exc:
+        log.warning("call analysis of %s skipped: %s", paths.media_decrypted.name, exc)
+        return None
+    insight.write(paths.combined / ANALYSIS_FILE)
+    for v in insight.verdicts:
+        if v.severity != "info":
+            log.warning("%s %s: %s", v.leg, v.direction, v.text)
+    return insight
+
+
 def commit(txn: ResultTransaction) -> None:
     """Swap the complete results in; the previous ones are replaced as a whole only now."""
     txns.commit(txn)
@@ -222,11 +248,16 @@ def abort(txn: ResultTransaction) -> None:
 
 
 def report(
-    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, txn: ResultTransaction
+    plan: LegPlan, results: Sequence[FileResult], decrypted: DecryptResult, txn: ResultTransaction,
+    insight: CallInsight | None = None,
 ) -> CorrelationReport:
-    """The report with the committed names (never the staging folder's)."""
+    """The report with the committed names (never the staging folder's), and the analysis when it ran."""
+    from rtpcore.analysis.insight import ANALYSIS_FILE
+
     final_outputs = tuple(txn.rebase(p) for p in decrypted.outputs)
-    return build_report(plan, results, replace(decrypted, outputs=final_outputs), txn.final.finals)
+    analysis_file = txn.final.combined / ANALYSIS_FILE if insight is not None else None
+    return build_report(plan, results, replace(decrypted, outputs=final_outputs), txn.final.finals,
+                        insight=insight, analysis_file=analysis_file)
 
 
 def publish(job: CorrelationJob, txn: ResultTransaction) -> PublishedOutputs | None:
@@ -272,15 +303,17 @@ STEPS: tuple[Callable[..., Any], ...] = (
 
 def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
     """The correlation, in order; on any failure or interrupt the staging folder goes and old results stay."""
-    plan = runner.run(plan_call, job)
+    plan = sdp_plan = runner.run(plan_call, job)
     txn = runner.run(open_results, job)
     try:
         sources = runner.run(list_media, job, txn)
         results = runner.map(filter_one, sources, job, plan, txn)
         plan, results = runner.run(learn, job, plan, results)
         runner.run(merge_raw, job, plan, results, txn)
-        decrypted = runner.run(decrypt, plan, results, txn)
+        decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
         runner.run(combine, job, txn)
+        # Called, not a runner step: tasks/correlation.py names every step's task (the lead adds "analyze-call").
+        insight = analyze(job, sdp_plan, plan, decrypted, txn) if job.analysis else None
         runner.run(commit, txn)
     except OSError as exc:
         abort(txn)
@@ -292,7 +325,7 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
     except BaseException:
         abort(txn)  # directly, not as a task: a cancelled flow must still clean up
         raise
-    outcome_report = runner.run(report, plan, results, decrypted, txn)
+    outcome_report = runner.run(report, plan, results, decrypted, txn, insight)
     return CorrelationOutcome(outcome_report, runner.run(publish, job, txn))
 
 

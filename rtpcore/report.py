@@ -5,14 +5,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtpcore.media.decrypt import DecryptResult, StreamStats
 from rtpcore.media.demux import FileResult
 from rtpcore.media.keying import KEY_NONE, KEY_WRONG
 from rtpcore.plan import KEYS_NONE, SIDE_PEER, LegPlan
 
+if TYPE_CHECKING:
+    from rtpcore.analysis.insight import CallInsight
+
 LOSS_WARN_RATIO = 0.01
+# The analysis figures each correlate --json stream gains (issue 11): Wireshark-equal, and the E-model MOS.
+ANALYSIS_FIELDS = ("expected", "lost", "max_delta_ms", "max_jitter_ms", "mean_jitter_ms", "mos")
 GAP_WARN_NS = 500 * 10**6
 
 
@@ -27,6 +32,8 @@ class CorrelationReport:
     per_file_outputs: tuple[Path, ...]
     findings: tuple[str, ...]
     warnings: tuple[str, ...]
+    insight: CallInsight | None = None      # the analysis step's result (None: it did not run or failed)
+    analysis_file: Path | None = None       # combined/analysis.json
 
     def leg_packets(self, leg: str) -> int:
         return sum(lf.packets for r in self.files for lf in r.legs if lf.leg == leg and lf.kept)
@@ -35,9 +42,13 @@ class CorrelationReport:
         doc = self.plan.to_json()
         for leg in doc["legs"]:
             leg["packets"] = self.leg_packets(leg["name"])
-            leg["streams"] = [s.to_json() for s in self.streams if s.leg == leg["name"]]
+            leg["streams"] = [self._stream_json(s) for s in self.streams if s.leg == leg["name"]]
+            if self.insight is not None:
+                leg["verdicts"] = self.insight.leg_verdicts(leg["name"])
         raw, dec, sip_plus = self.outputs
         doc["outputs"] = {"media_raw": str(raw), "media_decrypted": str(dec), "sip_plus_media_decrypted": str(sip_plus)}
+        if self.analysis_file is not None:  # beside outputs, which lists the three pcaps
+            doc["analysis_file"] = str(self.analysis_file)
         doc["files"] = [
             {"source": str(r.source), "matched": r.matched, "error": r.error,
              "legs": {lf.leg: {"packets": lf.packets, "kept": lf.kept} for lf in r.legs}}
@@ -47,6 +58,34 @@ class CorrelationReport:
         doc["findings"] = list(self.findings)
         doc["warnings"] = list(self.warnings)
         return doc
+
+    def _stream_json(self, s: StreamStats) -> dict[str, object]:
+        """A decrypt-stage stream, with the analysis's figures (ANALYSIS_FIELDS) for RTP when the analysis ran."""
+        doc = s.to_json()
+        found = self.insight.stream_of(s.leg, s.src, s.dst, s.ssrc) if self.insight and s.kind == "rtp" else None
+        if found is not None:
+            figures = found.to_json()
+            doc.update({name: figures[name] for name in ANALYSIS_FIELDS})
+        return doc
+
+    def verdict_rows(self) -> list[dict[str, object]]:
+        """The verdicts as table-artifact rows, errors first."""
+        order = {"error": 0, "warning": 1, "info": 2}
+        verdicts = sorted(self.insight.verdicts, key=lambda v: order[v.severity]) if self.insight else []
+        return [{"severity": v.severity, "leg": v.leg, "direction": v.direction, "kind": v.kind, "verdict": v.text}
+                for v in verdicts]
+
+    def quality_rows(self) -> list[dict[str, object]]:
+        """Per analysed RTP stream: leg, direction and the Wireshark-equal figures with the MOS."""
+        if self.insight is None:
+            return []
+        rows: list[dict[str, object]] = []
+        for p in self.insight.placed:
+            doc = p.analysis.to_json()
+            rows.append({"leg": p.leg, "direction": p.direction, "ssrc": doc["ssrc"], "codec": doc["codec"],
+                         "packets": doc["packets"], **{name: doc[name] for name in ANALYSIS_FIELDS},
+                         "srtp": doc["srtp"]["status"]})
+        return rows
 
     def text(self) -> str:
         """The summary table the CLI and `make demo` print."""
@@ -77,6 +116,10 @@ class CorrelationReport:
             out += [f"- **{s.kind.upper()}** {s.src} → {s.dst} (SSRC 0x{s.ssrc:08x}): {s.packets} packets, "
                     f"{s.decrypted} decrypted, {s.auth_failed} auth failed, {s.lost} lost, {s.duplicates} duplicates, "
                     f"max gap {s.max_gap_ns / 1e6:.1f} ms, key: {s.key or '-'}" for s in rows] or ["- no packets"]
+        if self.insight is not None:
+            shown = [v for v in self.insight.verdicts if v.severity != "info"]
+            out += ["", "## Verdicts", ""] + ([f"- **{v.severity}** {v.leg} {v.direction}: {v.text}" for v in shown]
+                                              or ["- audio flowed both ways on every leg, nothing to report"])
         if self.findings:
             out += ["", "## Findings", ""] + [f"- {f}" for f in self.findings]
         bad = [r for r in self.files if r.error]
@@ -102,10 +145,13 @@ def format_text(doc: dict[str, Any]) -> str:
                 f"{s['decrypted']:6} {s['auth_failed']:5} {s['lost']:5} {s['duplicates']:4} {s['max_gap_ms']:7.1f}"
                 f"  {s.get('key', '')}"
             )
+    lines += [f"verdict: {v['severity']}: {v['leg']} {v['direction']}: {v['text']}"
+              for leg in doc["legs"] for v in leg.get("verdicts", []) if v["severity"] != "info"]
     lines += [f"finding: {f}" for f in doc.get("findings", [])]
     lines += [f"bad raw file: {f['source']}: {f['error']}" for f in doc.get("files", []) if f.get("error")]
     lines += [f"warning: {w}" for w in doc.get("warnings", [])]
     lines += [f"{name}: {path}" for name, path in doc.get("outputs", {}).items()]
+    lines += [f"analysis: {doc['analysis_file']}"] if doc.get("analysis_file") else []
     return "\n".join(lines)
 
 
@@ -165,7 +211,8 @@ def key_findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
 
 
 def build_report(
-    plan: LegPlan, files: Sequence[FileResult], decrypted: DecryptResult, outputs: tuple[Path, ...]
+    plan: LegPlan, files: Sequence[FileResult], decrypted: DecryptResult, outputs: tuple[Path, ...],
+    *, insight: CallInsight | None = None, analysis_file: Path | None = None,
 ) -> CorrelationReport:
     raw, dec, sip_plus = outputs
     return CorrelationReport(
@@ -176,4 +223,6 @@ def build_report(
         per_file_outputs=decrypted.outputs,
         findings=tuple(findings(plan, decrypted.streams)),
         warnings=tuple(dict.fromkeys(plan.warnings + decrypted.warnings)),
+        insight=insight,
+        analysis_file=analysis_file,
     )

@@ -68,6 +68,9 @@ def publish_artifacts(outcome: CorrelationOutcome) -> None:
     # Backticks: the UI turns a bare Call-ID (user@host) into a mailto: link.
     create_markdown_artifact(report.markdown(), key=f"correlation-{slug}", description=f"Correlation of call `{plan.call_id}`")
     create_table_artifact(report.stream_rows(), key=f"streams-{slug}", description="Streams of the call")
+    if report.insight is not None:  # issue 11: the verdicts and the per-stream quality figures
+        create_table_artifact(report.verdict_rows(), key=f"verdicts-{slug}", description="Verdicts per leg and direction")
+        create_table_artifact(report.quality_rows(), key=f"stream-quality-{slug}", description="Stream statistics and MOS")
     for path in report.outputs:
         create_link_artifact(Path(path).resolve().as_uri(), link_text=Path(path).name, description=f"{Path(path).name} (local file)")
     published = outcome.published

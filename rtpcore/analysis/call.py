@@ -1,19 +1,36 @@
 """One call for the analysis entry point: `analyze_capture(path) -> CallAnalysis`, the one call a report integrates."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtpcore.analysis.audio import decodable, stream_audio, write_stereo_wav, write_wav
 from rtpcore.analysis.dtmf import DtmfEvent, SipInfoDigit, event_payload_types, rtp_events, sip_info_digits
 from rtpcore.analysis.emodel import EModelConfig, Quality, stream_quality
-from rtpcore.analysis.packets import read_media
+from rtpcore.analysis.packets import CaptureMedia, read_media
 from rtpcore.analysis.rtcp import ReportBlock, parse_reports
 from rtpcore.analysis.stats import StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from rtpcore.sip.capture import SipPacket
+
+SCHEMA_VERSION = 2           # 2: streams carry `srtp`; the correlation adds `leg`, `direction` and `verdicts`
+SRTP_UNKNOWN = "unknown"     # analysed without the correlation's decryption (a capture given by hand)
+
+
+@dataclass(frozen=True, slots=True)
+class SrtpResult:
+    """What decryption said of one stream: authenticated / wrong key / no key / not SRTP, and its counts."""
+
+    status: str
+    decrypted: int = 0
+    auth_failed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form: status and counts (never key material)."""
+        return {"status": self.status, "decrypted": self.decrypted, "auth_failed": self.auth_failed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +41,7 @@ class StreamAnalysis:
     quality: Quality | None       # None for streams without audio (only telephone-events)
     dtmf: tuple[DtmfEvent, ...]
     decodable: bool
+    srtp: SrtpResult | None = None   # set by the correlation, which decrypted the stream
 
     def to_json(self) -> dict[str, Any]:
         """JSON form: the stats, plus `mos`/`quality`, `dtmf` and `audio` ('decodable' / 'not decodable')."""
@@ -32,6 +50,7 @@ class StreamAnalysis:
         doc["quality"] = None if self.quality is None else self.quality.to_json()
         doc["dtmf"] = [e.to_json() for e in self.dtmf]
         doc["audio"] = "decodable" if self.decodable else "not decodable"
+        doc["srtp"] = (self.srtp or SrtpResult(SRTP_UNKNOWN)).to_json()
         return doc
 
 
@@ -66,12 +85,12 @@ class CallAnalysis:
         }
 
 
-def payload_map_from_sip(sip_pcap: Path) -> dict[int, tuple[str, int]]:
-    """Dynamic payload types named by any SDP in a SIP capture (a=rtpmap), first naming wins."""
+def payload_map_from_sip(sip_pcap: Path | Sequence[SipPacket]) -> dict[int, tuple[str, int]]:
+    """Dynamic payload types named by any SDP in a SIP capture (its path, or its messages), first naming wins."""
     from rtpcore.sip.capture import read_sip
 
     found: dict[int, tuple[str, int]] = {}
-    for pkt in read_sip(sip_pcap):
+    for pkt in read_sip(sip_pcap) if isinstance(sip_pcap, Path) else sip_pcap:
         body = pkt.message.body
         if b"a=rtpmap:" in body:
             for pt, value in dynamic_payloads_from_sdp(body.decode("utf-8", "replace").splitlines()).items():
@@ -79,15 +98,22 @@ def payload_map_from_sip(sip_pcap: Path) -> dict[int, tuple[str, int]]:
     return found
 
 
-def analyze_capture(path: str | Path, *, sip: Path | None = None,
+def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None = None,
                     payloads: Mapping[int, tuple[str, int]] | None = None,
-                    emodel: EModelConfig | None = None) -> CallAnalysis:
-    """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF."""
+                    emodel: EModelConfig | None = None, media: CaptureMedia | None = None) -> CallAnalysis:
+    """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF.
+
+    media: the capture's RTP/RTCP already collected (the correlation's decrypt pass), instead of reading it again.
+    """
     path = Path(path)
     emodel = emodel or EModelConfig()
+    if isinstance(sip, Path):
+        from rtpcore.sip.capture import read_sip
+
+        sip = read_sip(sip)   # once, for the payload names and the SIP INFO digits
     dynamic = dict(payload_map_from_sip(sip)) if sip is not None else {}
     dynamic.update(payloads or {})
-    media = read_media(path)
+    media = media if media is not None else read_media(path)
     event_pts = event_payload_types(dynamic or None)
     streams = []
     stats = []

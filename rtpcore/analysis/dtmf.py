@@ -6,14 +6,17 @@ packets carry the end bit and are usually sent three times — those retransmiss
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtpcore.analysis.codecs import TELEPHONE_EVENT
 from rtpcore.analysis.packets import RtpPacket
 from rtpcore.pcap.reader import NS_PER_S
+
+if TYPE_CHECKING:
+    from rtpcore.sip.capture import SipPacket
 
 DEFAULT_EVENT_PTS = frozenset({101})    # Wireshark's default rtpevent payload type when no SDP names one
 EVENT_CLOCK = 8000
@@ -124,11 +127,11 @@ def _body_digits(content_type: str, body: str) -> list[tuple[str, int | None]]:
     return [(signal, int(duration) if duration.isdigit() else None)]
 
 
-def sip_info_digits(sip_pcap: Path) -> tuple[SipInfoDigit, ...]:
-    """Every DTMF digit sent by SIP INFO in a SIP capture."""
+def sip_info_digits(sip_pcap: Path | Sequence[SipPacket]) -> tuple[SipInfoDigit, ...]:
+    """Every DTMF digit sent by SIP INFO in a SIP capture (its path, or its messages already read)."""
     from rtpcore.sip.capture import read_sip
 
-    packets = read_sip(sip_pcap)
+    packets = read_sip(sip_pcap) if isinstance(sip_pcap, Path) else sip_pcap
     if not packets:
         return ()
     origin = packets[0].ts_ns

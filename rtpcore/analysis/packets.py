@@ -108,45 +108,62 @@ def _classify(frame: int, ts_ns: int, src: str, sport: int, dst: str, dport: int
         rtcp.append(RtcpDatagram(frame, ts_ns, src, sport, dst, dport, payload))
 
 
-def read_media(path: str | Path) -> CaptureMedia:
-    """Every RTP packet and SR/RR compound of a capture, in file order.
+class MediaCollector:
+    """read_media's per-frame rules for frames handed in one at a time (the decrypt pass feeds what it writes).
 
-    The common frame — Ethernet, IPv4 without options, UDP, an RTP header without CSRC/extension/padding — is
-    decoded inline (this loop is half the analysis time); every other frame goes through the general decoder.
+    `rtp` is appended to directly by callers that decoded a plain IPv4 RTP frame themselves (the decrypt fast
+    path); every other frame goes through `add`, which decodes it exactly as read_media does.
     """
+
+    def __init__(self) -> None:
+        self.rtp: list[RtpPacket] = []
+        self.rtcp: list[RtcpDatagram] = []
+        self.first_ts: int | None = None
+        self._slow: list[tuple[int, int, int, bytes]] = []
+        self._names: dict[bytes, str] = {}
+
+    def add(self, frame: int, ts_ns: int, linktype: int, data: bytes) -> None:
+        """One frame as written (1-based frame number in the file): kept when it is RTP or an SR/RR."""
+        if self.first_ts is None:
+            self.first_ts = ts_ns
+        if linktype == LINKTYPE_ETHERNET and len(data) >= FAST_RTP_END:
+            (ethertype, ver_ihl, frag, proto, raw_src, raw_dst, sport, dport, ulen,
+             b0, b1, seq, timestamp, ssrc) = _FAST(data)
+            end = UDP_AT + ulen
+            if (ethertype == ETHERTYPE_IPV4 and ver_ihl == IPV4_PLAIN and proto == IPPROTO_UDP
+                    and not frag & IPV4_FRAGMENT_BITS and UDP_HEADER_LEN <= ulen and end <= len(data)):
+                src, dst = self.name(raw_src), self.name(raw_dst)
+                if (b0 == PLAIN_RTP_FIRST_BYTE and end >= FAST_RTP_END and (b1 & 0x7F) not in RTCP_PT_RANGE
+                        and sport not in PORT_DISSECTED_UDP and dport not in PORT_DISSECTED_UDP):
+                    self.rtp.append(RtpPacket(frame, ts_ns, src, sport, dst, dport, ssrc, b1 & 0x7F, seq, timestamp,
+                                              b1 > 0x7F, data[FAST_RTP_END:end]))
+                else:
+                    _classify(frame, ts_ns, src, sport, dst, dport, data[FAST_UDP_AT:end], self.rtp, self.rtcp)
+                return
+        self._slow.append((frame, ts_ns, linktype, data))
+
+    def name(self, raw: bytes) -> str:
+        """Dotted text of a 4-byte IPv4 address, converted once per address."""
+        return self._names.get(raw) or self._names.setdefault(raw, socket.inet_ntoa(raw))
+
+    def media(self, path: Path) -> CaptureMedia:
+        """Everything collected, in frame order."""
+        if self._slow:
+            _decode_slow(self._slow, self.rtp, self.rtcp)
+            self._slow = []
+        return CaptureMedia(path, self.first_ts or 0, tuple(self.rtp), tuple(self.rtcp))
+
+
+def read_media(path: str | Path) -> CaptureMedia:
+    """Every RTP packet and SR/RR compound of a capture, in file order (the correlation collects them while
+    decrypting instead: rtpcore/media/decrypt.py feeds a MediaCollector)."""
     path = Path(path)
-    rtp: list[RtpPacket] = []
-    rtcp: list[RtcpDatagram] = []
-    names: dict[bytes, str] = {}
-    slow: list[tuple[int, int, int, bytes]] = []
-    first_ts: int | None = None
-    new = tuple.__new__
-    append = rtp.append
-    rtp_at = FAST_UDP_AT
+    collector = MediaCollector()
+    add = collector.add
     with open_capture(path) as reader:
         for frame, (ts_ns, linktype, data, _orig) in enumerate(reader.records(), start=1):
-            if first_ts is None:
-                first_ts = ts_ns
-            if linktype == LINKTYPE_ETHERNET and len(data) >= FAST_RTP_END:
-                # One unpack reads Ethernet type, IPv4 version/length/fragment/protocol/addresses, UDP, RTP.
-                (ethertype, ver_ihl, frag, proto, raw_src, raw_dst, sport, dport, ulen,
-                 b0, b1, seq, timestamp, ssrc) = _FAST(data)
-                end = UDP_AT + ulen
-                if (ethertype == ETHERTYPE_IPV4 and ver_ihl == IPV4_PLAIN and proto == IPPROTO_UDP
-                        and not frag & IPV4_FRAGMENT_BITS and UDP_HEADER_LEN <= ulen and end <= len(data)):
-                    src = names.get(raw_src) or names.setdefault(raw_src, socket.inet_ntoa(raw_src))
-                    dst = names.get(raw_dst) or names.setdefault(raw_dst, socket.inet_ntoa(raw_dst))
-                    if (b0 == PLAIN_RTP_FIRST_BYTE and end >= FAST_RTP_END and (b1 & 0x7F) not in RTCP_PT_RANGE
-                            and sport not in PORT_DISSECTED_UDP and dport not in PORT_DISSECTED_UDP):
-                        append(new(RtpPacket, (frame, ts_ns, src, sport, dst, dport, ssrc, b1 & 0x7F, seq,
-                                                timestamp, b1 > 0x7F, data[FAST_RTP_END:end])))
-                    else:
-                        _classify(frame, ts_ns, src, sport, dst, dport, data[rtp_at:end], rtp, rtcp)
-                    continue
-            slow.append((frame, ts_ns, linktype, data))
-    if slow:
-        _decode_slow(slow, rtp, rtcp)
-    return CaptureMedia(path, first_ts or 0, tuple(rtp), tuple(rtcp))
+            add(frame, ts_ns, linktype, data)
+    return collector.media(path)
 
 
 def _decode_slow(frames: list[tuple[int, int, int, bytes]], rtp: list[RtpPacket], rtcp: list[RtcpDatagram]) -> None:

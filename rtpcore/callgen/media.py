@@ -139,6 +139,11 @@ class Sender:
     final_rtcp_ns: int | None = None        # one more RTCP report after the last RTP (a final SR after the BYE)
     # issue 11: RFC 4733 key presses: (packet number where the event starts, event code 0-15).
     dtmf: tuple[tuple[int, int], ...] = ()
+    # issue 11: from RTP packet ssrc_change_at on, a new SSRC with its own sequence and timestamp (a new source).
+    ssrc_change_at: int | None = None
+    new_ssrc: int = 0
+    new_initial_seq: int = 0
+    new_initial_ts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +215,7 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
     start = sender.segments[0].start_ns
     next_rtcp = start + sender.rtcp_offset_ns
     sent_packets = sent_octets = rtcp_sent = 0
+    ssrc = sender.ssrc
     for seg_no, (seg, protector) in enumerate(zip(sender.segments, protectors)):
         # A new key is a new crypto context: its packet index starts from the current seq with ROC 0.
         if seg_no > 0 and seg.key != sender.segments[seg_no - 1].key:
@@ -220,21 +226,23 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
             while next_rtcp <= t:
                 clear = sender.clear_first_rtcp and rtcp_sent == 0
                 if sender.single_report:
-                    report = rtcp_single_report(sender.single_report, sender.ssrc, next_rtcp, rtp_ts, sent_packets,
+                    report = rtcp_single_report(sender.single_report, ssrc, next_rtcp, rtp_ts, sent_packets,
                                                 sent_octets)
                 else:
-                    report = rtcp_sender_report(sender.ssrc, next_rtcp, rtp_ts, sent_packets, sent_octets, sender.cname)
+                    report = rtcp_sender_report(ssrc, next_rtcp, rtp_ts, sent_packets, sent_octets, sender.cname)
                 data, index = protector.rtcp(report, clear=clear)
                 yield MediaPacket(next_rtcp, seg.src, seg.rtcp_sport, seg.dst, seg.rtcp_dport, data,
                                   sender_index, seg_no, "rtcp", index, clear_rtcp=clear, plain=report)
                 rtcp_sent += 1
                 next_rtcp += RTCP_INTERVAL_NS + rng.randrange(-200_000_000, 200_000_000)
             ts = t + rng.randrange(-150_000, 150_000)
+            if sent_packets == sender.ssrc_change_at:
+                ssrc, seq, rtp_ts, roc = sender.new_ssrc, sender.new_initial_seq, sender.new_initial_ts, 0
             event = _dtmf_slot(sender.dtmf, sent_packets)
             if event is None:
-                payload = plaintext_payload(sender.ssrc, roc * SEQ_MODULO + seq, PAYLOAD_SIZE)
-                marker = sent_packets == 0 or first_in_segment
-                data = protector.rtp(rtp_packet(sender.pt, seq, rtp_ts, sender.ssrc, payload, marker=marker))
+                payload = plaintext_payload(ssrc, roc * SEQ_MODULO + seq, PAYLOAD_SIZE)
+                marker = sent_packets in (0, sender.ssrc_change_at) or first_in_segment
+                data = protector.rtp(rtp_packet(sender.pt, seq, rtp_ts, ssrc, payload, marker=marker))
                 packet = MediaPacket(ts, seg.src, seg.sport, seg.dst, seg.dport, data,
                                      sender_index, seg_no, "rtp", roc * SEQ_MODULO + seq)
             else:
@@ -244,7 +252,7 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
                 last = slot == DTMF_PACKETS - 1
                 payload = struct.pack("!BBH", code, (DTMF_END_BIT if last else 0) | DTMF_VOLUME,
                                       (slot + 1) * SAMPLES_PER_PACKET)
-                data = protector.rtp(rtp_packet(DTMF_PT, seq, event_ts, sender.ssrc, payload, marker=slot == 0))
+                data = protector.rtp(rtp_packet(DTMF_PT, seq, event_ts, ssrc, payload, marker=slot == 0))
                 packet = MediaPacket(ts, seg.src, seg.sport, seg.dst, seg.dport, data, sender_index, seg_no, "rtp",
                                      roc * SEQ_MODULO + seq, dtmf=DTMF_KEYS[code], rtp_ts=event_ts,
                                      dtmf_end=last, dtmf_duration=(slot + 1) * SAMPLES_PER_PACKET)
@@ -266,7 +274,7 @@ def synthesize(sender: Sender, sender_index: int) -> Iterator[MediaPacket]:
             t += PACKET_INTERVAL_NS
     if sender.final_rtcp_ns is not None:
         seg_no, seg, protector = len(sender.segments) - 1, sender.segments[-1], protectors[-1]
-        report = rtcp_sender_report(sender.ssrc, sender.final_rtcp_ns, rtp_ts, sent_packets, sent_octets, sender.cname)
+        report = rtcp_sender_report(ssrc, sender.final_rtcp_ns, rtp_ts, sent_packets, sent_octets, sender.cname)
         data, index = protector.rtcp(report, clear=False)
         yield MediaPacket(sender.final_rtcp_ns, seg.src, seg.rtcp_sport, seg.dst, seg.rtcp_dport, data,
                           sender_index, seg_no, "rtcp", index)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rtpcore.callgen.media import REPORT_RR, REPORT_SR, Segment, Sender, new_key
-from rtpcore.callgen.scenario import DTMF_KEYS, CallSpec
+from rtpcore.callgen.scenario import DTMF_KEYS, IMPAIRABLE, CallSpec
 from rtpcore.callgen.sip import CryptoLine, Dialog, SdpMedia, compose_sdp, endpoint, request, response
 from rtpcore.callgen.truth import KeyProblemTruth, LegTruth
 from rtpcore.literals import Direction
@@ -21,6 +21,7 @@ RTCP_ATTR_OFFSET = 5                       # a=rtcp port = RTP port + this (rtcp
 REINVITE_PORT_STEP = 2
 ALTERNATE_SUITE = {"AES_CM_128_HMAC_SHA1_32": "AES_CM_128_HMAC_SHA1_80"}
 DEFAULT_ALTERNATE = "AES_CM_128_HMAC_SHA1_32"
+SSRC_CHANGE_SEED = 0x55C_C4A6              # issue 11: seeds the new SSRC/sequence/timestamp of ssrc_change_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,9 @@ def background_spec(spec: CallSpec, number: int) -> CallSpec:
         carrier_initial_seq=None, duplicates_every=0, srtcp_clear_first=False, late_offer=False, invite_padding=0,
         background_calls=False, media_seconds=3.0,
         core_media_from=None, carrier_media_from=None, stray_sender=None, sip_holds_media=False, final_rtcp_after_bye_ns=0,
-        dtmf_digits="",  # issue 11: background calls press no keys
+        dtmf_digits="",  # issue 11: background calls press no keys, and have no impairments
+        lost_packets=(), loss_bursts=(), loss_rate=0.0, reordered_packets=(), duplicated_packets=(), jitter_ms=0.0,
+        ssrc_change_at=None, silent_party="", dead_relay="", hold_after_s=None,
     )
     if number == 1:
         return replace(spec, carrier_media_port=spec.carrier_media_port + 100, host_carrier_port=spec.host_carrier_port + 10,
@@ -147,7 +150,8 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
 
     faulty: dict[str, tuple[int | None, str]] = {}   # SDP body → (line, problem) of the carrier's faulty a=crypto
 
-    def sdp(s: _Side, suite: str | None, *, offer: bool, version: int = 1, padding: int = 0) -> str:
+    def sdp(s: _Side, suite: str | None, *, offer: bool, version: int = 1, padding: int = 0,
+            direction: str = "sendrecv") -> str:
         crypto: tuple[CryptoLine, ...] = ()
         if suite and s.key is not None:
             crypto = (CryptoLine(1, suite, s.key),)
@@ -158,7 +162,7 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
             crypto, marker = _faulty_crypto(fault, crypto, fault_rng)
         media = SdpMedia(s.ip, s.port, (spec.payload_type, 8 if spec.payload_type == 0 else 0) if offer else (spec.payload_type,),
                          crypto, s.rtcp_attr, spec.rtcp_mux, s.media_level_c, session_id=s.port * 7 + 11,
-                         version=version, padding_lines=padding, secure=bool(fault))
+                         version=version, padding_lines=padding, secure=bool(fault), direction=direction)
         body = compose_sdp(media)
         if fault and fault != "wrong-key":
             lines = body.split("\r\n")
@@ -243,14 +247,33 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
         send(switch_ns + 30 * MS, d, conn, from_caller, request(d, "ACK", cseq, from_caller=from_caller, branch=next(branch)))
         negotiated(switch_ns, peer, host, suite)
 
+    # issue 11: a hold from the carrier (inbound: the caller of both hops): re-INVITE a=sendonly, forwarded by the
+    # SBC, answered a=recvonly; from the answer on the core sends nothing, so the relay sends nothing to the carrier.
+    hold_cseq = 0
+    if spec.hold_after_s is not None:
+        t_hold = t5 + int(spec.hold_after_s * 1e9)
+        hold_cseq = 1
+        for n, (d, conn, peer, host, suite, on_ns) in enumerate(((d1, conn1, a, sbc_a, suite1, t_hold),
+                                                                  (d2, conn2, sbc_b, b, suite2, t_hold + SBC_DELAY_NS))):
+            brh = next(branch)
+            send(on_ns, d, conn, True, request(d, "INVITE", 2, from_caller=True, branch=brh,
+                                               body=sdp(peer, suite, offer=True, version=2, direction="sendonly")))
+            answer_ns = on_ns + (2 - n) * SBC_DELAY_NS + MS
+            send(answer_ns, d, conn, False, response(d, 200, "OK", 2, "INVITE", to_caller=True, branch=brh,
+                                                     body=sdp(host, suite, offer=False, version=2, direction="recvonly")))
+            send(answer_ns + 20 * MS, d, conn, True, request(d, "ACK", 2, from_caller=True, branch=next(branch)))
+        held = t_hold + 2 * SBC_DELAY_NS + MS     # the core's 200 OK: it stops sending
+        stop["b"] = min(stop["b"], held)
+        stop["sbc_a"] = min(stop["sbc_a"], held + RELAY_DELAY_NS)
+
     # BYE from one side, forwarded; 200 OK back the same way.
     carrier_is_caller = carrier_first
     bye_from_caller = (spec.bye_from == "carrier") == carrier_is_caller
     first_d, first_c, second_d, second_c = (d1, conn1, d2, conn2) if bye_from_caller else (d2, conn2, d1, conn1)
-    cseq_first = 3 if (spec.reinvite_rekey and first_d is (d1 if carrier_hop == 1 else d2)) else 2
+    cseq_first = 3 if (spec.reinvite_rekey and first_d is (d1 if carrier_hop == 1 else d2)) else 2 + hold_cseq
     bb1, bb2 = next(branch), next(branch)
     send(t_bye, first_d, first_c, bye_from_caller, request(first_d, "BYE", cseq_first, from_caller=bye_from_caller, branch=bb1))
-    cseq_second = 3 if (spec.reinvite_rekey and second_d is (d1 if carrier_hop == 1 else d2)) else 2
+    cseq_second = 3 if (spec.reinvite_rekey and second_d is (d1 if carrier_hop == 1 else d2)) else 2 + hold_cseq
     send(t_bye + SBC_DELAY_NS, second_d, second_c, bye_from_caller, request(second_d, "BYE", cseq_second, from_caller=bye_from_caller, branch=bb2))
     send(t_bye + 20 * MS, second_d, second_c, not bye_from_caller, response(second_d, 200, "OK", cseq_second, "BYE", to_caller=bye_from_caller, branch=bb2))
     send(t_bye + 20 * MS + SBC_DELAY_NS, first_d, first_c, not bye_from_caller, response(first_d, 200, "OK", cseq_first, "BYE", to_caller=bye_from_caller, branch=bb1))
@@ -290,6 +313,12 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
         sender("core", host_k, core, suite_core, starts[by_side[id(host_k)]], stop[by_side[id(host_k)]], is_carrier_sender=False),
     )
     senders = _latched(spec, senders, t_bye)
+    if spec.ssrc_change_at is not None:   # issue 11: its own random stream, the other bytes stay the same
+        index = IMPAIRABLE.index(spec.impaired)
+        new = random.Random(spec.seed ^ SSRC_CHANGE_SEED)
+        changed = replace(senders[index], ssrc_change_at=spec.ssrc_change_at, new_ssrc=new.getrandbits(32),
+                          new_initial_seq=new.randrange(1, 30000), new_initial_ts=new.getrandbits(32))
+        senders = (*senders[:index], changed, *senders[index + 1:])
     events.sort(key=lambda e: e.ts_ns)
     problems = _carrier_key_problems(events, carrier.ip, faulty)
     keys = {"carrier": _srtp_keys(spec, suite_carrier), "core": "usable" if suite_core else None}

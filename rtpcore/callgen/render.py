@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rtpcore.callgen.concurrent import call_truth, concurrent_plans
+from rtpcore.callgen.impair import expected_verdicts, impair
 from rtpcore.callgen.media import MediaPacket, Segment, Sender, synthesize
 from rtpcore.callgen.plan import CallPlan, SipEvent, background_spec, plan_call
 from rtpcore.callgen.sbc import apply_sbc
@@ -178,7 +179,8 @@ def render(spec: CallSpec, out: str | Path) -> Truth:
     order = 0
     for call_no, call in enumerate(calls):
         for s_index, sender in enumerate(call.senders):
-            for p in synthesize(sender, s_index):
+            sent = synthesize(sender, s_index)
+            for p in impair(spec, s_index, list(sent)) if call_no == 0 else sent:
                 if cap_start <= p.ts_ns <= cap_end:
                     l3 = build_udp(p.src, p.sport, p.dst, p.dport, p.payload, ip_id=ip_id(p.src))
                     records.append((p.ts_ns, order, l3, p if call_no == 0 else None))
@@ -234,6 +236,8 @@ def render(spec: CallSpec, out: str | Path) -> Truth:
                           "packets": sum(1 for p in stray if cap_start <= p.ts_ns <= cap_end)}
     if spec.dtmf_digits:
         truth["dtmf"] = _dtmf_truth(call_packets)
+    lost = sum(int(str(s["lost"])) for s in truth["streams"] if s["kind"] == "rtp")
+    truth["verdicts"] = expected_verdicts(spec, lost)
     (out / TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
     return truth
 
@@ -289,11 +293,13 @@ def _roll(spec: CallSpec, records: list[_Record]) -> list[list[_Record]]:
 
 def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, object]]:
     """Per (sender, segment, kind): what was captured of the call's own media."""
-    groups: dict[tuple[int, int, StreamKind], list[MediaPacket]] = {}
+    groups: dict[tuple[int, int, StreamKind, int], list[MediaPacket]] = {}
     for p in packets:
-        groups.setdefault((p.sender, p.segment, p.kind), []).append(p)
+        ssrc = int.from_bytes(p.payload[8:12] if p.kind == "rtp" else p.payload[4:8], "big")  # issue 11: SSRC change
+        groups.setdefault((p.sender, p.segment, p.kind, ssrc), []).append(p)
     streams: list[dict[str, object]] = []
-    for (s_index, seg_no, kind), group in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], g[0][2] != "rtp")):
+    for (s_index, seg_no, kind, ssrc), group in sorted(groups.items(),
+                                                       key=lambda g: (g[0][0], g[0][1], g[0][2] != "rtp", g[1][0].ts_ns)):
         sender = main.senders[s_index]
         seg = sender.segments[seg_no]
         rtp = kind == "rtp"
@@ -305,7 +311,7 @@ def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, objec
             "src": endpoint(seg.src, sport),
             "dst": endpoint(seg.dst, dport),
             "kind": kind,
-            "ssrc": f"0x{sender.ssrc:08x}",
+            "ssrc": f"0x{ssrc:08x}",
             "pt": sender.pt,
             "packets": len(unique),
             "duplicates": len(group) - len(unique),
@@ -317,8 +323,22 @@ def _streams(main: CallPlan, packets: list[MediaPacket]) -> list[dict[str, objec
             # wt-keys: the key status decryption must report, and (RTCP) a digest of the plaintext reports.
             "key_status": sender.key_status,
             **({"plain_sha256": _plain_digest(unique)} if not rtp else {}),
+            # issue 11: what the analysis must count (RTP: expected from the first to the last captured sequence).
+            **(_loss_truth(unique) if rtp else {}),
         })
     return streams
+
+
+def _loss_truth(unique: list[MediaPacket]) -> dict[str, int]:
+    """issue 11: expected, lost and reordered (arrived after a later sequence number) of one captured RTP stream."""
+    indices = [p.seq_index for p in sorted(unique, key=lambda p: p.ts_ns)]
+    highest = -1
+    reordered = 0
+    for index in indices:
+        reordered += index < highest
+        highest = max(highest, index)
+    expected = max(indices) - min(indices) + 1
+    return {"expected": expected, "lost": expected - len(set(indices)), "reordered": reordered}
 
 
 def _dtmf_truth(packets: list[MediaPacket]) -> list[dict[str, object]]:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from rtpcore.literals import Direction
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
 
-__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS", "KEY_FAULTS"]
+__all__ = ["CallSpec", "DEFAULT", "VARIANTS", "variant", "BASE_TIME_NS", "KEY_FAULTS", "IMPAIRABLE"]
 
 DTMF_KEYS = "0123456789*#ABCD"               # issue 11: RFC 4733 events 0-15 in this order
 BASE_TIME_NS = 1_768_471_200 * 10**9        # 2026-01-15T10:00:00Z: every timestamp is an offset from it
@@ -93,8 +93,25 @@ class CallSpec:
     concurrent_calls: int = 0                   # other overlapping calls through the SBC in sip.pcap
     # issue 11: call insight — DTMF keys the carrier presses (RFC 4733 telephone-events, PT 101, as its SDP says).
     dtmf_digits: str = ""                       # one key per second from 1 s into the carrier's media: "0-9*#A-D"
+    # issue 11: impairments of the `impaired` direction's RTP as captured; packet n = that sender's n-th RTP packet
+    # (0-based, duplicates not counted). See docs/GENERATOR.md "Impairments".
+    impaired: str = "carrier->relay"            # one of IMPAIRABLE: "carrier->relay", "relay->carrier", …
+    lost_packets: tuple[int, ...] = ()          # these packets are never captured
+    loss_bursts: tuple[tuple[int, int], ...] = ()   # (first packet, count): that many lost back to back
+    loss_rate: float = 0.0                      # … and this fraction of the others lost at random (loss_seed)
+    loss_seed: int = 0
+    reordered_packets: tuple[int, ...] = ()     # packet n arrives after packet n+1 (their arrival times swap)
+    duplicated_packets: tuple[int, ...] = ()    # packet n is captured twice
+    jitter_ms: float = 0.0                      # each packet arrives 0..jitter_ms late (below 20 ms: order kept)
+    ssrc_change_at: int | None = None           # from packet n on the sender uses a new SSRC, sequence and timestamp
+    silent_party: str = ""                      # one-way audio: "carrier" or "core" sends no RTP, so the relay sends
+                                                # none to the other party either (RTCP still flows)
+    dead_relay: str = ""                        # "carrier->core" / "core->carrier": the relay does not forward that way
+    hold_after_s: float | None = None           # the carrier puts the call on hold this long after the ACK: re-INVITE
+                                                # a=sendonly on both hops, answered a=recvonly; the core stops sending
 
     def __post_init__(self) -> None:
+        _check_impairments(self)
         bad_keys = sorted(set(self.dtmf_digits) - set(DTMF_KEYS))
         if bad_keys:
             raise ValueError(f"dtmf_digits may hold only {DTMF_KEYS!r}, got {''.join(bad_keys)!r}")
@@ -111,6 +128,36 @@ class CallSpec:
             raise ValueError(f"payload_type must be 0 (PCMU) or 8 (PCMA), got {self.payload_type}")
         if self.rolling_packets is not None and self.rolling_packets < 1:
             raise ValueError(f"rolling_packets must be positive, got {self.rolling_packets}")
+
+
+IMPAIRABLE = ("carrier->relay", "relay->carrier", "core->relay", "relay->core")   # issue 11: senders 0-3 of a plan
+PARTIES = ("carrier", "core")
+MAX_ORDERED_JITTER_MS = 20.0                # the packet interval: more jitter would reorder packets
+
+
+def _check_impairments(spec: CallSpec) -> None:
+    """issue 11: the impairment knobs name a real direction, party and packet numbers."""
+    if spec.impaired not in IMPAIRABLE:
+        raise ValueError(f"impaired must be one of {', '.join(IMPAIRABLE)}, got {spec.impaired!r}")
+    if spec.silent_party and spec.silent_party not in PARTIES:
+        raise ValueError(f"silent_party must be 'carrier' or 'core', got {spec.silent_party!r}")
+    relays = [f"{a}->{b}" for a in PARTIES for b in PARTIES if a != b]
+    if spec.dead_relay and spec.dead_relay not in relays:
+        raise ValueError(f"dead_relay must be one of {', '.join(relays)}, got {spec.dead_relay!r}")
+    if not 0.0 <= spec.loss_rate < 1.0:
+        raise ValueError(f"loss_rate must be in [0, 1), got {spec.loss_rate}")
+    if not 0.0 <= spec.jitter_ms < MAX_ORDERED_JITTER_MS:
+        raise ValueError(f"jitter_ms must be in [0, {MAX_ORDERED_JITTER_MS:g}) so packets keep their order "
+                         f"(use reordered_packets to reorder), got {spec.jitter_ms}")
+    numbers = [*spec.lost_packets, *spec.reordered_packets, *spec.duplicated_packets,
+               *(n for n, _count in spec.loss_bursts), *([spec.ssrc_change_at] if spec.ssrc_change_at is not None else [])]
+    if spec.hold_after_s is not None and (spec.direction != "inbound" or spec.bye_from != "carrier"
+                                          or spec.reinvite_rekey or spec.late_offer
+                                          or not 0 < spec.hold_after_s < spec.media_seconds - 1):
+        raise ValueError("hold_after_s needs an inbound call without reinvite_rekey or late offer, BYE from the carrier, "
+                         f"and a time inside the media (0 < hold_after_s < media_seconds - 1), got {spec.hold_after_s}")
+    if any(n < 1 for n in numbers) or any(count < 1 for _n, count in spec.loss_bursts):
+        raise ValueError("impairment packet numbers must be 1 or more (packet 0 starts the stream) and burst counts positive")
 
 
 DEFAULT = CallSpec()
@@ -171,6 +218,15 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     "topology-hiding": {"hide_topology": True},
     "multi-call": {"topology": "b2bua", "number_rewrite": "extension", "cseq_rewrite": True, "user_names": True,
                    "concurrent_calls": 5},
+    # --- issue 11: call insight (impairments; docs/GENERATOR.md) ---
+    "impaired-loss": {"lost_packets": (40, 90, 91), "loss_bursts": ((120, 6),)},
+    "impaired-random-loss": {"impaired": "relay->core", "loss_rate": 0.03, "loss_seed": 11},
+    "impaired-reorder-jitter": {"reordered_packets": (30, 77, 150), "duplicated_packets": (50, 60), "jitter_ms": 12.0},
+    "one-way-core": {"silent_party": "core"},
+    "dead-relay": {"dead_relay": "carrier->core"},
+    "ssrc-change": {"impaired": "core->relay", "ssrc_change_at": 150},
+    "dtmf": {"dtmf_digits": "159#"},
+    "hold": {"hold_after_s": 2.0},
 }
 
 VARIANTS: dict[str, CallSpec] = {

@@ -59,6 +59,7 @@ class SdpMedia:
     version: int = 1
     padding_lines: int = 0              # extra a= lines to make a message large
     secure: bool = False                # wt-keys: RTP/SAVP even without a=crypto (a sender that forgot its key)
+    direction: str = "sendrecv"         # issue 11: a=sendonly / a=recvonly in a hold re-INVITE and its answer
 
 
 def compose_sdp(m: SdpMedia) -> str:
@@ -85,7 +86,7 @@ def compose_sdp(m: SdpMedia) -> str:
         lines.append("a=rtcp-mux")
     lines += [c.render() for c in m.crypto]
     lines += [f"a=x-carrier-route:{i:04d}-{'ab' * 30}" for i in range(m.padding_lines)]
-    lines += ["a=ptime:20", "a=sendrecv"]
+    lines += ["a=ptime:20", f"a={m.direction}"]
     return "\r\n".join(lines) + "\r\n"
 
 

@@ -59,3 +59,4 @@ class Truth(_TruthHead, total=False):
     sip_holds_media: bool
     stray: dict[str, object]
     dtmf: list[dict[str, object]]
+    verdicts: list[dict[str, str]]   # issue 11: (leg, direction, kind) the analysis must find, from the injected faults

@@ -13,6 +13,9 @@ from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 
+from rtpcore.analysis.packets import (
+    PLAIN_RTP_FIRST_BYTE, PORT_DISSECTED_UDP, RTCP_PT_RANGE, CaptureMedia, MediaCollector, RtpPacket,
+)
 from rtpcore.fsutil import atomic_output, new_temp
 from rtpcore.literals import StreamKind
 from rtpcore.media.demux import ETHERTYPE_IPV4_BYTES, IPV4_FAST_LINKS
@@ -104,6 +107,8 @@ class DecryptResult:
     merged: Path
     packets: int
     warnings: tuple[str, ...]
+    # issue 11: the RTP/RTCP of media_decrypted.pcap as the analysis reads it, collected while writing it
+    media: CaptureMedia | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -130,15 +135,18 @@ def _routes(leg: Leg) -> dict[tuple[Endpoint, Endpoint], SenderKeys]:
 
 
 def decrypt_call(
-    plan: LegPlan, inputs: Sequence[FilteredInput], decrypted_dir: Path, merged: Path
+    plan: LegPlan, inputs: Sequence[FilteredInput], decrypted_dir: Path, merged: Path, *, collect: bool = False
 ) -> DecryptResult:
-    """Decrypt every stream of the call; write per-raw-file outputs and the merged media_decrypted.pcap."""
+    """Decrypt every stream of the call; write per-raw-file outputs and the merged media_decrypted.pcap.
+
+    collect: also gather the merged file's RTP/RTCP headers for the analysis (as read_media would read them back).
+    """
     table = {leg.name: _routes(leg) for leg in plan.legs}
 
     def route(leg: str, src: Endpoint, dst: Endpoint) -> SenderKeys | None:
         return table.get(leg, {}).get((src, dst))
 
-    return _run(route, inputs, decrypted_dir, merged)
+    return _run(route, inputs, decrypted_dir, merged, collector=MediaCollector() if collect else None)
 
 
 def decrypt_capture(source: Path, crypto: CryptoAttribute, out: Path) -> DecryptResult:
@@ -154,8 +162,8 @@ _StreamKey = tuple[str, Endpoint, Endpoint, str, int]
 
 # The fast path takes IPv4 without options carrying RTP over UDP, on demux's IPV4_FAST_LINKS.
 # IPv4 header words (ver/IHL+TOS, total length, id, flags+offset, TTL+protocol), addresses+ports, UDP length,
-# then RTP's first two bytes, sequence number and SSRC.
-_IPV4_UDP_RTP = struct.Struct("!HHHHH2x12sH2xBBH4x4s")
+# then RTP's first two bytes, sequence number, timestamp and SSRC.
+_IPV4_UDP_RTP = struct.Struct("!HHHHH2x12sH2xBBHI4s")
 _IPV4_UDP_OUT = struct.Struct("!HHHHHH12sHH")           # the same headers rewritten, checksums included
 _FAST_MIN_LEN = _IPV4_UDP_RTP.size
 IPV4_NO_OPTIONS = 0x45
@@ -168,6 +176,7 @@ IPPROTO_UDP = 17
 ONES = 0xFFFF                                            # a one's-complement sum is the value modulo 0xFFFF
 NS_PER_S = 1_000_000_000
 FLUSH_RECORDS = 8192                                     # packed output records held before a write
+RTCP_LIKE_MIN, RTCP_LIKE_MAX = RTCP_PT_RANGE[0], RTCP_PT_RANGE[-1]   # the analysis leaves these payload types to RTCP
 
 
 @dataclass(slots=True)
@@ -180,10 +189,12 @@ class _Fast:
     udp_sum: int                                         # pseudo header + UDP ports, without the lengths
     wrong_key: bool = False                              # no key fits: pass through, counted as auth failures
     until_ns: int = NEVER_NS                             # back to _process from here (a new negotiation window)
+    ids: tuple[str, int, str, int, int] | None = None    # src, sport, dst, dport, SSRC for the analysis (None: no)
 
 
 def _run(
-    route: Route, inputs: Sequence[FilteredInput], decrypted_dir: Path, merged: Path, *, per_file: bool = True
+    route: Route, inputs: Sequence[FilteredInput], decrypted_dir: Path, merged: Path, *, per_file: bool = True,
+    collector: MediaCollector | None = None,
 ) -> DecryptResult:
     with ExitStack() as stack:
         readers = [stack.enter_context(open_capture(item.path)) for item in inputs]
@@ -205,7 +216,7 @@ def _run(
             writers.append(stack.enter_context(PcapWriter(tmp, linktype, nanosecond=True)))
         try:
             total = _loop(_records(readers), inputs, sources, route, streams, warnings, merged_w, writers,
-                          decrypted_per_file, out_linktype)
+                          decrypted_per_file, out_linktype, collector)
         except BaseException:
             for tmp in tmp_paths:
                 tmp.unlink(missing_ok=True)
@@ -227,7 +238,8 @@ def _run(
             )
     for w in warnings:
         log.warning(w)
-    return DecryptResult(stats, tuple(outputs), merged, total, tuple(dict.fromkeys(warnings)))
+    media = collector.media(merged) if collector is not None else None
+    return DecryptResult(stats, tuple(outputs), merged, total, tuple(dict.fromkeys(warnings)), media)
 
 
 def _records(readers: Sequence[CaptureReader]) -> Iterable[_Record]:
@@ -258,6 +270,7 @@ def _loop(
     writers: list[PcapWriter],
     decrypted_per_file: list[int],
     out_linktype: int,
+    collector: MediaCollector | None = None,
 ) -> int:
     """Every frame through _process, except RTP on plain IPv4 of a stream already seen: that takes the inlined
     fast path, which counts, decrypts and rewrites exactly as _process would (test_decrypt_fast.py compares them).
@@ -271,6 +284,8 @@ def _loop(
     fast_link, from_bytes = IPV4_FAST_LINKS.get, int.from_bytes
     max_len = min([merged_w.snaplen, *(w.snaplen for w in writers)]) - ETH_HEADER_LEN  # room for _reframe
     total = 0
+    new = tuple.__new__
+    collected = collector.rtp.append if collector is not None else None
 
     def flush() -> None:
         merged_w.write_packed(merged_pending)
@@ -285,7 +300,7 @@ def _loop(
         if link is not None:
             o, e = link
             if len(data) >= o + _FAST_MIN_LEN and (e < 0 or data[e : e + 2] == ETHERTYPE_IPV4_BYTES):
-                w0, ip_total, ident, frag, w4, raw, udp_len, b0, b1, seq, ssrc = unpack(data, o)
+                w0, ip_total, ident, frag, w4, raw, udp_len, b0, b1, seq, timestamp, ssrc = unpack(data, o)
                 if (
                     w0 >> 8 == IPV4_NO_OPTIONS and w4 & 0xFF == IPPROTO_UDP and not frag & IPV4_FRAGMENT_BITS
                     and FIRST_BYTE_RTP_MIN <= b0 <= FIRST_BYTE_RTP_MAX and not RTCP_PT_MIN <= b1 <= RTCP_PT_MAX
@@ -296,10 +311,11 @@ def _loop(
                     if fast is not None and ts >= fast.until_ns:
                         del fasts[i][key]
                         fast = None
+        quick = False                                    # the analysis takes this frame's RTP header as decoded here
         if fast is None:
             frame, did, stream = _process(ts, inputs[i], lt, data, route, streams, warnings)
             if key is not None and stream is not None:
-                fast = _fast_route(stream, raw, did)
+                fast = _fast_route(stream, raw, did, collector)
                 if fast is not None:
                     fasts[i][key] = fast
             if frame is None:
@@ -327,6 +343,7 @@ def _loop(
             if fast.decrypting and plain is None:
                 frame, did = _finish(stream, "rtp", payload, ts, lt, data, warnings)
             else:
+                quick = fast.ids is not None and b0 == PLAIN_RTP_FIRST_BYTE and not RTCP_LIKE_MIN <= b1 & 0x7F <= RTCP_LIKE_MAX
                 if plain is not None:
                     # replace_udp_payload, inlined for IPv4 without options: same bytes, checksums as sums mod 0xFFFF.
                     stats.decrypted += 1
@@ -351,6 +368,15 @@ def _loop(
                 if ext < (stats.first_seq or ext):
                     stats.first_seq = ext
         total += 1
+        if collected is not None:
+            if quick:   # read_media's RtpPacket of this frame, built here (test_analysis_collect.py compares them)
+                body = plain if plain is not None else payload
+                src, sport, dst, dport, ssrc_id = fast.ids  # type: ignore[union-attr,misc]  # quick: ids is set
+                collected(new(RtpPacket, (total, ts, src, sport, dst, dport, ssrc_id, b1 & 0x7F, seq, timestamp,
+                                          b1 > 0x7F, body[RTP_HEADER_LEN:])))
+            else:
+                collector.add(total, ts, out_linktype,  # type: ignore[union-attr]  # collected implies a collector
+                              frame if lt == out_linktype else _reframe(lt, frame))
         index = source_of[i]
         decrypted_per_file[index] += did
         n = len(frame)
@@ -374,7 +400,7 @@ def _loop(
     return total
 
 
-def _fast_route(stream: _Stream, raw: bytes, decrypted: int) -> _Fast | None:
+def _fast_route(stream: _Stream, raw: bytes, decrypted: int, collector: MediaCollector | None = None) -> _Fast | None:
     """The fast-path entry for a stream _process has just handled, when its next packets can skip _process."""
     stats, keys = stream.stats, stream.keys
     sender = keys.sender
@@ -386,9 +412,13 @@ def _fast_route(stream: _Stream, raw: bytes, decrypted: int) -> _Fast | None:
         return None
     addr_sum = int.from_bytes(raw[:8], "big") % ONES
     udp_sum = (int.from_bytes(raw, "big") + IPPROTO_UDP) % ONES
+    ids = None
+    sport, dport = int.from_bytes(raw[8:10], "big"), int.from_bytes(raw[10:12], "big")
+    if collector is not None and sport not in PORT_DISSECTED_UDP and dport not in PORT_DISSECTED_UDP:
+        ids = (collector.name(raw[:4]), sport, collector.name(raw[4:8]), dport, stats.ssrc)
     if wrong:
-        return _Fast(stream, False, addr_sum, udp_sum, wrong_key=True, until_ns=keys.next_window())
-    return _Fast(stream, not clear, addr_sum, udp_sum)
+        return _Fast(stream, False, addr_sum, udp_sum, wrong_key=True, until_ns=keys.next_window(), ids=ids)
+    return _Fast(stream, not clear, addr_sum, udp_sum, ids=ids)
 
 
 def _reframe(linktype: int, data: bytes) -> bytes:

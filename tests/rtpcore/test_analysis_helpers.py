@@ -1,4 +1,8 @@
-"""Shared helpers of the analysis tests: tshark's rtp,streams table, and a capture impairer (loss, reorder, dups)."""
+"""Shared helpers of the analysis tests: tshark's rtp,streams table, and a capture impairer (loss, reorder, dups).
+
+The generator's impairment knobs (issue 11) replace the impairer where they fit (test_analysis_stats.py); it stays
+for what they do not model: arrival jitter beyond the packet interval (E-model) and losses on a rendered file.
+"""
 from __future__ import annotations
 
 import random

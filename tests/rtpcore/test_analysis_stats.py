@@ -7,14 +7,15 @@ import pytest
 
 from rtpcore.analysis.packets import read_media
 from rtpcore.analysis.stats import StreamStats, compute_stats
+from rtpcore.callgen import VARIANTS as ALL_VARIANTS
 from tests.conftest import load_truth
-from tests.rtpcore.test_analysis_helpers import impair, tshark_streams
+from tests.rtpcore.test_analysis_helpers import tshark_streams
 
 JITTER_TOLERANCE_MS = 0.01
 # A representative set: proxy/B2BUA, both directions, IPv6, VLAN, SLL2, pcapng, re-INVITE, ROC, wraps, rolling
 # files, duplicates, latching, two senders on one port, RTCP-mux.
-VARIANTS = ["inbound-proxy", "outbound-b2bua", "ipv6", "vlan", "sll2", "pcapng", "reinvite-rekey", "mid-call",
-            "wrap-across-files", "rolling", "duplicates", "latching-peer", "two-senders-one-port", "rtcp-mux"]
+# issue 11: now every generator variant (the impaired ones included), not a representative set.
+VARIANTS = sorted(ALL_VARIANTS)
 PUBLIC = ["sipp_g711a.pcap", "sipp_dtmf_2833_1.pcap", "heplify_rtp_rtcp_sip_ipv4_udp.pcap"]
 
 
@@ -68,40 +69,48 @@ def test_fax_capture_audio_direction_equals_tshark(shared_pcaps: Path, tshark: s
     assert abs(s.mean_jitter_ms - float(row["mean_jitter"])) <= JITTER_TOLERANCE_MS
 
 
-def _carrier_ssrc(folder: Path) -> tuple[Path, int]:
-    media = folder / load_truth(folder)["media"][0]
-    streams = compute_stats(read_media(media).rtp, read_media(media).first_ts_ns)
-    return media, max(streams, key=lambda s: s.packets).ssrc
+def _runs(numbers: set[int]) -> int:
+    """How many separate runs of consecutive numbers (each run is one sequence gap)."""
+    return sum(1 for n in numbers if n - 1 not in numbers)
 
 
-@pytest.mark.parametrize(("runs", "run_len", "dups", "swaps", "jitter_ns"), [
-    (7, 1, 0, 0, 0),          # random single losses
-    (3, 5, 0, 0, 0),          # bursts
-    (0, 1, 4, 0, 0),          # duplicates: tshark's lost goes negative
-    (0, 1, 0, 6, 0),          # reordering: late packets
-    (2, 3, 2, 3, 0),          # all together
-    (0, 1, 0, 0, 15_000_000),  # up to 15 ms of arrival jitter
-])
-def test_impaired_stream_equals_tshark_and_the_injected_truth(tmp_path: Path, generated, tshark: str, runs: int,
-                                                              run_len: int, dups: int, swaps: int,
-                                                              jitter_ns: int) -> None:
-    src, ssrc = _carrier_ssrc(generated("inbound-proxy"))
-    dest = tmp_path / "impaired.pcap"
-    truth = impair(src, dest, ssrc, seed=runs * 31 + dups * 7 + swaps, drop_runs=runs, run_len=run_len,
-                   duplicates=dups, swaps=swaps, jitter_ns=jitter_ns)
-    assert_equal_to_tshark(tshark, dest)
-    stream = next(s for s in _stats(dest).values() if s.ssrc == ssrc)
-    assert stream.unique_lost == truth.dropped
-    assert stream.loss_bursts == truth.bursts
-    assert stream.duplicates == truth.duplicated
-    assert stream.out_of_order == truth.swapped
-    assert stream.lost == truth.dropped - truth.duplicated  # Wireshark: expected − received, duplicates included
+# issue 11: the impairments are generator knobs now (docs/GENERATOR.md "Impairments"), acting on carrier->relay.
+@pytest.mark.parametrize("knobs", [
+    {"lost_packets": (33, 70, 101, 150, 188, 230, 260)},                   # random single losses
+    {"loss_bursts": ((40, 5), (120, 5), (200, 5))},                        # bursts
+    {"duplicated_packets": (30, 60, 90, 120)},                             # duplicates: tshark's lost goes negative
+    {"reordered_packets": (25, 50, 75, 100, 125, 150)},                    # reordering: late packets
+    {"lost_packets": (40,), "loss_bursts": ((100, 3), (180, 3)), "duplicated_packets": (60, 140),
+     "reordered_packets": (80, 220, 260)},                                 # all together
+    {"jitter_ms": 15.0},                                                   # up to 15 ms of arrival jitter
+    {"loss_rate": 0.05, "loss_seed": 3},                                   # 5 % random loss
+], ids=["single", "bursts", "duplicates", "reorder", "together", "jitter", "rate"])
+def test_impaired_stream_equals_tshark_and_the_injected_truth(tmp_path: Path, tshark: str, knobs: dict) -> None:
+    from rtpcore.callgen import render, variant
+
+    truth = render(variant("inbound-proxy", **knobs), tmp_path / "call")
+    media = tmp_path / "call" / truth["media"][0]
+    assert_equal_to_tshark(tshark, media)
+    t = next(s for s in truth["streams"] if s["kind"] == "rtp" and s["src"] == "198.51.100.10:30000")
+    stream = next(s for s in _stats(media).values() if f"0x{s.ssrc:08x}" == t["ssrc"])
+    assert stream.unique_lost == t["lost"]
+    assert stream.duplicates == t["duplicates"]
+    assert stream.out_of_order == t["reordered"]
+    assert stream.lost == t["lost"] - t["duplicates"]  # Wireshark: expected − received, duplicates included
+    assert stream.packets == t["packets"] + t["duplicates"]
+    lost = set(knobs.get("lost_packets", ())) | {n for first, count in knobs.get("loss_bursts", ())
+                                                 for n in range(first, first + count)}
+    if lost:
+        assert stream.loss_bursts == _runs(lost) and t["lost"] == len(lost)
     assert sum(stream.per_100ms) == stream.packets
-    if jitter_ns:
+    if "jitter_ms" in knobs:
         assert stream.max_jitter_ms > 1.0
+    elif not knobs.get("reordered_packets"):
+        assert stream.max_jitter_ms < 1.0
 
 
-@pytest.mark.parametrize("name", ["inbound-proxy", "srtp-both-legs", "mid-call", "reinvite-rekey", "gcm"])
+@pytest.mark.parametrize("name", ["inbound-proxy", "srtp-both-legs", "mid-call", "reinvite-rekey", "gcm",
+                                  "impaired-loss", "impaired-reorder-jitter", "ssrc-change", "dtmf"])
 def test_correlation_outputs_equal_tshark(name: str, generated, tshark: str, tmp_path: Path) -> None:
     from rtpcore.pipeline import correlate
 
