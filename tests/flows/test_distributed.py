@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,68 +10,20 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import load_truth
+from tests.flows.dask_cluster import LocalCluster, filter_runs_per_worker, local_dask_cluster
 
-ROOT = Path(__file__).resolve().parents[2]
-DASK = Path(sys.executable).with_name("dask")
 WORKERS = 2
-START_SECONDS = 60
 VARIANT = "rolling"          # 7 rolling chunks: enough files for both workers
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 @pytest.fixture(scope="module")
-def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """`dask scheduler` + 2 `dask worker` processes on loopback (1 process, 1 thread each) reporting to the harness."""
     pytest.importorskip("distributed")
-    from distributed import Client
     from prefect.settings import PREFECT_API_URL
 
-    logs = tmp_path_factory.mktemp("dask-logs")
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-           "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                               "--no-dashboard"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(logs / "scheduler.log", "w"))]
-    try:
-        for i in range(WORKERS):
-            procs.append(subprocess.Popen(
-                [str(DASK), "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                 "--host", "127.0.0.1", "--name", f"w{i}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                stderr=open(logs / f"worker{i}.log", "w")))
-        with Client(address, timeout=START_SECONDS) as client:
-            client.wait_for_workers(WORKERS, timeout=START_SECONDS)
-        yield {"address": address, "worker_pids": {p.pid for p in procs[1:]}}
-    finally:
-        _stop(procs)
-
-
-def _worker_filter_runs(address: str) -> dict[int, int]:
-    """{worker pid: filter-raw-file tasks it executed}, read from the workers' own transition logs."""
-    from distributed import Client
-
-    def count(dask_worker) -> tuple[int, int]:  # runs inside each worker
-        keys = {str(entry[0]) for entry in dask_worker.state.log if "filter" in str(entry[0])}
-        return os.getpid(), len(keys)
-
-    with Client(address, timeout=START_SECONDS) as client:
-        return dict(client.run(count).values())
+    with local_dask_cluster(WORKERS, tmp_path_factory.mktemp("dask-logs"), str(PREFECT_API_URL.value())) as cluster:
+        yield cluster
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
@@ -88,7 +38,7 @@ def _correlate(folder: Path, out: Path):
 
 
 def test_filter_tasks_run_on_the_cluster_and_outputs_match_in_process(
-    generated, tmp_path: Path, dask_cluster: dict, monkeypatch: pytest.MonkeyPatch
+    generated, tmp_path: Path, dask_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = generated(VARIANT)
     truth = load_truth(folder)
@@ -99,15 +49,15 @@ def test_filter_tasks_run_on_the_cluster_and_outputs_match_in_process(
     local = _correlate(folder, tmp_path / "local")
     assert local.is_completed(), local
 
-    before = _worker_filter_runs(dask_cluster["address"])
-    monkeypatch.setenv("RTPHELPER_CLUSTER_ADDRESS", dask_cluster["address"])
+    before = filter_runs_per_worker(dask_cluster.address)
+    monkeypatch.setenv("RTPHELPER_CLUSTER_ADDRESS", dask_cluster.address)
     monkeypatch.setenv("RTPHELPER_DISTRIBUTED_MIN_CHUNKS", "1")
     remote = _correlate(folder, tmp_path / "cluster")
     assert remote.is_completed(), remote
-    after = _worker_filter_runs(dask_cluster["address"])
+    after = filter_runs_per_worker(dask_cluster.address)
 
     # Every raw file was filtered by a cluster worker process (not this one), and both workers took part.
-    assert set(after) == dask_cluster["worker_pids"] and os.getpid() not in after
+    assert set(after) == dask_cluster.worker_pids and os.getpid() not in after
     ran = {pid: after[pid] - before.get(pid, 0) for pid in after}
     assert sum(ran.values()) == len(files), ran
     assert all(n > 0 for n in ran.values()), ran
