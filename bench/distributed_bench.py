@@ -29,6 +29,7 @@ import gen_media  # noqa: E402
 
 WORKERS = 2
 TRIVIAL_TASKS = 200
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "/ray/", "default_worker.py")   # ps args of a local Ray
 DIRECTION = "inbound"
 
 
@@ -36,11 +37,16 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
-def _cluster_rss(root_pid: int) -> int:
+def _cluster_rss(root_pid: int, others: tuple[str, ...] = ()) -> int:
+    """RSS of this process, its children and (for Ray's daemons, not our children) processes whose args match."""
     import psutil
 
     me = psutil.Process(root_pid)
-    return sum(p.memory_info().rss for p in [me, *me.children(recursive=True)])
+    procs = {p.pid: p for p in [me, *me.children(recursive=True)]}
+    for p in psutil.process_iter(["cmdline"]):
+        if others and any(k in " ".join(p.info["cmdline"] or ()) for k in others):
+            procs.setdefault(p.pid, p)
+    return sum(p.memory_info().rss for p in procs.values())
 
 
 def engine_dask() -> dict[str, float]:
@@ -73,8 +79,7 @@ def engine_ray() -> dict[str, float]:
         warm = time.perf_counter()
         pids = set(ray.get([remote_pid.remote(i) for i in range(TRIVIAL_TASKS)]))
         done = time.perf_counter()
-        ps = subprocess.run(["ps", "-eo", "rss=,args="], capture_output=True, text=True).stdout.splitlines()
-        rss = sum(int(line.split()[0]) * 1024 for line in ps if "ray" in line) + _cluster_rss(os.getpid())
+        rss = _cluster_rss(os.getpid(), RAY_PROCESSES)
     finally:
         ray.shutdown()
     return {"import_s": imported - began, "start_s": started - imported, "per_task_ms": (done - warm) / TRIVIAL_TASKS * 1e3,
