@@ -25,7 +25,7 @@ def add_analyze_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--sip", metavar="FILE", type=Path,
                    help="SIP pcap of the call: names dynamic payload types from its SDP and lists SIP INFO DTMF")
-    p.add_argument("--wav-dir", metavar="DIR", type=Path, help="write a WAV per G.711 stream and a stereo WAV per pair")
+    p.add_argument("--wav-dir", metavar="DIR", type=Path, help="write a WAV per G.711 or G.722 stream and a stereo WAV per pair")
     p.add_argument("--jitter-buffer-ms", type=float, default=DEFAULT_JITTER_BUFFER_MS,
                    help=f"fixed jitter buffer of the E-model; later packets count as lost (default {DEFAULT_JITTER_BUFFER_MS:g})")
     p.add_argument("--delay-ms", type=float, default=DEFAULT_ONE_WAY_DELAY_MS,
