@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from array import array
 from dataclasses import dataclass, field
+from operator import mul
 
 RATE = 16000                 # output samples per second
 SAMPLES_PER_OCTET = 2        # one lower-band + one higher-band code → two output samples
@@ -41,6 +42,7 @@ _LOW_INV_QUANT6 = (
     618, 558, 501, 447, 396, 347, 300, 254, 211, 170, 130, 91, 54, 17, -54, -17)
 # Receive QMF coefficients (Table 11), 12 per polyphase branch.
 _QMF = (3, -11, 12, 32, -210, 951, 3876, -805, 362, -156, 53, -11)
+_QMF_REVERSED = _QMF[::-1]
 
 
 def _clip(value: int, low: int, high: int) -> int:
@@ -79,13 +81,15 @@ class _Band:
         limit = POLE1_LIMIT_BASE - a2
         a1 = _clip(-192 * sg1 + (a1 * 255 >> 8), -limit, limit)
         self.pole[0], self.pole[1] = a1, a2
-        zero, diffs = self.zero, self.diffs
-        for i in range(ZERO_ORDER):
-            step = (-128 if (diffs[i] ^ diff) < 0 else 128) if diff else 0
-            zero[i] = (zero[i] * 255 >> 8) + step
+        diffs = self.diffs
+        if diff:
+            zero = [(b * 255 >> 8) + (-128 if (d ^ diff) < 0 else 128) for b, d in zip(self.zero, diffs)]
+        else:
+            zero = [b * 255 >> 8 for b in self.zero]
+        self.zero = zero
         diffs.insert(0, _clip(diff << 1, INT16_MIN, INT16_MAX))
         diffs.pop()
-        self.zero_part = sum(zero[i] * diffs[i] >> 15 for i in range(ZERO_ORDER - 1, -1, -1))
+        self.zero_part = sum([b * d >> 15 for b, d in zip(zero, diffs)])
         recon = _clip((self.predicted + diff) << 1, INT16_MIN, INT16_MAX)
         self.predicted = _clip(self.zero_part + (a1 * recon >> 15) + (a2 * self.last_recon >> 15), INT16_MIN, INT16_MAX)
         self.last_recon = recon
@@ -117,9 +121,8 @@ class G722Decoder:
             high.scale_factor = _scale(high.log_factor - HIGH_SCALE_OFFSET)
             history.append(rlow + rhigh)
             history.append(rlow - rhigh)
-            window = history[-QMF_TAPS:]
-            even = sum(window[2 * i] * _QMF[i] for i in range(12))
-            odd = sum(window[2 * i + 1] * _QMF[11 - i] for i in range(12))
+            even = sum(map(mul, history[0::2], _QMF))          # the last 24 inputs: 12 even, 12 odd taps
+            odd = sum(map(mul, history[1::2], _QMF_REVERSED))
             out.append(_clip(odd >> QMF_OUTPUT_SHIFT, INT16_MIN, INT16_MAX))
             out.append(_clip(even >> QMF_OUTPUT_SHIFT, INT16_MIN, INT16_MAX))
             del history[:2]
