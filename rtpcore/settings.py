@@ -31,7 +31,7 @@ from pydantic import (
 from rtpcore.errors import ConfigError
 from rtpcore.literals import STORAGE_MODES, StorageMode
 from rtpcore.logs import redact_secrets
-from rtpcore.sizes import MIB, format_size, parse_size
+from rtpcore.sizes import GIB, MIB, format_size, parse_size
 
 ENV_PREFIX = "RTPHELPER_"
 DEFAULT_ENV_FILE = Path("config/runtime.env")
@@ -318,6 +318,15 @@ class Settings(BaseModel):
                 value = ",".join(value)
             out[env_var(name)] = redact_secrets(value) if isinstance(value, str) else value
         return out
+
+    # issue 12: distributed
+    cluster_address: OptionalText = Field(
+        None, description="Dask scheduler (tcp://host:8786) for large correlations' per-file filter tasks; "
+                          "unset: always in-process")
+    distributed_min_bytes: Annotated[int, _size(MIB)] = Field(
+        4 * GIB, description="with a cluster address: filter on the cluster from this much selected raw media")
+    distributed_min_chunks: PositiveInt = Field(
+        16, description="with a cluster address: or from this many selected raw files")
 
 
 def env_var(field_name: str) -> str:

@@ -11,6 +11,7 @@ if [ "${1:-}" = test ]; then
   command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
   [ -e /usr/include/pcap/pcap.h ] || need+=(libpcap-dev)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)   # the UI test looks at Prefect's pages headless
+  command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)     # the independent G.722 decoder the WAV export is checked against
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

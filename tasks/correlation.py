@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from rtpcore import pipeline
 from rtpcore.pipeline import CorrelationOutcome
+from tasks import distributed
 
 T = TypeVar("T")
 
@@ -55,6 +56,10 @@ class PrefectRunner:
         return TASKS[step](*args)
 
     def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
+        placement = distributed.choose_placement(items, distributed.settings_of(args))  # issue 12: large work → Dask
+        distributed.log.info("%s: %s", TASK_NAMES[step], placement.reason)
+        if placement.address is not None:
+            return distributed.map_on_cluster(TASKS[step], items, args, placement.address)
         futures = TASKS[step].map(list(items), *(unmapped(a) for a in args))
         return list(futures.result())
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rtpcore.analysis.call import CallAnalysis, analyze_capture, write_audio
 from rtpcore.analysis.emodel import DEFAULT_JITTER_BUFFER_MS, DEFAULT_ONE_WAY_DELAY_MS, EModelConfig
 from rtpcore.errors import InputError
+
+if TYPE_CHECKING:  # issue 12 start-up: the analysis modules load only when `analyze` runs
+    from rtpcore.analysis.call import CallAnalysis
 
 EXIT_OK = 0
 
@@ -22,7 +25,7 @@ def add_analyze_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--sip", metavar="FILE", type=Path,
                    help="SIP pcap of the call: names dynamic payload types from its SDP and lists SIP INFO DTMF")
-    p.add_argument("--wav-dir", metavar="DIR", type=Path, help="write a WAV per G.711 stream and a stereo WAV per pair")
+    p.add_argument("--wav-dir", metavar="DIR", type=Path, help="write a WAV per G.711 or G.722 stream and a stereo WAV per pair")
     p.add_argument("--jitter-buffer-ms", type=float, default=DEFAULT_JITTER_BUFFER_MS,
                    help=f"fixed jitter buffer of the E-model; later packets count as lost (default {DEFAULT_JITTER_BUFFER_MS:g})")
     p.add_argument("--delay-ms", type=float, default=DEFAULT_ONE_WAY_DELAY_MS,
@@ -60,6 +63,8 @@ def _lines(result: CallAnalysis) -> list[str]:
 
 def analyze_command(args: argparse.Namespace) -> int:
     """Handler of `rtphelper analyze`."""
+    from rtpcore.analysis.call import analyze_capture, write_audio
+
     try:
         emodel = EModelConfig(jitter_buffer_ms=args.jitter_buffer_ms, one_way_delay_ms=args.delay_ms)
     except ValueError as exc:

@@ -25,9 +25,10 @@ codecs without G.113 values are scored as G.711 and flagged `codec_assumed`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rtpcore.analysis.stats import StreamStats
+if TYPE_CHECKING:  # annotation only: `rtphelper --help` reads this module's defaults without the stats code
+    from rtpcore.analysis.stats import StreamStats
 
 R0S = 93.2
 DELAY_SLOPE = 0.024
