@@ -230,11 +230,27 @@ def analyze(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: De
     except (ValueError, InputError) as exc:
         log.warning("call analysis of %s skipped: %s", paths.media_decrypted.name, exc)
         return None
-    insight.write(paths.combined / ANALYSIS_FILE)
+    insight.write(paths.combined / ANALYSIS_FILE,
+                  facts={"sip": str(job.sip.resolve()), "direction": job.direction, "call_id": plan.call_id})
     for v in insight.verdicts:
         if v.severity != "info":
             log.warning("%s %s: %s", v.leg, v.direction, v.text)
+    write_report(job, plan, insight, paths)
     return insight
+
+
+def write_report(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths: SessionPaths) -> None:
+    """report.html/md, ladder/timeline SVGs and WAVs beside the outputs; a report that fails is a warning only."""
+    from rtpcore.analysis.report_html import write_call_report
+
+    analysis = replace(insight.analysis, capture=paths.media_decrypted)  # the staged file: the final one is not there yet
+    try:
+        written = write_call_report(paths.root, analysis=analysis, verdicts=[v.to_json() for v in insight.verdicts],
+                                    plan=plan, sip_pcap=job.sip)
+    except (ValueError, InputError, OSError) as exc:
+        log.warning("call report (report.html) not written: %s", exc)
+        return
+    log.info("call report: %s", ", ".join(p.name for p in written if p.parent == paths.combined))
 
 
 def commit(txn: ResultTransaction) -> None:
@@ -255,9 +271,13 @@ def report(
     from rtpcore.analysis.insight import ANALYSIS_FILE
 
     final_outputs = tuple(txn.rebase(p) for p in decrypted.outputs)
+    from rtpcore.analysis.report_md import REPORT_HTML
+
     analysis_file = txn.final.combined / ANALYSIS_FILE if insight is not None else None
+    report_file = txn.final.combined / REPORT_HTML
     return build_report(plan, results, replace(decrypted, outputs=final_outputs), txn.final.finals,
-                        insight=insight, analysis_file=analysis_file)
+                        insight=insight, analysis_file=analysis_file,
+                        report_file=report_file if report_file.is_file() else None)
 
 
 def publish(job: CorrelationJob, txn: ResultTransaction) -> PublishedOutputs | None:
@@ -296,7 +316,8 @@ class InProcessRunner:
 
 
 STEPS: tuple[Callable[..., Any], ...] = (
-    plan_call, open_results, list_media, filter_one, learn, merge_raw, decrypt, combine, commit, report, publish,
+    plan_call, open_results, list_media, filter_one, learn, merge_raw, decrypt, combine, analyze, commit, report,
+    publish,
 )
 """Every step, in order; the flow's tasks are generated from this list."""
 
@@ -312,8 +333,7 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
         runner.run(merge_raw, job, plan, results, txn)
         decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
         runner.run(combine, job, txn)
-        # Called, not a runner step: tasks/correlation.py names every step's task (the lead adds "analyze-call").
-        insight = analyze(job, sdp_plan, plan, decrypted, txn) if job.analysis else None
+        insight = runner.run(analyze, job, sdp_plan, plan, decrypted, txn) if job.analysis else None
         runner.run(commit, txn)
     except OSError as exc:
         abort(txn)

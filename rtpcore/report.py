@@ -34,6 +34,7 @@ class CorrelationReport:
     warnings: tuple[str, ...]
     insight: CallInsight | None = None      # the analysis step's result (None: it did not run or failed)
     analysis_file: Path | None = None       # combined/analysis.json
+    report_file: Path | None = None         # combined/report.html (ladder, timeline, verdicts, audio)
 
     def leg_packets(self, leg: str) -> int:
         return sum(lf.packets for r in self.files for lf in r.legs if lf.leg == leg and lf.kept)
@@ -49,6 +50,8 @@ class CorrelationReport:
         doc["outputs"] = {"media_raw": str(raw), "media_decrypted": str(dec), "sip_plus_media_decrypted": str(sip_plus)}
         if self.analysis_file is not None:  # beside outputs, which lists the three pcaps
             doc["analysis_file"] = str(self.analysis_file)
+        if self.report_file is not None:
+            doc["report_file"] = str(self.report_file)
         doc["files"] = [
             {"source": str(r.source), "matched": r.matched, "error": r.error,
              "legs": {lf.leg: {"packets": lf.packets, "kept": lf.kept} for lf in r.legs}}
@@ -152,6 +155,7 @@ def format_text(doc: dict[str, Any]) -> str:
     lines += [f"warning: {w}" for w in doc.get("warnings", [])]
     lines += [f"{name}: {path}" for name, path in doc.get("outputs", {}).items()]
     lines += [f"analysis: {doc['analysis_file']}"] if doc.get("analysis_file") else []
+    lines += [f"report: {doc['report_file']}"] if doc.get("report_file") else []
     return "\n".join(lines)
 
 
@@ -212,7 +216,7 @@ def key_findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
 
 def build_report(
     plan: LegPlan, files: Sequence[FileResult], decrypted: DecryptResult, outputs: tuple[Path, ...],
-    *, insight: CallInsight | None = None, analysis_file: Path | None = None,
+    *, insight: CallInsight | None = None, analysis_file: Path | None = None, report_file: Path | None = None,
 ) -> CorrelationReport:
     raw, dec, sip_plus = outputs
     return CorrelationReport(
@@ -225,4 +229,5 @@ def build_report(
         warnings=tuple(dict.fromkeys(plan.warnings + decrypted.warnings)),
         insight=insight,
         analysis_file=analysis_file,
+        report_file=report_file,
     )

@@ -28,6 +28,7 @@ TASK_NAMES: dict[Callable[..., Any], str] = {
     pipeline.merge_raw: "merge-raw",
     pipeline.decrypt: "decrypt-media",
     pipeline.combine: "combine-sip-and-media",
+    pipeline.analyze: "analyze-call",
     pipeline.commit: "commit-results",
     pipeline.report: "build-report",
     pipeline.publish: "publish-outputs",

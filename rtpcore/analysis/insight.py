@@ -50,10 +50,10 @@ class CallInsight:
         doc["verdicts"] = [v.to_json() for v in self.verdicts]
         return doc
 
-    def write(self, path: Path) -> Path:
-        """Write the JSON document whole (staged, then renamed)."""
+    def write(self, path: Path, facts: Mapping[str, Any] | None = None) -> Path:
+        """Write the JSON document whole (staged, then renamed); facts (sip, direction, call_id) let `rtphelper report` rebuild."""
         with atomic_output(path, overwrite=True) as temp:
-            temp.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+            temp.write_text(json.dumps({**(facts or {}), **self.to_json()}, indent=1) + "\n", encoding="utf-8")
         return path
 
 

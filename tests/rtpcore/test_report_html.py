@@ -205,7 +205,7 @@ def session(b2bua, tmp_path: Path) -> Iterator[Path]:
     (root / "uploads").mkdir(parents=True)
     shutil.copy(folder / "sip.pcap", root / "uploads" / "call.pcap")
     shutil.copytree(out / "combined", root / "combined",
-                    ignore=shutil.ignore_patterns("report.*", "*.svg", "audio"))
+                    ignore=shutil.ignore_patterns("report.*", "*.svg", "audio", "analysis.json"))
     yield root
 
 
@@ -235,6 +235,7 @@ def test_cli_takes_direction_call_and_sip_from_a_recorded_correlation_json(recor
 
     elsewhere = session.parent / "call-elsewhere.pcap"
     (session / "uploads" / "call.pcap").rename(elsewhere)
+    (session / "combined" / "analysis.json").unlink(missing_ok=True)  # an older correlation: only its JSON was kept
     doc = legs(elsewhere, "inbound").to_json()
     if records_sip:
         doc["sip"] = str(elsewhere)
@@ -289,3 +290,24 @@ def test_cli_bad_input_exits_2_naming_what_to_fix(setup: str, needle: str, sessi
     err = capsys.readouterr().err
     assert needle in err and err.startswith("rtphelper report: error: ")
     assert not (session / "combined" / "report.html").exists()
+
+
+def test_every_correlation_writes_the_report_and_report_rebuilds_it_with_no_option(generated, tmp_path: Path,
+                                                                                  capsys) -> None:
+    folder = generated("dead-relay")
+    truth = load_truth(folder)
+    out = tmp_path / "out"
+    assert main(["correlate", "--sip", str(folder / truth["sip"]), "--direction", truth["direction"],
+                 "--media", str(folder / "media"), "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    html = out / "combined" / "report.html"
+    assert doc["report_file"] == str(html)
+    page = Page(html.read_text())
+    kinds = sorted(v["kind"] for v in truth["verdicts"])
+    assert kinds and len(page.tables["verdicts"]) == len(kinds)
+    assert sorted(k for k in kinds if any(k in " ".join(row) for row in page.tables["verdicts"])) == kinds
+    assert page.svgs == 2 and page.audio and all((out / "combined" / a).is_file() for a in page.audio)
+    first = html.read_bytes()
+    html.unlink()
+    assert main(["report", str(out)]) == 0          # direction, Call-ID and SIP come from combined/analysis.json
+    assert html.read_bytes() == first

@@ -73,7 +73,9 @@ def test_correlate_from_s3_equals_local_and_publishes_outputs(
 
     urls = doc["urls"]
     decrypted = {f"decrypted/{p.name}" for p in (out / "decrypted").iterdir()}
-    assert decrypted and set(urls) == OUTPUTS | decrypted
+    combined = {f"combined/{p.name}" for p in (out / "combined").iterdir() if p.is_file()}  # pcaps, analysis, report
+    assert OUTPUTS <= combined and {"combined/analysis.json", "combined/report.html"} <= combined
+    assert decrypted and set(urls) == combined | decrypted
     client = s3_cli.client()
     for relative, url in urls.items():
         local_bytes = (out / relative).read_bytes()
