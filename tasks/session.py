@@ -55,12 +55,12 @@ def fetch_sip(source: str, uploads: Path) -> Path:
 @task(name="resolve-session", cache_policy=NO_CACHE, persist_result=False)
 def resolve_session(spec: str) -> SessionRef:
     """A session from its capture run's name, its folder, or its s3:// URL (raw/ found by itself)."""
-    import os
+    from prefect.settings import PREFECT_API_URL
 
-    from rtpcore.desk.prefect_api import API_URL_VAR, PrefectApi
+    from rtpcore.desk.prefect_api import PrefectApi
     from rtpcore.desk.sessions import resolve_session as resolve
 
-    url = os.environ.get(API_URL_VAR, "")
+    url = PREFECT_API_URL.value() or ""  # the run's own server: a capture run name resolves through it
     if not url:
         return resolve(spec, default_capture_root())
     with PrefectApi(url) as api:
