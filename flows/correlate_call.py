@@ -32,11 +32,11 @@ def correlation_run_name() -> str:
 
 def run_correlation(
     sip: Path | str, direction: str, media: list[str], out: Path, call_id: str | None, number: str | None,
-    min_packets: int | None, overwrite: bool, *, extra: dict[str, Any] | None = None,
+    min_packets: int | None, overwrite: bool, *, extra: dict[str, Any] | None = None, into_uploads: bool = False,
 ) -> dict[str, Any] | State:
-    """The correlation core through Prefect tasks; an s3:// or https:// SIP pcap is fetched into <out>/uploads/ first."""
-    if isinstance(sip, str) and (is_s3_url(sip) or is_http_url(sip)):
-        sip = s.fetch_sip(sip, SessionPaths(Path(out)).uploads)
+    """The core as Prefect tasks; a remote SIP pcap (any, with into_uploads) is first brought into <out>/uploads/."""
+    if into_uploads or (isinstance(sip, str) and (is_s3_url(sip) or is_http_url(sip))):
+        sip = s.fetch_sip(str(sip), SessionPaths(Path(out)).uploads)
     job = make_job(Path(sip), direction, media, out, call_id=call_id or None, number=number or None,
                    min_packets=min_packets, overwrite=overwrite)
     outcome = run_steps(job, t.PrefectRunner())
@@ -88,7 +88,7 @@ def correlate_call(
     created = not out.exists()
     try:
         return run_correlation(sip_pcap, direction, sources, out, call_id, number, min_packets or None, overwrite,
-                               extra={"session": str(out)})
+                               extra={"session": str(out)}, into_uploads=bool(session))
     except BaseException:
         if created:
             discard_if_unused(SessionPaths(out))

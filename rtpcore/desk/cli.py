@@ -34,13 +34,26 @@ def _submit(args: argparse.Namespace) -> int:
 
     settings = _settings()
     request = SubmitRequest(args.sip, args.direction, session=args.session or "", media=args.media or "",
-                            output_folder=args.output_folder, call_id=args.call_id, number=args.number)
+                            output_folder=args.output_folder, call_id=args.call_id, number=args.number,
+                            deployment=_deployment(args.deployment))
     with PrefectApi(api_url(args.api), timeout=settings.fetch_timeout_seconds) as api:
         result = submit(request, api, settings, wait=args.watch, download_to=args.download,
                         wait_timeout=args.timeout or settings.correlation_job_timeout_seconds + WAIT_MARGIN_S)
     if (args.watch or args.download) and result.run.state != COMPLETED:
         return EXIT_RUN_FAILED
     return EXIT_OK
+
+
+def _deployment(text: str | None) -> tuple[str, str] | None:
+    """--deployment FLOW/NAME (e.g. a region's own deployment of correlate-call)."""
+    from rtpcore.errors import InputError
+
+    if not text:
+        return None
+    flow, sep, name = text.partition("/")
+    if not sep or not flow or not name:
+        raise InputError(f"--deployment {text!r}: use FLOW/DEPLOYMENT, e.g. correlate-call/correlate-call")
+    return flow, name
 
 
 def _links(args: argparse.Namespace) -> int:
@@ -119,6 +132,8 @@ def add_desk_parsers(sub: Any) -> None:
     sm.add_argument("--watch", action="store_true", help="follow the run to its end and print the output links")
     sm.add_argument("--download", type=Path, help="download the outputs into this folder (implies --watch)")
     sm.add_argument("--api", help="Prefect API URL (default PREFECT_API_URL)")
+    sm.add_argument("--deployment", help="FLOW/DEPLOYMENT to start (default correlate-call/correlate-call with "
+                                         "--session, process-call/process-call with --media)")
     sm.add_argument("--timeout", type=float, default=0, help="give up following after this many seconds")
     sm.set_defaults(handler=_submit)
 
