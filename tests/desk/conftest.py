@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import POLL_S, PrefectStack, prefect_stack  # noqa: F401  (the shared stack)
+from tests.e2e.conftest import POLL_S, REPO, PrefectStack, prefect_stack  # noqa: F401  (the shared stack)
 from tests.processes import free_port, stop_group, tail
 from tests.storage.conftest import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, MotoServer, moto_server  # noqa: F401
 
@@ -64,7 +64,8 @@ def desk_world(prefect_stack: PrefectStack, moto_server: MotoServer,  # noqa: F8
           "RTPHELPER_S3_PATH": f"{BUCKET}/captures", "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     desk = {"RTPHELPER_SERVE_URL": serve_url, "RTPHELPER_SERVE_SECRET": SECRET, "RTPHELPER_STORAGE_MODE": "s3", **s3}
     worker_env = {**prefect_stack.env, **desk, "RTPHELPER_CAPTURE_ROOT": str(captures),
-                  "RTPHELPER_SERVE_ADDRESS": serve_url.removeprefix("http://")}
+                  "RTPHELPER_SERVE_ADDRESS": serve_url.removeprefix("http://"),
+                  "PYTHONPATH": str(prefect_stack.clone)}  # the worker's checkout, as `make worker` runs it
     worker_log, serve_log = base / "worker.log", base / "serve.log"
     procs: list[subprocess.Popen[bytes]] = []
     handles = [worker_log.open("w"), serve_log.open("w")]
@@ -80,7 +81,7 @@ def desk_world(prefect_stack: PrefectStack, moto_server: MotoServer,  # noqa: F8
                                       start_new_session=True))
         _wait_ready(prefect_stack, procs, worker_log, serve_url)
         laptop_env = {k: v for k, v in os.environ.items() if not k.startswith(("RTPHELPER_", "AWS_", "PREFECT_"))}
-        laptop_env |= {"PREFECT_API_URL": prefect_stack.api_url, **desk}
+        laptop_env |= {"PREFECT_API_URL": prefect_stack.api_url, "PYTHONPATH": str(REPO), **desk}
         yield DeskWorld(laptop, captures, serve_url, laptop_env, worker_log)
     finally:
         for proc in reversed(procs):
