@@ -24,12 +24,10 @@ def create_session(capture_root: str | None, folder: str | None) -> SessionPaths
 
 def default_capture_root() -> Path:
     """RTPHELPER_CAPTURE_ROOT, else hosts.yaml settings.default_capture_root, else ~/Downloads (the seed's rule)."""
-    from rtpcore.hosts import capture_root, load_hosts
+    from rtpcore.desk.sessions import configured_capture_root
     from rtpcore.settings import load_settings
 
-    settings = load_settings()
-    hosts = load_hosts(settings.hosts_file) if Path(settings.hosts_file).is_file() else None
-    return capture_root(settings, hosts)
+    return configured_capture_root(load_settings())
 
 
 def job_timeout() -> int:

@@ -22,10 +22,9 @@ def _settings() -> Any:
 
 
 def _capture_root(settings: Any) -> Path:
-    from rtpcore.hosts import capture_root, load_hosts
+    from rtpcore.desk.sessions import configured_capture_root
 
-    hosts = load_hosts(settings.hosts_file) if Path(settings.hosts_file).is_file() else None
-    return Path(capture_root(settings, hosts))
+    return configured_capture_root(settings)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -90,7 +89,11 @@ def _api_or_none(explicit: str | None, settings: Any) -> Any:
 def _sessions(args: argparse.Namespace) -> int:
     from rtpcore.desk.sessions import recent_sessions, sessions_table
 
+    from rtpcore.errors import InputError
+
     settings = _settings()
+    if args.root is not None and not args.root.is_dir():
+        raise InputError(f"{args.root}: no such capture root; give the folder sessions are created under")
     rows = recent_sessions(args.root or _capture_root(settings), settings, limit=args.limit)
     if args.json:
         print(json.dumps([r.row() for r in rows]))

@@ -215,3 +215,11 @@ def recent_sessions(capture_root: Path, settings: Settings, *, limit: int = DEFA
             rows.append(SessionInfo(f"s3://{bucket}/{settings.s3_key_prefix}", "", "-", STATE_FAILED, 0,
                                     f"cannot list S3: {exc}"))
     return sorted(rows, key=lambda r: r.stamp if r.stamp != "-" else "~", reverse=True)[:limit]
+
+
+def configured_capture_root(settings: Settings) -> Path:
+    """RTPHELPER_CAPTURE_ROOT, else hosts.yaml settings.default_capture_root, else ~/Downloads (the seed's rule)."""
+    from rtpcore.hosts import capture_root, load_hosts
+
+    hosts = load_hosts(settings.hosts_file) if Path(settings.hosts_file).is_file() else None
+    return Path(capture_root(settings, hosts))

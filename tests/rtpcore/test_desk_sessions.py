@@ -115,3 +115,31 @@ def test_s3_sessions_are_listed_from_one_listing(moto_server: MotoServer, tmp_pa
     assert [(r.location, r.state) for r in rows] == [
         (f"s3://{BUCKET}/{base}/t1/20260102_000000/", STATE_CORRELATED),
         (f"s3://{BUCKET}/{base}/t1/20260101_000000/", STATE_CAPTURED)]
+
+
+def test_cli_sessions_and_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rtpcore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for key in ("RTPHELPER_STORAGE_MODE", "RTPHELPER_SERVE_URL", "PREFECT_API_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RTPHELPER_STORAGE_MODE", "local")
+    root = tmp_path / "captures"
+    s = _capture(root, "ticket-6", "20260101_101010", finished=True, chunks=1)
+    assert main(["sessions", "--root", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0] == {"session": str(s), "folder": "ticket-6", "started": s.name,
+                                                      "state": STATE_CAPTURED, "raw files": 1, "note": "1 chunk(s)"}
+    assert main(["sessions", "--root", str(tmp_path / "none")]) == 2
+    assert "no such capture root" in capsys.readouterr().err
+    assert main(["links", str(s)]) == 2
+    assert "no outputs yet" in capsys.readouterr().err
+    (s / "combined").mkdir()
+    (s / "combined" / "media_raw.pcap").write_bytes(b"x")
+    monkeypatch.setenv("RTPHELPER_CAPTURE_ROOT", str(root))
+    monkeypatch.setenv("RTPHELPER_SERVE_URL", "http://worker:8765")
+    monkeypatch.setenv("RTPHELPER_SERVE_SECRET", "cli-secret-0001")
+    assert main(["links", str(s), "--json"]) == 0
+    url = json.loads(capsys.readouterr().out)["combined/media_raw.pcap"]
+    assert url.startswith("http://worker:8765/files/ticket-6/20260101_101010/combined/media_raw.pcap?expires=")
