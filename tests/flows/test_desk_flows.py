@@ -184,3 +184,34 @@ def test_session_by_capture_run_name_get_links_and_listing(generated, root: Path
     assert rows[0]["session"] == str(captured) and rows[0]["state"] == "correlated"
     arts, _ = _run(rows_state.state_details.flow_run_id)
     assert any(a.key == "sessions" and a.type == "table" for a in arts)
+
+
+def test_get_links_of_an_s3_session_presigns_with_the_expiry_setting(moto_server, generated, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from flows.correlate_call import correlate_call
+    from flows.get_links import get_links
+    from tests.storage.conftest import BUCKET, point_cli_at
+
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    monkeypatch.setenv("RTPHELPER_LINK_EXPIRES_SECONDS", "900")
+    monkeypatch.setenv("RTPHELPER_CAPTURE_ROOT", str(tmp_path / "captures"))
+    monkeypatch.chdir(tmp_path)
+    folder = generated("rolling")
+    prefix = "captures/PRD/ticket-47/20260101_131313"
+    client = moto_server.client()
+    for chunk in sorted((folder / "media").glob("*.pcap")):
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/raw/{chunk.name}", Body=chunk.read_bytes())
+    state = correlate_call(sip_pcap=str(folder / "sip.pcap"), direction="inbound", session=f"s3://{BUCKET}/{prefix}",
+                           return_state=True)
+    assert state.is_completed(), state
+    doc = state.result()
+    assert Path(doc["session"]) == tmp_path / "captures" / "ticket-47" / "20260101_131313"
+    assert all(parse_qs(urlsplit(u).query)["X-Amz-Expires"] == ["900"] for u in doc["urls"].values())
+    links = get_links(session=f"s3://{BUCKET}/{prefix}/")["links"]
+    assert {"combined/media_raw.pcap", "combined/SIP_plus_media_decrypted.pcap"} <= set(links)
+    for name, url in links.items():
+        assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["900"]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == client.get_object(Bucket=BUCKET, Key=f"{prefix}/{name}")["Body"].read()
