@@ -79,7 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
         if target is None:
             return
         relative, path = target
-        if not set(relative.split("/")[:-1]) & set(OUTPUT_SUBDIRS):
+        if relative.count("/") < 1 or relative.split("/")[-2] not in OUTPUT_SUBDIRS:
             self._fail(HTTPStatus.FORBIDDEN, f"only outputs ({', '.join(OUTPUT_SUBDIRS)}/) are served")
             return
         if not path.is_file():

@@ -96,6 +96,10 @@ def test_tampered_expired_and_non_output_links_are_refused(session: Path, server
     sip = signed_url(server.url, FILES_ROUTE, "ticket-7/20260101_101010/uploads/sip.pcap", SECRET, 60)
     status, body = _get(sip)
     assert status == 403 and b"only outputs" in body and b"SECRETKEY" not in body
+    (session.parents[1] / "combined" / "uploads").mkdir(parents=True)  # a ticket folder named like an output dir
+    (session.parents[1] / "combined" / "uploads" / "sip.pcap").write_bytes(b"inline:SECRETKEYMATERIAL")
+    status, body = _get(signed_url(server.url, FILES_ROUTE, "combined/uploads/sip.pcap", SECRET, 60))
+    assert status == 403 and b"SECRETKEY" not in body
     escape = f"{server.url}{FILES_ROUTE}..%2F..%2Fetc%2Fpasswd?expires=9999999999&token=x"
     assert _get(escape)[0] in (400, 403)
 
