@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 from pathlib import Path
@@ -78,8 +79,6 @@ def _links(args: argparse.Namespace) -> int:
 def _api_or_none(explicit: str | None, settings: Any) -> Any:
     """A Prefect API client when an address is known (to resolve run names), else None."""
     from rtpcore.desk.prefect_api import API_URL_VAR, PrefectApi, api_url
-
-    import os
 
     if not explicit and not os.environ.get(API_URL_VAR):
         return None

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -157,8 +158,6 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], config: ServeConfig) -> None:
         if ":" in address[0]:
-            import socket
-
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.config = config

@@ -104,11 +104,16 @@ def session_state(root: Path) -> tuple[str, str]:
     return STATE_CAPTURED, "imported media"
 
 
-def _started(stamp: str, root: Path) -> datetime:
+def stamp_time(name: str) -> datetime | None:
+    """When a session folder named `<YYYYmmdd_HHMMSS>[-n]` started (None for any other name)."""
     try:
-        return datetime.strptime(stamp.split("-")[0], SESSION_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(name.split("-")[0], SESSION_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
-        return datetime.fromtimestamp(root.stat().st_mtime, timezone.utc)
+        return None
+
+
+def _started(stamp: str, root: Path) -> datetime:
+    return stamp_time(stamp) or datetime.fromtimestamp(root.stat().st_mtime, timezone.utc)
 
 
 def list_local_sessions(capture_root: Path, *, limit: int = DEFAULT_LIMIT) -> list[SessionInfo]:
@@ -149,10 +154,7 @@ def list_s3_sessions(storage: Storage, bucket: str, prefix: str, *, limit: int =
         parts = key.split("/")
         state = STATE_CORRELATED if counts.get(COMBINED_DIR) else STATE_CAPTURED if counts.get(RAW_DIR) else STATE_FAILED
         stamp = parts[-1]
-        try:
-            when = datetime.strptime(stamp.split("-")[0], SESSION_FORMAT).replace(tzinfo=timezone.utc)
-        except ValueError:
-            when = datetime.min.replace(tzinfo=timezone.utc)
+        when = stamp_time(stamp) or datetime.min.replace(tzinfo=timezone.utc)
         rows.append((when, SessionInfo(f"s3://{bucket}/{key}/", parts[-2] if len(parts) > 1 else "", stamp, state,
                                        counts.get(RAW_DIR, 0))))
     rows.sort(key=lambda item: (item[0], item[1].location), reverse=True)
@@ -182,17 +184,9 @@ def folder_hint(session: str, output_folder: str = "") -> str:
     path = Path(text)
     if path.name == RAW_DIR:
         path = path.parent
-    if _is_stamp(path.name):
+    if stamp_time(path.name) is not None:
         return path.parent.name
     return path.name
-
-
-def _is_stamp(name: str) -> bool:
-    try:
-        datetime.strptime(name.split("-")[0], SESSION_FORMAT)
-    except ValueError:
-        return False
-    return True
 
 
 def run_name(prefix: str, folder: str) -> str:
