@@ -64,8 +64,8 @@ def correlate_call(
     Args:
         sip_pcap: The SIP pcap/pcapng of the call: a path on the worker, an s3://bucket/key or an https:// URL.
         direction: inbound — the carrier sent the first INVITE; outbound — the core did.
-        media: Raw media captures, or folders of them (a session folder: its raw/ is used), or an s3:// session.
-            Leave empty when `session` names the media.
+        media: Raw media captures, or folders of them (rolling chunks of one or more media hosts; a session folder:
+            its raw/), or an s3:// session; empty when session names the media.
         output_folder: Where decrypted/ and combined/ are written; empty with a session: the session folder.
         session: A capture session by its run name, its folder or its s3:// URL (empty: use media).
         call_id: Select the call by Call-ID when the SIP pcap holds several calls (empty: not set).
