@@ -93,3 +93,21 @@ def test_submit_errors_say_what_to_do(desk_world: DeskWorld, generated) -> None:
                      "--output-folder", "ticket-79", "--deployment", f"process-call/{POOL}", "--watch")
     assert failed.returncode == 1 and "FAILED" in failed.stdout and "media folder not found" in failed.stdout
     assert not (desk_world.captures / "ticket-79").exists()
+
+
+def test_submit_media_makes_a_new_session_with_the_sip_pcap_in_uploads(desk_world: DeskWorld, generated) -> None:
+    folder = generated("rolling")
+    imports = desk_world.captures.parent / "imports" / "ticket-80"  # raw captures somewhere on the worker
+    imports.mkdir(parents=True)
+    for chunk in sorted((folder / "media").glob("*.pcap")):
+        (imports / chunk.name).write_bytes(chunk.read_bytes())
+    sip = _laptop_sip(desk_world, folder, "call-80.pcap")
+    done = _submit(desk_world, "--sip", sip.name, "--direction", "inbound", "--media", str(imports),
+                   "--output-folder", "ticket-80", "--deployment", f"process-call/{POOL}", "--watch")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (session,) = (desk_world.captures / "ticket-80").iterdir()
+    assert (session / "uploads" / "call-80.pcap").read_bytes() == sip.read_bytes()
+    assert sorted(p.name for p in (session / "raw").iterdir()) == sorted(p.name for p in imports.iterdir())
+    for name in OUTPUTS:
+        assert (session / "combined" / name).is_file()
+        assert f"{name}: {desk_world.serve_url}/files/ticket-80/{session.name}/combined/{name}?expires=" in done.stdout
