@@ -87,9 +87,12 @@ def correlate_call(
     s.tag_run(folder_hint(session, output_folder))
     created = not out.exists()
     try:
-        return run_correlation(sip_pcap, direction, sources, out, call_id, number, min_packets or None, overwrite,
-                               extra={"session": str(out)}, into_uploads=bool(session))
+        result = run_correlation(sip_pcap, direction, sources, out, call_id, number, min_packets or None, overwrite,
+                                 extra={"session": str(out)}, into_uploads=bool(session))
     except BaseException:
         if created:
             discard_if_unused(SessionPaths(out))
         raise
+    if session:
+        s.discard_incoming(sip_pcap)
+    return result

@@ -72,8 +72,10 @@ def process_call(
         sip = s.fetch_sip(sip_pcap, paths.uploads)
         s.import_media(paths, [media_directory if is_s3_url(media_directory) else str(find_raw(Path(media_directory)))])
         get_run_logger().info("session %s", paths.root)
-        return run_correlation(sip, direction, [str(paths.raw)], paths.root, call_id, number, min_packets or None,
-                               False, extra={"session": str(paths.root)})
+        result = run_correlation(sip, direction, [str(paths.raw)], paths.root, call_id, number, min_packets or None,
+                                 False, extra={"session": str(paths.root)})
     except BaseException:
         discard_if_unused(paths, ticket if new_ticket else None)
         raise
+    s.discard_incoming(sip_pcap)
+    return result

@@ -96,3 +96,10 @@ def import_media(paths: SessionPaths, sources: Sequence[str]) -> list[Path]:
     if remote:
         imported += materialize_media(remote, paths.root)  # strings: Path() would turn s3:// into s3:/
     return imported
+
+
+def discard_incoming(sip_pcap: str) -> None:
+    """After a successful run: the serve upload it used is in the session's uploads/ now; drop the incoming copy."""
+    from rtpcore.desk.links import discard_incoming as discard
+
+    discard(sip_pcap, default_capture_root())

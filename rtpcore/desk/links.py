@@ -21,6 +21,7 @@ METHOD_GET = "GET"
 METHOD_PUT = "PUT"
 OUTPUT_SUBDIRS = ("combined", "decrypted")
 UPLOADS_DIR = "uploads"
+INCOMING_DIR = "incoming"  # <capture root>/incoming/<id>/uploads/<file>: SIP pcaps uploaded through serve
 _KEY_CHARS = re.compile(r"[^a-z0-9]+")
 MAX_KEY_LENGTH = 100  # Prefect artifact keys: lowercase letters, digits, dashes; keep them readable
 
@@ -162,3 +163,25 @@ def links_markdown(links: list[OutputLink], session: str, expires_in: int) -> st
     lines = [f"# Outputs of `{session}`", ""]
     lines += [f"- [{link.name}]({link.url}) ({valid[link.kind]})" for link in links]
     return "\n".join(lines) + "\n"
+
+
+def discard_incoming(sip_pcap: str, capture_root: Path) -> bool:
+    """Remove a serve upload (<root>/incoming/<id>/) once its run has its own copy in the session's uploads/."""
+    path = Path(sip_pcap).expanduser()
+    incoming = Path(capture_root).resolve() / INCOMING_DIR
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return False
+    if "://" in sip_pcap or not resolved.is_relative_to(incoming) or resolved.parent.name != UPLOADS_DIR:
+        return False
+    folder = resolved.parent.parent
+    if folder.parent != incoming:
+        return False
+    resolved.unlink(missing_ok=True)
+    for leftover in (resolved.parent, folder):
+        try:
+            leftover.rmdir()  # only when empty
+        except OSError:
+            return False
+    return True

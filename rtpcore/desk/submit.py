@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from rtpcore.desk.links import METHOD_PUT, UPLOAD_ROUTE, UPLOADS_DIR, signed_url
+from rtpcore.desk.links import INCOMING_DIR, METHOD_PUT, UPLOAD_ROUTE, UPLOADS_DIR, signed_url
 from rtpcore.desk.prefect_api import Artifact, FlowRunState, PrefectApi
 from rtpcore.errors import ConfigError, InputError, StorageError
 from rtpcore.fsutil import atomic_output
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 CORRELATE = ("correlate-call", "correlate-call")
 PROCESS = ("process-call", "process-call")
-INCOMING_DIR = "incoming"
 UPLOAD_LINK_SECONDS = 600  # the PUT link is used at once; a short validity is enough
 STAMP = "%Y%m%d_%H%M%S"
 COMPLETED = "COMPLETED"

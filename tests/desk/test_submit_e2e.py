@@ -42,6 +42,7 @@ def test_submit_local_session_uploads_runs_and_downloads(desk_world: DeskWorld, 
     for name in OUTPUTS:
         assert (desk_world.laptop / "out" / name).read_bytes() == (session / "combined" / name).read_bytes()
     assert (session / "uploads" / "call-77.pcap").read_bytes() == sip.read_bytes()
+    assert not list((desk_world.captures / "incoming").iterdir()), "the serve upload is dropped once in uploads/"
     runs = prefect_stack.api("POST", "/flow_runs/filter", json={"flow_runs": {"name": {"any_": ["correlate-ticket-77"]}}})
     assert runs and str(desk_world.laptop) not in runs[0]["parameters"]["sip_pcap"]
     assert "ticket-77" in runs[0]["tags"]

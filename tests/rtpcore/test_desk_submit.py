@@ -93,3 +93,19 @@ def test_output_links_prefer_presigned() -> None:
             Artifact("correlation-t", "markdown", "summary", "# Call"),
             Artifact(None, "table", "streams", [])]
     assert output_links(arts) == {"media_raw.pcap": "http://s3/x?X-Amz-Signature=1"}
+
+
+def test_only_a_serve_upload_is_discarded_after_its_run(tmp_path: Path) -> None:
+    from rtpcore.desk.links import discard_incoming
+
+    root = tmp_path / "captures"
+    upload = root / "incoming" / "20260101_000000-ab12" / "uploads" / "call.pcap"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"x")
+    elsewhere = root / "ticket" / "20260101_000000" / "uploads" / "call.pcap"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(b"x")
+    assert not discard_incoming(str(elsewhere), root) and elsewhere.is_file()
+    assert not discard_incoming("https://h/incoming/x/uploads/call.pcap", root)
+    assert discard_incoming(str(upload), root)
+    assert list((root / "incoming").iterdir()) == []
