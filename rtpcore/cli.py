@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtpcore.analysis.cli import add_analyze_arguments, analyze_command
+from rtpcore.desk.cli import add_desk_parsers
 from rtpcore.errors import RtpCoreError
 from rtpcore.literals import DIRECTIONS
 
@@ -368,6 +369,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     cfg.add_argument("--json", action="store_true")
     cfg.set_defaults(handler=_config)
 
+    add_desk_parsers(sub)  # issue 10: submit, links, sessions, serve (rtpcore/desk/cli.py)
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
     if not words or words[0] not in _LIGHT_COMMANDS:
         from rtpcore.capture.cli import add_capture_parser, add_diagnose_parser

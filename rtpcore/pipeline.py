@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S3_STORAGE_MODE = "s3"
+DEFAULT_LINK_EXPIRES_S = 3600
 NO_PUBLISH_NOTE = "outputs stay local (media did not come from an S3 session, or RTPHELPER_STORAGE_MODE is not s3)"
 
 
@@ -288,7 +289,8 @@ def publish(job: CorrelationJob, txn: ResultTransaction) -> PublishedOutputs | N
         return None
     from rtpcore.storage.download import publish_outputs
 
-    return publish_outputs(source, txn.final.root, job.settings)
+    expires = job.settings.link_expires_seconds if job.settings is not None else DEFAULT_LINK_EXPIRES_S
+    return publish_outputs(source, txn.final.root, job.settings, expires=expires)  # RTPHELPER_LINK_EXPIRES_SECONDS
 
 
 # -- one sequence, two runners ---------------------------------------------------------------------

@@ -49,6 +49,8 @@ REPLACED_BY_PREFECT = {
 AWS_DEFAULT_S3_ENDPOINT = "s3.amazonaws.com"
 S3_MIN_PART_BYTES = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
 MIN_ROLLING_BYTES = MIB  # below this a typo like "500" (bytes) would write one file per packet
+SECRET_FIELDS = frozenset({"serve_secret"})  # printed as REDACTED_SETTING, never as their value
+REDACTED_SETTING = "(set, not shown)"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -262,6 +264,18 @@ class Settings(BaseModel):
     correlation_headers: HeaderList = Field(
         ("X-CID",), description="headers an SBC copies across both sides of a call (besides Session-ID and "
                                 "P-Charging-Vector)")
+    # --- the desk (issue 10): files in, files out ---
+    link_expires_seconds: PositiveInt = Field(
+        3600, description="validity of presigned S3 links and of `rtphelper serve` links to outputs")
+    serve_address: str = Field("127.0.0.1:8765", min_length=1, description="host:port `rtphelper serve` binds to")
+    serve_url: OptionalText = Field(
+        None, description="base URL browsers reach `rtphelper serve` at; set: output links point at it")
+    serve_secret: OptionalText = Field(
+        None, description="HMAC secret of serve links and uploads (never logged); shared by the worker and laptops")
+    fetch_max_bytes: Annotated[int, _size(1)] = Field(
+        2 * 1024 * MIB, description="largest SIP pcap fetched from an https:// URL")
+    fetch_timeout_seconds: PositiveSeconds = Field(
+        30.0, description="deadline of each network read when fetching a SIP pcap or calling the Prefect API")
 
     @field_validator("s3_bucket")
     @classmethod
@@ -316,6 +330,8 @@ class Settings(BaseModel):
                 value = str(value)
             elif isinstance(value, tuple):  # list settings print as they are written: a,b
                 value = ",".join(value)
+            if name in SECRET_FIELDS and value is not None:
+                value = REDACTED_SETTING
             out[env_var(name)] = redact_secrets(value) if isinstance(value, str) else value
         return out
 

@@ -11,6 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from rtpcore import pipeline
+from rtpcore.desk.links import OutputLink, artifact_key, local_links
 from rtpcore.pipeline import CorrelationOutcome
 from tasks import distributed
 
@@ -70,15 +71,19 @@ def publish_artifacts(outcome: CorrelationOutcome) -> None:
     """The report as markdown + table, links to the local outputs and (when uploaded) their presigned URLs."""
     report = outcome.report
     plan = report.plan
-    slug = "".join(ch if ch.isalnum() else "-" for ch in plan.call_id.lower())[:40].strip("-")
+    session = Path(report.outputs[0]).resolve().parent.parent if report.outputs else Path(plan.call_id)
+    slug = artifact_key("", session).lstrip("-")  # per session: concurrent correlations never share a key
+    summary = report.markdown() + (f"\nS3 session: `{outcome.session_url}`\n" if outcome.session_url else "")
     # Backticks: the UI turns a bare Call-ID (user@host) into a mailto: link.
-    create_markdown_artifact(report.markdown(), key=f"correlation-{slug}", description=f"Correlation of call `{plan.call_id}`")
+    create_markdown_artifact(summary, key=f"correlation-{slug}", description=f"Correlation of call `{plan.call_id}`")
     create_table_artifact(report.stream_rows(), key=f"streams-{slug}", description="Streams of the call")
     if report.insight is not None:  # issue 11: the verdicts and the per-stream quality figures
         create_table_artifact(report.verdict_rows(), key=f"verdicts-{slug}", description="Verdicts per leg and direction")
         create_table_artifact(report.quality_rows(), key=f"stream-quality-{slug}", description="Stream statistics and MOS")
-    for path in report.outputs:
-        create_link_artifact(Path(path).resolve().as_uri(), link_text=Path(path).name, description=f"{Path(path).name} (local file)")
+    extra = [report.report_file] if report.report_file is not None else []   # the call report: ladder, timeline, audio
+    for link in output_links([Path(p) for p in report.outputs] + extra):
+        where = "served by rtphelper serve" if link.kind == "serve" else "local file"
+        create_link_artifact(link.url, link_text=Path(link.name).name, description=f"{Path(link.name).name} ({where})")
     published = outcome.published
     if published is None:
         return
@@ -89,3 +94,11 @@ def publish_artifacts(outcome: CorrelationOutcome) -> None:
         create_markdown_artifact(f"# Outputs not uploaded\n\n{published.error}\n\nThe local outputs are complete; "
                                  "rerun the correlation when S3 answers to upload them.",
                                  key=f"upload-warning-{slug}", description="Output upload to S3 failed")
+
+
+def output_links(files: list[Path]) -> list[OutputLink]:
+    """Serve links to local outputs when RTPHELPER_SERVE_URL is set (else file://), so a browser can open them."""
+    from rtpcore.settings import load_settings
+    from tasks.session import default_capture_root
+
+    return local_links(files, default_capture_root(), load_settings())

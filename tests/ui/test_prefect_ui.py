@@ -178,12 +178,13 @@ def test_run_form_shows_every_parameter_with_its_docstring_and_direction_choices
     docs = _docstring_args(correlate_call.fn.__doc__)
     for name, label in zip(signature.parameters, expected_labels):
         assert fields[label]["description"] == docs[name], label
-    assert "rolling chunks" in fields["media"]["description"]
+    assert "rolling chunks" in fields["media (Optional)"]["description"]
     assert fields["direction"]["options"] == list(typing.get_args(Direction)) == ["inbound", "outbound"]
-    # Empty: the run uses RTPHELPER_MIN_LEG_PACKETS (the flow's default is None, one setting for CLI and flows).
-    assert signature.parameters["min_packets"].default is None and fields["min_packets (Optional)"]["values"] == []
+    # 0: the run uses RTPHELPER_MIN_LEG_PACKETS (one setting for CLI and flows); no Optional type toggle (issue 10).
+    assert signature.parameters["min_packets"].default == 0 and fields["min_packets (Optional)"]["values"] == ["0"]
     assert fields["overwrite (Optional)"]["toggle"] == "false"
-    assert all(fields[label]["values"] == [""] for label in ("sip_pcap", "output_folder"))
+    assert all(fields[label]["values"] == [""] for label in ("sip_pcap", "output_folder (Optional)",
+                                                             "session (Optional)", "call_id (Optional)"))
     _shoot(page, "correlate-call-form.png")
 
 
