@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from prefect import flow
 from prefect.states import Completed, State
 from rtpcore.pipeline import make_job, run_steps
@@ -53,5 +53,5 @@ def correlate_call(
         min_packets: Keep a leg's packets from a raw file only above this count (default RTPHELPER_MIN_LEG_PACKETS, 10).
         overwrite: Replace earlier outputs in the output folder (only once the new ones are complete).
     """
-    install_redaction()
+    begin_flow_run()
     return run_correlation(Path(sip_pcap), direction, media, Path(output_folder), call_id, number, min_packets, overwrite)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from flows.correlate_call import Direction, run_correlation
 from prefect import flow, get_run_logger
 from prefect.states import State
@@ -36,7 +36,7 @@ def process_call(
         number: Or select it by caller/callee number.
         min_packets: Keep a leg's packets from a raw file only above this count (default RTPHELPER_MIN_LEG_PACKETS).
     """
-    install_redaction()
+    begin_flow_run()
     paths = s.create_session(capture_root, output_folder)
     sip = s.import_sip(paths, Path(sip_pcap))
     s.import_media(paths, [media_directory])

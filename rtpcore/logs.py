@@ -77,6 +77,11 @@ def new_correlation_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+def set_correlation_id(cid: str | None) -> None:
+    """Tag the rest of this context's records (a flow run's body, a CLI command) with `cid`, or a new short id."""
+    _correlation_id.set(cid if cid else new_correlation_id())
+
+
 @contextmanager
 def correlation(cid: str | None = None) -> Iterator[str]:
     """Tag every log record inside the block with `cid` (the Call-ID when known, else a short uuid)."""
