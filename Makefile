@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test-setup demo typecheck test test-fast bench e2e-tests clean
+.PHONY: setup test-setup demo typecheck test test-fast bench e2e-tests clean start server deploy worker
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,21 @@ test-setup: $(STAMP)
 
 demo: setup
 	$(PY) -m flows.demo
+
+# Prefect (scripts/desk.sh; README "Running with Prefect"). PREFECT_API_URL defaults to http://127.0.0.1:4200/api.
+# `make start`: server + pool + deployments + worker on this machine, prints the UI address; Ctrl-C stops all.
+start: setup
+	@PY=$(PY) bash scripts/desk.sh start
+
+# The parts, for a real installation (no setup step: run `make setup` once on that machine).
+server:
+	@PY=$(PY) bash scripts/desk.sh server
+
+deploy:
+	@PY=$(PY) bash scripts/desk.sh deploy
+
+worker:
+	@PY=$(PY) bash scripts/desk.sh worker
 
 # Static types of rtpcore/, tasks/, flows/ ([tool.mypy] in pyproject.toml); `make test` runs it before pytest.
 typecheck: $(STAMP)

@@ -36,6 +36,8 @@ from rtpcore.sizes import MIB, format_size, parse_size
 ENV_PREFIX = "RTPHELPER_"
 DEFAULT_ENV_FILE = Path("config/runtime.env")
 ENVIRONMENT_SOURCE = "environment"
+# Read by scripts/desk.sh and prefect.yaml's pull step (worker checkout, pool, queues), not settings of rtpcore.
+OPERATIONS_ENV = frozenset({"RTPHELPER_HOME", "RTPHELPER_WORK_POOL", "RTPHELPER_WORK_QUEUES"})
 AWS_DEFAULT_S3_ENDPOINT = "s3.amazonaws.com"
 S3_MIN_PART_BYTES = 5 * MIB  # S3 rejects multipart parts below 5 MiB (except the last)
 MIN_ROLLING_BYTES = MIB  # below this a typo like "500" (bytes) would write one file per packet
@@ -432,7 +434,7 @@ def load_settings(
     sources += [(key, value, ENVIRONMENT_SOURCE) for key, value in environ.items()]
 
     for key, value, source in sources:
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in OPERATIONS_ENV:
             continue
         field = key[len(ENV_PREFIX):].lower()
         if field not in Settings.model_fields:

@@ -21,7 +21,7 @@ def _api_url() -> str:
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, PREFECT_API_URL=_api_url())
+    env = dict(os.environ, PREFECT_API_URL=_api_url(), RTPHELPER_HOME=str(REPO))  # prefect.yaml's pull step
     env.pop("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", None)
     return env
 

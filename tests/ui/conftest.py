@@ -4,10 +4,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import free_port, prefect_env, stop_group, wait_healthy
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # Without the background-networking flags Chromium keeps dialling Google on a closed network.
@@ -27,13 +26,6 @@ CHROMIUM_FLAGS = (
     "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
 )
 WINDOW = (1280, 1600)
-SERVER_STARTUP_S = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,47 +50,19 @@ def chromium_path() -> str:
 def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     """`prefect server start` in a fresh PREFECT_HOME on a free port, stopped at the end of the session."""
     home = tmp_path_factory.mktemp("prefect-ui-home")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {
-        "PREFECT_HOME": str(home), "PREFECT_API_URL": f"{url}/api", "PREFECT_UI_API_URL": f"{url}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_LOGGING_EXTRA_LOGGERS": "rtpcore",
-    }
+    env = prefect_env(home, url)
     log = (home / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+                               "--port", str(port)], cwd=home, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + SERVER_STARTUP_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"prefect server exited {server.returncode}: {(home / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not healthy after {SERVER_STARTUP_S}s: "
-                            f"{(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+        wait_healthy(server, url, home / "server.log")
         yield UiServer(url=url, api_url=f"{url}/api", env=env)
     finally:
-        _stop_group(server)
+        stop_group(server)
         log.close()
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group we started (server or browser and their children), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 class CdpError(RuntimeError):
@@ -210,4 +174,4 @@ def browser_page(chromium_path: str, tmp_path_factory: pytest.TempPathFactory) -
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        _stop_group(proc)
+        stop_group(proc)

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The Prefect side of rtp-capture-tool, as an operator runs it (called by `make start|server|deploy|worker`).
+#
+#   desk.sh server   prefect server on the host:port of PREFECT_API_URL (foreground)
+#   desk.sh deploy   the work pool (created once) + `prefect deploy --all` from this checkout
+#   desk.sh worker   a process worker of the pool, running the flows from RTPHELPER_HOME (foreground)
+#   desk.sh start    all of the above on this machine; prints the UI address; Ctrl-C stops everything
+#
+# Environment (all optional):
+#   PREFECT_API_URL          where the server answers (default http://127.0.0.1:4200/api)
+#   RTPHELPER_WORK_POOL      the process work pool (default rtphelper, as in prefect.yaml)
+#   RTPHELPER_WORK_QUEUES    worker only: queues to poll, space separated (default: every queue of the pool),
+#                            e.g. "EU" for a worker next to the EU media hosts (see prefect.yaml)
+#   RTPHELPER_HOME           worker only: the checkout the flows run from (default: this checkout)
+#   PY                       the Python with prefect installed (default .venv/bin/python of this checkout)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEFAULT_API_URL="http://127.0.0.1:4200/api"
+HEALTH_TIMEOUT_S=5          # one health probe
+STARTUP_TIMEOUT_S=120       # `start`: how long the server may take to answer
+
+export PREFECT_API_URL="${PREFECT_API_URL:-$DEFAULT_API_URL}"
+POOL="${RTPHELPER_WORK_POOL:-rtphelper}"
+if [[ -z "${PY:-}" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then PY="$ROOT/.venv/bin/python"; else PY="python3"; fi
+fi
+# The flows and rtpcore of THIS checkout, before any installed copy (an editable install may point elsewhere).
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+die() { echo "desk: $*" >&2; exit 2; }
+
+ui_url() { echo "${PREFECT_API_URL%/api}"; }
+
+server_up() {
+  "$PY" - "$PREFECT_API_URL" "$HEALTH_TIMEOUT_S" <<'EOF'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1].rstrip("/") + "/health", timeout=float(sys.argv[2])) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+EOF
+}
+
+require_server() {
+  server_up || die "no Prefect server at $PREFECT_API_URL: run make server or set PREFECT_API_URL"
+}
+
+host_port() {
+  # host and port of PREFECT_API_URL, e.g. "127.0.0.1 4200"
+  "$PY" - "$PREFECT_API_URL" <<'EOF'
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+if u.scheme not in ("http", "https") or not u.hostname:
+    sys.exit(f"PREFECT_API_URL={sys.argv[1]!r} is not an http(s) URL such as http://127.0.0.1:4200/api")
+print(u.hostname, u.port or (443 if u.scheme == "https" else 80))
+EOF
+}
+
+cmd_server() {
+  if server_up; then die "a Prefect server already answers at $PREFECT_API_URL (UI $(ui_url))"; fi
+  read -r host port < <(host_port) || die "cannot read host and port from PREFECT_API_URL=$PREFECT_API_URL"
+  echo "desk: Prefect server on $host:$port (UI $(ui_url), API $PREFECT_API_URL)"
+  exec "$PY" -m prefect server start --host "$host" --port "$port"
+}
+
+cmd_deploy() {
+  require_server
+  cd "$ROOT"
+  if ! "$PY" -m prefect work-pool inspect "$POOL" >/dev/null 2>&1; then
+    "$PY" -m prefect work-pool create "$POOL" --type process
+  fi
+  "$PY" -m prefect --no-prompt deploy --all
+}
+
+cmd_worker() {
+  require_server
+  export RTPHELPER_HOME="${RTPHELPER_HOME:-$ROOT}"
+  [[ -d "$RTPHELPER_HOME/flows" ]] || die "RTPHELPER_HOME=$RTPHELPER_HOME is not a rtp-capture-tool checkout (no flows/): point it at one"
+  export PYTHONPATH="$RTPHELPER_HOME${PYTHONPATH:+:$PYTHONPATH}"
+  export PREFECT_LOGGING_EXTRA_LOGGERS="${PREFECT_LOGGING_EXTRA_LOGGERS:-rtpcore}"
+  local args=(--pool "$POOL")
+  for queue in ${RTPHELPER_WORK_QUEUES:-}; do args+=(--work-queue "$queue"); done
+  echo "desk: worker of pool $POOL${RTPHELPER_WORK_QUEUES:+ (queues: $RTPHELPER_WORK_QUEUES)} runs flows from $RTPHELPER_HOME, API $PREFECT_API_URL"
+  cd "$RTPHELPER_HOME"
+  exec "$PY" -m prefect worker start "${args[@]}"
+}
+
+PIDS=()
+cmd_start() {
+  stop_all() {
+    trap - INT TERM EXIT
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait || true
+  }
+  trap stop_all INT TERM EXIT
+  "$ROOT/scripts/desk.sh" server & PIDS+=($!)
+  local deadline=$((SECONDS + STARTUP_TIMEOUT_S))
+  until server_up; do
+    kill -0 "${PIDS[0]}" 2>/dev/null || die "the Prefect server exited before answering at $PREFECT_API_URL"
+    ((SECONDS < deadline)) || die "the Prefect server did not answer at $PREFECT_API_URL within ${STARTUP_TIMEOUT_S}s"
+    sleep 1
+  done
+  "$ROOT/scripts/desk.sh" deploy
+  "$ROOT/scripts/desk.sh" worker & PIDS+=($!)
+  echo
+  echo "desk: ready. Open the UI at $(ui_url)   (Ctrl-C stops the server and the worker)"
+  wait -n "${PIDS[@]}" || true
+}
+
+case "${1:-}" in
+  server) cmd_server ;;
+  deploy) cmd_deploy ;;
+  worker) cmd_worker ;;
+  start) cmd_start ;;
+  *) echo "usage: $0 server|deploy|worker|start" >&2; exit 2 ;;
+esac
