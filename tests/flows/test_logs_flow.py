@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ from tests.conftest import load_truth
 from tests.flows.test_correlation_flows import _artifacts_and_logs
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import e2e_replay  # noqa: E402
 THREAD_LINE = "capture EU-media-1: reconnecting (logged from a capture thread)"
 INFO_LINE = "an INFO line below the configured level"
 
@@ -70,7 +73,7 @@ def _run_like_a_worker(flow_obj: Any, entrypoint: str, parameters: dict, env: di
     return run_id
 
 
-def test_rtpcore_lines_reach_the_run_logs_of_a_worker_started_run(generated, tmp_path: Path) -> None:
+def test_rtpcore_lines_reach_the_run_logs_of_a_worker_started_run(generated, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """The correlation's Direction/Call-ID lines (rtpcore.pipeline) show in the UI's logs and in logs/app.log."""
     from flows.correlate_call import correlate_call
 
@@ -92,6 +95,14 @@ def test_rtpcore_lines_reach_the_run_logs_of_a_worker_started_run(generated, tmp
     export = httpx.get(f"{_api_url()}/flow_runs/{run_id}/logs/download", timeout=30)
     assert export.status_code == 200 and export.text.startswith("timestamp,level,flow_run_id,task_run_id,message")
     assert f"Direction: {truth['direction']}" in export.text
+    # The replay tool takes that export as it is: a case is the session + the downloaded CSV.
+    session = tmp_path / "e2e-tests" / "from-ui-export" / "20261203_120000"
+    shutil.copytree(call / "media", session / "raw")
+    (session / "uploads").mkdir()
+    shutil.copy(call / "sip.pcap", session / "uploads" / "sip.pcap")
+    (session / f"{_run_name(run_id)}.csv").write_bytes(export.content)
+    assert e2e_replay.main([str(session.parent.parent)]) == 0
+    assert "PASS  from-ui-export" in capsys.readouterr().out
 
 
 def test_levels_and_redaction_in_the_run_logs(generated, tmp_path: Path) -> None:
