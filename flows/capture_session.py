@@ -71,11 +71,13 @@ HostId = Literal[_IDS] if _IDS else str
 class PostCaptureInput(RunInput):
     """The form a paused capture-session shows: the call's SIP pcap to correlate against this session, or skip."""
 
-    action: Literal["correlate", "skip"] = Field("correlate", description="correlate the call now, or end the run")
-    sip_pcap: str = Field("", description="SIP pcap of the call: a path on the worker, s3://… or https://…")
-    direction: Direction = Field(description="inbound — the carrier sent the first INVITE; outbound — the core did")
-    call_id: str = Field("", description="pick the call by Call-ID when the SIP pcap holds several (optional)")
-    number: str = Field("", description="or by caller/callee number (optional)")
+    action: Literal["correlate", "skip"] = Field("correlate", title="Action",
+                                                 description="correlate the call now, or end the run")
+    sip_pcap: str = Field("", title="SIP pcap", description="SIP pcap of the call: a path on the worker, s3://… or https://…")
+    direction: Direction = Field(title="Direction",
+                                 description="inbound — the carrier sent the first INVITE; outbound — the core did")
+    call_id: str = Field("", title="Call-ID", description="pick the call by Call-ID when the SIP pcap holds several")
+    number: str = Field("", title="Number", description="or by caller/callee number")
 
 
 def _run_name() -> str:
@@ -211,7 +213,7 @@ def _post_capture(paths: SessionPaths, doc: dict, captured: dict | State, wait_s
     form = PostCaptureInput.with_initial_data(
         description=f"## Capture finished: session `{paths.root}`\n\nGive the call's SIP pcap and direction to "
                     f"correlate it against this session's `raw/`, or choose *skip*. Without an answer in "
-                    f"{wait_s} s the run completes with the capture.", direction="inbound")
+                    f"{wait_s} s the run completes with the capture.")
     log.info("capture done: waiting up to %d s for the SIP pcap (Resume this run in the UI, or choose skip)", wait_s)
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=wait_s, poll_interval=PAUSE_POLL_SECONDS)

@@ -21,6 +21,7 @@ import e2e_replay  # noqa: E402
 
 PORT = 47011
 PAUSE_TIMEOUT_S = 240.0
+START_RETRY_S = 60.0
 
 
 def _hosts_yaml(tmp_path: Path, rpcapd_port: int) -> Path:
@@ -40,6 +41,19 @@ def _send_until(stop: threading.Event) -> None:
             sock.sendto(b"e2e-" + i.to_bytes(4, "big"), ("127.0.0.1", PORT))
             i += 1
             time.sleep(0.01)
+
+
+def _start(stack: PrefectStack, parameters: dict) -> dict:
+    """Create the capture-session run; a busy SQLite server answers 503 for a moment (2 loaded cores): retry."""
+    dep = stack.deployment("capture-session/capture-session")
+    deadline = time.monotonic() + START_RETRY_S
+    while True:
+        response = httpx.post(f"{stack.api_url}/deployments/{dep['id']}/create_flow_run",
+                              json={"parameters": parameters}, timeout=30)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            assert response.status_code == 201, response.text[:2000]
+            return response.json()
+        time.sleep(2.0)
 
 
 def _wait_state(stack: PrefectStack, run_id: str, wanted: str, timeout: float) -> dict:
@@ -63,7 +77,7 @@ def test_capture_pauses_for_the_sip_form_and_the_same_run_correlates(
     sender = threading.Thread(target=_send_until, args=(stop,))
     sender.start()
     try:
-        run = prefect_stack.start_run("capture-session/capture-session", {
+        run = _start(prefect_stack, {
             "environment": "LAB", "duration_minutes": 0.1, "capture_filter": f"udp port {PORT}",
             "output_folder": "ticket-e2e", "hosts_file": str(hosts), "storage_mode": "local"})
         paused = _wait_state(prefect_stack, run["id"], "PAUSED", PAUSE_TIMEOUT_S)
