@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from tasks.runtime import begin_flow_run, fail_run  # first: process defaults before prefect loads
 from flows.correlate_call import Direction, run_correlation
@@ -61,11 +61,13 @@ def _hosts_choices() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...],
     return envs, regions, subs, ids
 
 
+def _choice(names: tuple[str, ...]) -> Any:
+    """A plain str shown as a dropdown of `names` (also with one name); the run checks it against its hosts.yaml."""
+    return Annotated[str, WithJsonSchema({"type": "string", "enum": list(names)})] if names else str
+
+
 _ENVS, _REGIONS, _SUBS, _IDS = _hosts_choices()
-Environment = Literal[_ENVS] if _ENVS else str
-Region = Literal[_REGIONS] if _REGIONS else str
-SubRegion = Literal[_SUBS] if _SUBS else str
-HostId = Literal[_IDS] if _IDS else str
+Environment, Region, SubRegion, HostId = (_choice(n) for n in (_ENVS, _REGIONS, _SUBS, _IDS))
 
 
 class PostCaptureInput(RunInput):

@@ -200,9 +200,11 @@ def test_a_failed_host_fails_the_run_and_keeps_the_other_hosts_files(tmp_path: P
     good = next(h for h in result["hosts"] if h["host"] == "media-1")
     assert good["error"] is None
     assert _payloads(good["files"], port) == [b"half-" + i.to_bytes(4, "big") for i in range(200)]
-    arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
+    arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
     summary = next(a.data for a in arts if (a.key or "").startswith("capture-summary-"))
     assert summary.startswith("## ❌ Capture failed") and "media-down lo: " in summary
+    assert not [log.message for log in logs if "Traceback" in log.message], "a clean Failed state, no traceback"
+    assert [log.message for log in logs if log.level >= 40 and log.name == "prefect.flow_runs"] == [state.message]
 
 
 def test_nothing_captured_fails_the_run(lab: Path) -> None:
@@ -281,21 +283,30 @@ def _wait_paused(name: str, timeout: float = 90.0):  # type: ignore[no-untyped-d
         runs = asyncio.run(read())
         if runs and runs[0].state and runs[0].state.is_paused():
             return runs[0]
+        if runs and runs[0].state and runs[0].state.is_final():
+            break
         time.sleep(0.5)
     raise AssertionError(f"{name} never paused: {runs and runs[0].state}")
 
 
 def _start_capture(lab: Path, folder: str, **kwargs: object) -> tuple[threading.Thread, dict]:
+    """A short capture-session run in a thread, with datagrams sent until the test stops them (result["stop"])."""
     from flows.capture_session import capture_session
 
-    result: dict = {}
+    result: dict = {"stop": threading.Event()}
+    sender = threading.Thread(target=_send, args=(47005, 1_000_000, b"pause-", result["stop"]))
+    sender.start()
     th = threading.Thread(target=lambda: result.setdefault("state", capture_session(
-        environment="LAB", duration_minutes=0.04, capture_filter="udp port 47005", hosts_file=str(lab),
+        environment="LAB", duration_minutes=0.06, capture_filter="udp port 47005", hosts_file=str(lab),
         output_folder=folder, return_state=True, **kwargs)))
     th.start()
-    time.sleep(1.5)
-    _send(47005, 100, b"pause-")
+    result["sender"] = sender
     return th, result
+
+
+def _stop_sending(result: dict) -> None:
+    result["stop"].set()
+    result["sender"].join()
 
 
 def test_paused_capture_resumed_with_the_sip_form_correlates_that_session(lab: Path, generated) -> None:
@@ -309,7 +320,10 @@ def test_paused_capture_resumed_with_the_sip_form_correlates_that_session(lab: P
     call = generated("inbound-b2bua")
     truth = load_truth(call)
     th, result = _start_capture(lab, "ticket-pause")
-    paused = _wait_paused("capture-LAB-ticket-pause")
+    try:
+        paused = _wait_paused("capture-LAB-ticket-pause")
+    finally:
+        _stop_sending(result)
     session = next((lab.parent / "captures" / "ticket-pause").iterdir())
     assert paused.state.state_details.run_input_keyset, "the pause waits for a typed form"
     for chunk in (call / "media").iterdir():  # the call's media, as if the capture had caught it
@@ -320,7 +334,7 @@ def test_paused_capture_resumed_with_the_sip_form_correlates_that_session(lab: P
     state = result["state"]
     assert state.is_completed(), state
     doc = state.result()
-    assert doc["session"] == str(session) and doc["hosts"][0]["packets"] >= 100, "the capture's own result is kept"
+    assert doc["session"] == str(session) and doc["hosts"][0]["packets"] > 0, "the capture's own result is kept"
     outputs = [Path(p) for p in doc["correlation"]["outputs"].values()]
     assert {p.name for p in outputs} >= {"media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap"}
     assert all(p.is_file() and p.stat().st_size > 24 and session in p.parents for p in outputs)
@@ -331,9 +345,56 @@ def test_paused_capture_without_an_answer_completes_with_the_capture(lab: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RTPHELPER_POST_CAPTURE_WAIT_SECONDS", "3")
     th, result = _start_capture(lab, "ticket-nobody")
-    _wait_paused("capture-LAB-ticket-nobody")
+    try:
+        _wait_paused("capture-LAB-ticket-nobody")
+    finally:
+        _stop_sending(result)
     th.join(timeout=60)
     state = result["state"]
     assert state.is_completed(), state
     doc = state.result()
-    assert "correlation" not in doc and doc["hosts"][0]["packets"] >= 100
+    assert "correlation" not in doc and doc["hosts"][0]["packets"] > 0
+
+
+FORM_SCHEMA = """
+import json
+from flows.capture_session import capture_session
+from flows.stop_capture import stop_capture
+print("SCHEMA " + json.dumps([capture_session.parameters.model_dump(), stop_capture.parameters.model_dump()]))
+"""
+
+
+def _form(hosts_file: str) -> tuple[dict, dict, str]:
+    """The run forms' schemas as `prefect deploy` builds them from a fresh import, and what the import printed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RTPHELPER_HOSTS_FILE=hosts_file)
+    proc = subprocess.run([sys.executable, "-c", FORM_SCHEMA], cwd=Path(__file__).resolve().parents[2], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("SCHEMA "))
+    capture, stop = json.loads(line.removeprefix("SCHEMA "))
+    return capture, stop, proc.stderr
+
+
+def test_forms_have_dropdowns_from_hosts_yaml_and_no_none_toggles(lab: Path) -> None:
+    capture, stop, err = _form(str(lab))
+    props = capture["properties"]
+    assert props["environment"]["enum"] == ["LAB"]
+    assert props["regions"]["items"]["enum"] == ["EU"] and props["sub_regions"]["items"]["enum"] == ["lab-1"]
+    assert props["hosts"]["items"]["enum"] == ["media-1"]
+    assert props["post_capture"]["enum"] == ["ask", "skip"] and props["post_capture"]["default"] == "ask"
+    toggles = [name for name, p in {**props, **stop["properties"]}.items() if "anyOf" in p]
+    assert toggles == [], f"Optional parameters render as type toggles in the UI: {toggles}"
+    assert stop["properties"]["all_running"]["default"] is False and stop["properties"]["capture_run"]["default"] == ""
+    assert "warning" not in err
+
+
+def test_missing_hosts_yaml_at_deploy_warns_once_and_leaves_free_text(tmp_path: Path) -> None:
+    capture, _, err = _form(str(tmp_path / "nowhere" / "hosts.yaml"))
+    assert err.count("capture-session: warning: cannot read") == 1, err
+    assert "each run checks them against the worker's hosts.yaml" in err
+    assert capture["properties"]["environment"]["type"] == "string" and "enum" not in capture["properties"]["environment"]
