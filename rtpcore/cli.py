@@ -380,7 +380,7 @@ def _call_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    from rtpcore.logs import RedactFilter, correlation, setup_logging
+    from rtpcore.logs import RedactFilter, correlation, setup_logging, teardown_logging
     from rtpcore.settings import load_settings
 
     console = logging.StreamHandler(sys.stderr)  # the terminal keeps its short format; logs/app.log gets INFO and up
@@ -406,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if interrupt is not None:  # a cleanup failed because of the signal (a file closed twice): the signal counts
                 raise interrupt from exc
             raise
+        finally:
+            teardown_logging()  # in-process callers (tests, scripts) get their logging back as it was
     except RtpCoreError as exc:
         if args.debug:
             traceback.print_exc()

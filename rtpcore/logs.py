@@ -37,6 +37,7 @@ APP_LOGGERS = ("rtpcore", "flows", "tasks")
 NO_CORRELATION_ID = "-"
 REDACTED = "(redacted)"
 
+_saved_levels: dict[str, int] = {}  # our loggers' levels before setup_logging, put back by teardown_logging
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rtpcore_correlation_id", default=None)
 
 # Each pattern keeps group 1 (the name and separator) and replaces the secret after it.
@@ -141,11 +142,14 @@ def _our_handlers(logger: logging.Logger) -> list[logging.Handler]:
 
 
 def teardown_logging() -> None:
-    """Remove and close the handlers setup_logging added (tests and re-configuration use this)."""
+    """Remove and close the handlers setup_logging added and put our loggers' levels back (in-process callers)."""
     root = logging.getLogger()
     for handler in _our_handlers(root):
         root.removeHandler(handler)
         handler.close()
+    for name, level in _saved_levels.items():
+        logging.getLogger(name).setLevel(level)
+    _saved_levels.clear()
 
 
 def _prepare(handler: logging.Handler, name: str, level: int) -> logging.Handler:
@@ -167,6 +171,7 @@ def setup_logging(settings: Settings, *, log_dir: Path | None = None, console: b
     log_file = folder / LOG_FILE_NAME
 
     teardown_logging()
+    _saved_levels.update({name: logging.getLogger(name).level for name in APP_LOGGERS})
     root = logging.getLogger()
     file_handler = logging.handlers.RotatingFileHandler(
         log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUP_COUNT, encoding="utf-8"

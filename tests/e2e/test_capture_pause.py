@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import yaml
 
+from tests.capture_lab import lab_hosts_yaml, send_until
 from tests.conftest import load_truth
 from tests.e2e.conftest import PrefectStack
 from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: F401  (a real rpcapd on loopback)
@@ -22,25 +21,6 @@ import e2e_replay  # noqa: E402
 PORT = 47011
 PAUSE_TIMEOUT_S = 240.0
 START_RETRY_S = 60.0
-
-
-def _hosts_yaml(tmp_path: Path, rpcapd_port: int) -> Path:
-    doc = {"rpcap": {"default_port": rpcapd_port, "auth_mode": None},
-           "settings": {"default_capture_root": str(tmp_path / "captures")},
-           "environments": {"LAB": {"regions": {"EU": {"sub-region": {"lab-1": {"hosts": [
-               {"id": "media-1", "address": "127.0.0.1", "interfaces": ["lo"]}]}}}}}}}
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
-
-
-def _send_until(stop: threading.Event) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        i = 0
-        while not stop.is_set():
-            sock.sendto(b"e2e-" + i.to_bytes(4, "big"), ("127.0.0.1", PORT))
-            i += 1
-            time.sleep(0.01)
 
 
 def _start(stack: PrefectStack, parameters: dict) -> dict:
@@ -72,9 +52,9 @@ def test_capture_pauses_for_the_sip_form_and_the_same_run_correlates(
         prefect_stack: PrefectStack, rpcapd, generated, tmp_path: Path) -> None:  # noqa: F811
     call = generated("inbound-b2bua")
     truth = load_truth(call)
-    hosts = _hosts_yaml(tmp_path, rpcapd.port)
+    hosts = lab_hosts_yaml(tmp_path, rpcapd.port)
     stop = threading.Event()
-    sender = threading.Thread(target=_send_until, args=(stop,))
+    sender = threading.Thread(target=send_until, args=(PORT, b"e2e-", stop))
     sender.start()
     try:
         run = _start(prefect_stack, {

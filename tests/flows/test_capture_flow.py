@@ -12,17 +12,12 @@ import yaml
 from rtpcore.capture.manifest import Manifest
 from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp
 from rtpcore.pcap.reader import open_capture
+from tests.capture_lab import lab_hosts_yaml
 from tests.flows.test_correlation_flows import _artifacts_and_logs
 
 
 def _hosts_yaml(tmp_path: Path, port: int) -> Path:
-    doc = {"rpcap": {"default_port": port, "auth_mode": None},
-           "settings": {"default_capture_root": str(tmp_path / "captures")},
-           "environments": {"LAB": {"regions": {"EU": {"sub-region": {"lab-1": {"hosts": [
-               {"id": "media-1", "address": "127.0.0.1", "description": "loopback rpcapd", "interfaces": ["lo"]}]}}}}}}}
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return lab_hosts_yaml(tmp_path, port)
 
 
 def _send(port: int, count: int, tag: bytes, stop: threading.Event | None = None) -> int:

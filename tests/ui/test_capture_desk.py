@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from tests.capture_lab import lab_hosts_yaml, send_until
 from tests.conftest import load_truth
 from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: F401  (a real rpcapd on loopback)
 from tests.ui.conftest import CHROMIUM_NAMES, REPO, Page, UiServer
@@ -59,25 +58,6 @@ FILL_JS = """
 """
 
 
-def _hosts_yaml(tmp_path: Path, rpcapd_port: int) -> Path:
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump({
-        "rpcap": {"default_port": rpcapd_port, "auth_mode": None},
-        "settings": {"default_capture_root": str(tmp_path / "captures")},
-        "environments": {"LAB": {"regions": {"EU": {"sub-region": {"lab-1": {"hosts": [
-            {"id": "media-1", "address": "127.0.0.1", "interfaces": ["lo"]}]}}}}}}}))
-    return path
-
-
-def _send_until(stop: threading.Event) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        i = 0
-        while not stop.is_set():
-            sock.sendto(b"desk-" + i.to_bytes(4, "big"), ("127.0.0.1", PORT))
-            i += 1
-            time.sleep(0.01)
-
-
 def _paused_run(api_url: str, name: str, proc: subprocess.Popen, out: list[str]) -> dict:
     deadline = time.monotonic() + PAUSED_WITHIN_S
     while time.monotonic() < deadline and proc.poll() is None:
@@ -94,7 +74,7 @@ def test_paused_capture_shows_the_sip_form_and_resuming_from_the_page_correlates
     call = generated("inbound-b2bua")
     truth = load_truth(call)
     params = {"environment": "LAB", "duration_minutes": 0.04, "capture_filter": f"udp port {PORT}",
-              "output_folder": "ticket-desk", "hosts_file": str(_hosts_yaml(tmp_path, rpcapd.port)),
+              "output_folder": "ticket-desk", "hosts_file": str(lab_hosts_yaml(tmp_path, rpcapd.port)),
               "storage_mode": "local"}
     env = dict(ui_server.env, RTPHELPER_LOG_DIR=str(tmp_path / "logs"), RTPHELPER_POST_CAPTURE_WAIT_SECONDS="600")
     proc = subprocess.Popen([sys.executable, "-c", RUN_CAPTURE, json.dumps(params)], cwd=REPO, env=env,
@@ -103,7 +83,7 @@ def test_paused_capture_shows_the_sip_form_and_resuming_from_the_page_correlates
     reader = threading.Thread(target=lambda: out.extend(proc.stdout or []))
     reader.start()
     stop = threading.Event()
-    sender = threading.Thread(target=_send_until, args=(stop,))
+    sender = threading.Thread(target=send_until, args=(PORT, b"desk-", stop))
     sender.start()
     try:
         try:
