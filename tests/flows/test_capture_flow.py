@@ -163,15 +163,15 @@ def _closed_port() -> int:
 
 
 def _capture_with_traffic(lab: Path, port: int, tag: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
-    """A 3 s capture-session run with 200 datagrams sent while it captures; returns its final state."""
+    """A 6 s capture-session run with 200 datagrams sent once it captures (3 s: connect on a loaded box)."""
     from flows.capture_session import capture_session
 
     result: dict = {}
     th = threading.Thread(target=lambda: result.setdefault("state", capture_session(
-        environment="LAB", duration_minutes=0.05, capture_filter=f"udp port {port}", hosts_file=str(lab),
+        environment="LAB", duration_minutes=0.1, capture_filter=f"udp port {port}", hosts_file=str(lab),
         post_capture="skip", return_state=True, **kwargs)))
     th.start()
-    time.sleep(1.5)
+    time.sleep(3.0)
     _send(port, 200, tag)
     th.join(timeout=120)
     return result["state"]
