@@ -15,6 +15,7 @@ from prefect.logging import get_run_logger  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.states import Failed, State  # noqa: E402
 
+from rtpcore.errors import RtpCoreError  # noqa: E402
 from rtpcore.logs import RedactFilter, set_correlation_id, setup_logging  # noqa: E402
 from rtpcore.settings import load_settings  # noqa: E402
 
@@ -62,19 +63,22 @@ def attach_run_logs(flow_run_id: str) -> None:
 
 def begin_flow_run() -> Path | None:
     """First line of every flow body: logs/app.log on disk, rtpcore lines in the run's UI logs, secrets redacted."""
-    settings = load_settings()
     run_id, run_name = flow_run.get_id(), flow_run.get_name()
     set_correlation_id(run_name or run_id)
-    try:
-        log_file: Path | None = setup_logging(settings, console=False)  # Prefect's console handler prints already
-    except OSError as exc:
-        logging.getLogger("rtpcore.logs").warning(
-            "cannot write %s/app.log (%s): set RTPHELPER_LOG_DIR to a writable folder", settings.log_dir, exc.strerror)
-        log_file = None
     if run_id:
         attach_run_logs(run_id)
     install_redaction()
-    return log_file
+    try:
+        settings = load_settings()
+    except RtpCoreError as exc:  # the flow's own steps fail on it with the same message; the run logs still work
+        logging.getLogger("rtpcore.logs").warning("no logs/app.log for this run: %s", exc)
+        return None
+    try:
+        return setup_logging(settings, console=False)  # Prefect's console handler prints already
+    except OSError as exc:
+        logging.getLogger("rtpcore.logs").warning(
+            "cannot write %s/app.log (%s): set RTPHELPER_LOG_DIR to a writable folder", settings.log_dir, exc.strerror)
+        return None
 
 
 def fail_run(message: str, data: object = None) -> State:
