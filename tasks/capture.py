@@ -1,4 +1,4 @@
-"""Tasks of the capture-session flow: configuration, start, one watcher task per host, stop requests."""
+"""Tasks and helpers of the capture-session flow: configuration, start, a watcher per host, stop requests, run names."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,9 @@ from pathlib import Path
 from uuid import UUID
 
 import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
-from prefect import task
+import httpx
+from prefect import get_run_logger, task
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.states import Failed, Running, State
@@ -99,9 +101,12 @@ def finish(running: RunningCapture) -> CaptureResult:
 
 def label_run(flow_run_id: str, name: str, tag: str) -> None:
     """Name the run after the session (capture-{env}-{folder}) and tag it with the folder, so it can be found."""
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(flow_run_id))
-        client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*run.tags, tag}))
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+            client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*run.tags, tag}))
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:  # a name is no reason to lose a capture
+        get_run_logger().warning("could not name this run %s (%s); the capture goes on", name, exc)
 
 
 def artifact_key(kind: str, session: str) -> str:
