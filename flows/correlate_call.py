@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -73,7 +73,7 @@ def correlate_call(
         min_packets: Keep a leg's packets from a raw file only above this count (0: RTPHELPER_MIN_LEG_PACKETS, 10).
         overwrite: Replace earlier outputs in the output folder (only once the new ones are complete).
     """
-    install_redaction()
+    begin_flow_run()
     sources = [m if is_s3_url(m) else str(find_raw(Path(m))) for m in media]
     out = Path(output_folder) if output_folder else None
     if session:

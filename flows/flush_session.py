@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -29,7 +29,7 @@ def flush_session(session_dir: str, timeout_seconds: float = 1800) -> dict:
         session_dir: The local session folder (<root>/<folder>/<timestamp>).
         timeout_seconds: How long to keep uploading before giving up for now.
     """
-    install_redaction()
+    begin_flow_run()
     doc = _flush(session_dir, timeout_seconds)
     get_run_logger().info("uploaded %d files; nothing left", doc["uploaded"])
     return doc

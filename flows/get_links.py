@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run
@@ -26,7 +26,7 @@ def get_links(session: str) -> dict[str, Any]:
     """
     from rtpcore.settings import load_settings
 
-    install_redaction()
+    begin_flow_run()
     settings = load_settings()
     ref = s.resolve_session(session)
     links = session_links(ref.root, ref.url, s.default_capture_root(), settings)

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
@@ -22,7 +22,7 @@ def list_sessions(limit: Annotated[int, Field(ge=1, le=500)] = DEFAULT_LIMIT) ->
     """
     from rtpcore.settings import load_settings
 
-    install_redaction()
+    begin_flow_run()
     rows = [info.row() for info in recent_sessions(s.default_capture_root(), load_settings(), limit=limit)]
     create_table_artifact(rows, key="sessions", description="recent sessions, newest first")
     get_run_logger().info("%d session(s)", len(rows))

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from tasks.runtime import install_redaction  # first: process defaults before prefect loads
+from tasks.runtime import begin_flow_run  # first: process defaults before prefect loads
 from flows.correlate_call import Direction, run_correlation
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -61,7 +61,7 @@ def process_call(
         number: Or select it by caller/callee number (empty: not set).
         min_packets: Keep a leg's packets from a raw file only above this count (0: RTPHELPER_MIN_LEG_PACKETS).
     """
-    install_redaction()
+    begin_flow_run()
     check_inputs(sip_pcap, media_directory)
     s.tag_run(output_folder)
     root = Path(capture_root) if capture_root else s.default_capture_root()

@@ -389,19 +389,34 @@ def _call_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="rtphelper: %(levelname)s: %(message)s",
-                        stream=sys.stderr)
-    for name in AWS_LOGGERS:  # at DEBUG botocore logs request signatures (a presigned URL's included)
-        logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
+    from rtpcore.logs import RedactFilter, correlation, setup_logging, teardown_logging
+    from rtpcore.settings import load_settings
+
+    console = logging.StreamHandler(sys.stderr)  # the terminal keeps its short format; logs/app.log gets INFO and up
+    console.setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    console.setFormatter(logging.Formatter("rtphelper: %(levelname)s: %(message)s"))
+    console.addFilter(RedactFilter())
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[console])
     handler: Handler = args.handler
     try:
         try:
-            return handler(args)
+            settings = load_settings()
+            try:
+                setup_logging(settings.model_copy(update={"log_level": "DEBUG"}) if args.debug else settings, console=False)
+            except OSError as exc:
+                print(f"rtphelper {args.command}: warning: cannot write {settings.log_dir}/app.log ({exc.strerror}); "
+                      "set RTPHELPER_LOG_DIR to a writable folder", file=sys.stderr)
+            for name in AWS_LOGGERS:  # at DEBUG botocore logs request signatures (a presigned URL's included)
+                logging.getLogger(name).setLevel(logging.INFO if args.debug else logging.WARNING)
+            with correlation():  # a short id per command, on every line of logs/app.log
+                return handler(args)
         except Exception as exc:
             interrupt = _interrupt_behind(exc)
             if interrupt is not None:  # a cleanup failed because of the signal (a file closed twice): the signal counts
                 raise interrupt from exc
             raise
+        finally:
+            teardown_logging()  # in-process callers (tests, scripts) get their logging back as it was
     except RtpCoreError as exc:
         if args.debug:
             traceback.print_exc()

@@ -37,6 +37,7 @@ APP_LOGGERS = ("rtpcore", "flows", "tasks")
 NO_CORRELATION_ID = "-"
 REDACTED = "(redacted)"
 
+_saved_levels: dict[str, int] = {}  # our loggers' levels before setup_logging, put back by teardown_logging
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rtpcore_correlation_id", default=None)
 
 # Each pattern keeps group 1 (the name and separator) and replaces the secret after it.
@@ -75,6 +76,11 @@ def current_correlation_id() -> str | None:
 def new_correlation_id() -> str:
     """A short random id for work that has no SIP Call-ID yet (the seed used uuid4 hex[:8])."""
     return uuid.uuid4().hex[:8]
+
+
+def set_correlation_id(cid: str | None) -> None:
+    """Tag the rest of this context's records (a flow run's body, a CLI command) with `cid`, or a new short id."""
+    _correlation_id.set(cid if cid else new_correlation_id())
 
 
 @contextmanager
@@ -136,11 +142,14 @@ def _our_handlers(logger: logging.Logger) -> list[logging.Handler]:
 
 
 def teardown_logging() -> None:
-    """Remove and close the handlers setup_logging added (tests and re-configuration use this)."""
+    """Remove and close the handlers setup_logging added and put our loggers' levels back (in-process callers)."""
     root = logging.getLogger()
     for handler in _our_handlers(root):
         root.removeHandler(handler)
         handler.close()
+    for name, level in _saved_levels.items():
+        logging.getLogger(name).setLevel(level)
+    _saved_levels.clear()
 
 
 def _prepare(handler: logging.Handler, name: str, level: int) -> logging.Handler:
@@ -162,6 +171,7 @@ def setup_logging(settings: Settings, *, log_dir: Path | None = None, console: b
     log_file = folder / LOG_FILE_NAME
 
     teardown_logging()
+    _saved_levels.update({name: logging.getLogger(name).level for name in APP_LOGGERS})
     root = logging.getLogger()
     file_handler = logging.handlers.RotatingFileHandler(
         log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUP_COUNT, encoding="utf-8"

@@ -255,6 +255,8 @@ class Settings(BaseModel):
     min_leg_packets: NonNegativeInt = Field(
         10, description="keep a leg/file result only when it has more than this many packets")
     log_dir: SettingsPath = Path("logs")
+    post_capture_wait_seconds: PositiveInt = Field(
+        3600, description="how long a finished capture-session waits for the SIP pcap form before completing")
     # --- call assembly (issue 8) ---
     number_country_code: CountryCode = Field(
         None, description="country code of national numbers on the core side (44: 020… is +4420…)")

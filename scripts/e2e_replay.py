@@ -5,9 +5,11 @@ A case is a copy of a real session folder (never committed: real captures are la
 
     e2e-tests/<case>/<timestamp>/raw/…              raw media chunks
     e2e-tests/<case>/<timestamp>/uploads/<sip>.pcap the SIP capture
-    e2e-tests/<case>/<timestamp>/rtp-capture-tool-logs-*.txt   exported run log
+    e2e-tests/<case>/<timestamp>/<run-name>.csv     the run's logs as the Prefect UI downloads them
+                                                    ("Download" on the run's Logs tab; or rtp-capture-tool-logs-*.txt)
 
-The latest timestamp folder of a case wins. The direction comes from the log's "Direction: …" line
+The log may also sit in <case>/. The latest timestamp folder of a case wins. The direction comes from the
+log's "Direction: …" line
 (and the call from a "Call-ID: …" line when present). An optional <case>/expected.json (a saved
 `rtphelper correlate --json` report) is compared leg by leg and stream by stream. Every case runs on
 a copy in a temporary folder, so the case folders are never written; a failing case does not stop
@@ -16,6 +18,8 @@ the others; the summary lists each case and the exit code is non-zero when any f
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import re
 import shutil
@@ -51,17 +55,34 @@ def _latest_session(case: Path) -> Path:
     return stamps[-1]
 
 
+# The header of the CSV that the Prefect UI's "Download" (GET /api/flow_runs/{id}/logs/download) returns.
+PREFECT_LOG_EXPORT_HEADER = ["timestamp", "level", "flow_run_id", "task_run_id", "message"]
+LOG_PATTERNS = ("*.csv", "rtp-capture-tool-logs-*.txt")
+
+
+def _log_text(path: Path) -> str | None:
+    """A log's lines: a Prefect UI export (CSV, messages may span lines) or the seed's text export; else None."""
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    if path.suffix != ".csv":
+        return text
+    rows = csv.reader(io.StringIO(text))
+    if next(rows, None) != PREFECT_LOG_EXPORT_HEADER:
+        return None  # some other CSV in the case folder
+    return "\n".join(row[-1] for row in rows if len(row) == len(PREFECT_LOG_EXPORT_HEADER))
+
+
 def _from_logs(session: Path) -> tuple[str, str | None]:
-    logs = sorted(session.glob("rtp-capture-tool-logs-*.txt")) + sorted(session.parent.glob("rtp-capture-tool-logs-*.txt"))
-    if not logs:
-        raise RtpCoreError(f"{session}: no rtp-capture-tool-logs-*.txt to read the direction from")
+    found = [p for folder in (session, session.parent) for pattern in LOG_PATTERNS for p in sorted(folder.glob(pattern))]
+    texts = [(p, t) for p in found if (t := _log_text(p)) is not None]
+    if not texts:
+        raise RtpCoreError(f"{session}: no log to read the direction from: put the run's log export there "
+                           "(the Prefect UI's Download on the run's Logs tab, a .csv) or rtp-capture-tool-logs-*.txt")
     direction = call_id = None
-    for log in logs:
-        text = log.read_text(errors="replace")
+    for _, text in texts:
         direction = direction or (m.group(1).lower() if (m := DIRECTION.search(text)) else None)
         call_id = call_id or (m.group(1) if (m := CALL_ID.search(text)) else None)
     if direction is None:
-        raise RtpCoreError(f"{logs[0]}: no 'Direction: inbound|outbound' line")
+        raise RtpCoreError(f"{texts[0][0]}: no 'Direction: inbound|outbound' line")
     return direction, call_id
 
 

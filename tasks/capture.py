@@ -1,12 +1,18 @@
-"""Tasks of the capture-session flow: configuration, start, one watcher task per host, stop requests."""
+"""Tasks and helpers of the capture-session flow: configuration, start, a watcher per host, stop requests, run names."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from uuid import UUID
 
 import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
-from prefect import task
+import httpx
+from prefect import get_run_logger, task
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.states import Failed, Running, State
 from prefect.variables import Variable
 
 from rtpcore.capture.engine import CaptureTarget, targets_for_hosts
@@ -17,21 +23,28 @@ from rtpcore.settings import Settings, load_settings
 
 FINAL_STATES = ("done", "failed")
 STOP_VARIABLE_PREFIX = "rtphelper-stop-"
+ARTIFACT_KEY_MAX = 120
 
 
-@task(name="load-configuration", cache_policy=NO_CACHE, persist_result=False)
-def load_configuration(hosts_file: str | None) -> tuple[Settings, HostsConfig]:
+def load_configuration(hosts_file: str) -> tuple[Settings, HostsConfig, Path]:
+    """Settings and the hosts.yaml of THIS run (it may have changed since the deployment was made)."""
     settings = load_settings()
-    return settings, load_hosts(Path(hosts_file) if hosts_file else settings.hosts_file)
+    path = Path(hosts_file) if hosts_file else Path(settings.hosts_file)
+    return settings, load_hosts(path), path
 
 
-@task(name="resolve-targets", cache_policy=NO_CACHE, persist_result=False)
 def resolve_targets(
-    hosts: HostsConfig, environment: str, regions: list[str] | None, sub_regions: list[str] | None,
-    host_ids: list[str] | None,
+    hosts: HostsConfig, hosts_path: Path, environment: str, regions: list[str], sub_regions: list[str],
+    host_ids: list[str],
 ) -> list[CaptureTarget]:
-    """Validate the form's choices again: hosts.yaml may have changed since the deployment was made."""
-    entries = hosts.hosts(environment, regions or None, sub_regions or None)
+    """Validate the form's choices against the run's hosts.yaml: a dropdown made at deploy time may be stale."""
+    if environment not in hosts.environments_names():
+        raise ConfigError(f"{hosts_path}: unknown environment {environment!r}; valid: "
+                          f"{', '.join(hosts.environments_names()) or '(none)'}")
+    try:
+        entries = hosts.hosts(environment, regions or None, sub_regions or None)
+    except ConfigError as exc:
+        raise ConfigError(f"{hosts_path}: {exc}") from None
     if host_ids:
         known = {e.id: e for e in entries}
         missing = [h for h in host_ids if h not in known]
@@ -40,7 +53,7 @@ def resolve_targets(
             raise ConfigError(f"unknown host(s) {', '.join(missing)} in {where}; known: {', '.join(sorted(known)) or 'none'}")
         entries = [known[h] for h in host_ids]
     if not entries:
-        raise ConfigError(f"no hosts selected in environment {environment}")
+        raise ConfigError(f"{hosts_path}: no hosts selected in environment {environment}")
     return targets_for_hosts(entries)
 
 
@@ -50,7 +63,7 @@ def start(request: CaptureRequest, settings: Settings, progress_sink) -> Running
 
 
 @task(name="capture-host", cache_policy=NO_CACHE, persist_result=False)
-def capture_host(running: RunningCapture, label: str) -> dict:
+def capture_host(running: RunningCapture, label: str) -> dict | State:
     """One task per host/interface: its state in the UI follows that host's capture thread."""
     while True:
         snap = next((p for p in running.progress() if p.label == label), None)
@@ -59,9 +72,9 @@ def capture_host(running: RunningCapture, label: str) -> dict:
         if snap.state in FINAL_STATES:
             break
         time.sleep(0.5)
-    if snap.state == "failed":
-        raise CaptureError(f"{label} ({snap.host}, {snap.interface}): capture failed after {snap.packets} packets; "
-                           "the session summary artifact has the reason")
+    if snap.state == "failed":  # a Failed state, not an exception: one line on the run page, no traceback
+        return Failed(message=f"{label} ({snap.host}, {snap.interface}): capture failed after {snap.packets} packets; "
+                              "the session summary artifact has the reason")
     return {"label": label, "packets": snap.packets, "bytes": snap.bytes, "chunks": snap.chunks, "gaps": snap.gaps}
 
 
@@ -84,3 +97,26 @@ def finish(running: RunningCapture) -> CaptureResult:
     result = running.wait()
     assert result is not None
     return result
+
+
+def label_run(flow_run_id: str, name: str, tag: str) -> None:
+    """Name the run after the session (capture-{env}-{folder}) and tag it with the folder, so it can be found."""
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run_id))
+            client.update_flow_run(UUID(flow_run_id), name=name, tags=sorted({*run.tags, tag}))
+    except (httpx.HTTPError, PrefectHTTPStatusError) as exc:  # a name is no reason to lose a capture
+        get_run_logger().warning("could not name this run %s (%s); the capture goes on", name, exc)
+
+
+def artifact_key(kind: str, session: str) -> str:
+    """A per-session artifact key (lowercase letters, digits, dashes): concurrent captures never share one."""
+    slug = re.sub(r"[^a-z0-9]+", "-", session.lower()).strip("-")
+    return f"{kind}-{slug}"[:ARTIFACT_KEY_MAX]
+
+
+
+def end_pause(flow_run_id: str) -> None:
+    """Back to Running after an unanswered pause: the server fails a run that completes while still Paused."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(flow_run_id), Running(message="no post-capture answer"), force=True)

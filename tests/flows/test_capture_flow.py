@@ -12,16 +12,12 @@ import yaml
 from rtpcore.capture.manifest import Manifest
 from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp
 from rtpcore.pcap.reader import open_capture
+from tests.capture_lab import lab_hosts_yaml
+from tests.flows.test_correlation_flows import _artifacts_and_logs
 
 
 def _hosts_yaml(tmp_path: Path, port: int) -> Path:
-    doc = {"rpcap": {"default_port": port, "auth_mode": None},
-           "settings": {"default_capture_root": str(tmp_path / "captures")},
-           "environments": {"LAB": {"regions": {"EU": {"sub-region": {"lab-1": {"hosts": [
-               {"id": "media-1", "address": "127.0.0.1", "description": "loopback rpcapd", "interfaces": ["lo"]}]}}}}}}}
-    path = tmp_path / "hosts.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return lab_hosts_yaml(tmp_path, port)
 
 
 def _send(port: int, count: int, tag: bytes, stop: threading.Event | None = None) -> int:
@@ -62,7 +58,8 @@ def test_timed_capture_writes_every_packet(lab: Path, tmp_path: Path) -> None:
 
     def run() -> None:
         result["state"] = capture_session(environment="LAB", duration_minutes=0.08, capture_filter=f"udp port {port}",
-                                          output_folder="ticket-1", hosts_file=str(lab), return_state=True)
+                                          output_folder="ticket-1", hosts_file=str(lab), post_capture="skip",
+                                          return_state=True)
 
     th = threading.Thread(target=run)
     th.start()
@@ -81,12 +78,12 @@ def test_timed_capture_writes_every_packet(lab: Path, tmp_path: Path) -> None:
     m = Manifest.read(session / "manifest.jsonl")
     assert {c.name for c in m.chunks} == {Path(f).name for f in host["files"]}
 
-    from tests.flows.test_correlation_flows import _artifacts_and_logs
-
     arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
-    summary = next(a.data for a in arts if a.key == "capture-summary")
+    key = f"ticket-1-{session.name}".replace("_", "-")
+    summary = next(a.data for a in arts if a.key == f"capture-summary-{key}")
     assert str(session) in summary and "| media-1 | lo |" in summary
-    counters = [a for a in arts if a.key == "capture-counters"]
+    assert _run(state.state_details.flow_run_id)[:2] == ("capture-LAB-ticket-1", ["ticket-1"])
+    counters = [a for a in arts if a.key == f"capture-counters-{key}"]
     assert counters, "the live counters table artifact"
     final = counters[-1].data if isinstance(counters[-1].data, list) else __import__("json").loads(counters[-1].data)
     assert final[0]["host"] == "media-1" and final[0]["packets"] >= sent and final[0]["state"] == "done"
@@ -105,7 +102,8 @@ def test_stop_capture_flow_ends_it_early(lab: Path) -> None:
 
     def run() -> None:
         result["state"] = capture_session(environment="LAB", duration_minutes=10, capture_filter=f"udp port {port}",
-                                          hosts_file=str(lab), return_state=True)
+                                          hosts_file=str(lab), output_folder="ticket-stop", post_capture="skip",
+                                          return_state=True)
 
     th = threading.Thread(target=run)
     started = time.monotonic()
@@ -117,12 +115,13 @@ def test_stop_capture_flow_ends_it_early(lab: Path) -> None:
     deadline = time.monotonic() + 30
     stopped: list[str] = []
     while not stopped and time.monotonic() < deadline:  # the capture run must be Running first
-        stopped = stop_capture()
+        outcome = stop_capture(capture_run="capture-LAB-ticket-stop", return_state=True)
+        stopped = outcome.result() if outcome.is_completed() else []
         time.sleep(0.5)
     th.join(timeout=60)
     stop_sending.set()
     sender.join()
-    assert stopped, "stop-capture found the running capture"
+    assert stopped == ["capture-LAB-ticket-stop"], "stop-capture found the running capture by its name"
     assert time.monotonic() - started < 60, "stopped long before its 10 minutes"
     state = result["state"]
     assert state.is_completed(), state
@@ -137,8 +136,24 @@ def test_unknown_host_is_refused_inside_the_flow(lab: Path) -> None:
     state = capture_session(environment="LAB", duration_minutes=0.05, hosts=["media-9"], hosts_file=str(lab),
                             return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match=r"unknown host\(s\) media-9 in environment LAB; known: media-1"):
-        state.result()
+    assert state.message == "unknown host(s) media-9 in environment LAB; known: media-1"
+    _, logs = _artifacts_and_logs(state.state_details.flow_run_id)
+    errors = [log.message for log in logs if log.level >= 40]
+    assert state.message in errors and not any("Traceback" in m for m in errors), errors
+
+
+def _run(flow_run_id) -> tuple[str, list[str], str]:  # type: ignore[no-untyped-def]
+    """(name, tags, state type) of a flow run, read back from the server."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read():  # type: ignore[no-untyped-def]
+        async with get_client() as client:
+            return await client.read_flow_run(flow_run_id)
+
+    run = asyncio.run(read())
+    return run.name, sorted(run.tags), run.state.type.value
 
 
 def _closed_port() -> int:
@@ -148,15 +163,15 @@ def _closed_port() -> int:
 
 
 def _capture_with_traffic(lab: Path, port: int, tag: bytes, **kwargs: object):  # type: ignore[no-untyped-def]
-    """A 3 s capture-session run with 200 datagrams sent while it captures; returns its final state."""
+    """A 6 s capture-session run with 200 datagrams sent once it captures (3 s: connect on a loaded box)."""
     from flows.capture_session import capture_session
 
     result: dict = {}
     th = threading.Thread(target=lambda: result.setdefault("state", capture_session(
-        environment="LAB", duration_minutes=0.05, capture_filter=f"udp port {port}", hosts_file=str(lab),
-        return_state=True, **kwargs)))
+        environment="LAB", duration_minutes=0.1, capture_filter=f"udp port {port}", hosts_file=str(lab),
+        post_capture="skip", return_state=True, **kwargs)))
     th.start()
-    time.sleep(1.5)
+    time.sleep(3.0)
     _send(port, 200, tag)
     th.join(timeout=120)
     return result["state"]
@@ -164,8 +179,6 @@ def _capture_with_traffic(lab: Path, port: int, tag: bytes, **kwargs: object):  
 
 def test_a_failed_host_fails_the_run_and_keeps_the_other_hosts_files(tmp_path: Path, rpcapd,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.flows.test_correlation_flows import _artifacts_and_logs
-
     monkeypatch.setenv("RTPHELPER_STORAGE_MODE", "local")
     lab = _hosts_yaml(tmp_path, rpcapd.port)
     doc = yaml.safe_load(lab.read_text())
@@ -182,16 +195,18 @@ def test_a_failed_host_fails_the_run_and_keeps_the_other_hosts_files(tmp_path: P
     good = next(h for h in result["hosts"] if h["host"] == "media-1")
     assert good["error"] is None
     assert _payloads(good["files"], port) == [b"half-" + i.to_bytes(4, "big") for i in range(200)]
-    arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
-    summary = next(a.data for a in arts if a.key == "capture-summary")
+    arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
+    summary = next(a.data for a in arts if (a.key or "").startswith("capture-summary-"))
     assert summary.startswith("## ❌ Capture failed") and "media-down lo: " in summary
+    assert not [log.message for log in logs if "Traceback" in log.message], "a clean Failed state, no traceback"
+    assert [log.message for log in logs if log.level >= 40 and log.name == "prefect.flow_runs"] == [state.message]
 
 
 def test_nothing_captured_fails_the_run(lab: Path) -> None:
     from flows.capture_session import capture_session
 
     state = capture_session(environment="LAB", duration_minutes=0.03, capture_filter="udp port 9",
-                            hosts_file=str(lab), return_state=True)
+                            hosts_file=str(lab), post_capture="skip", return_state=True)
     assert state.is_failed(), state
     assert state.message.startswith("nothing was captured (0 packets on every host): check the capture filter")
     doc = state.result(raise_on_failure=False)
@@ -201,8 +216,6 @@ def test_nothing_captured_fails_the_run(lab: Path) -> None:
 def test_pending_uploads_complete_with_a_warning_and_the_s3_url(tmp_path: Path, rpcapd,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """S3 refuses every connection: the capture completes on local disk, and the state says what is left."""
-    from tests.flows.test_correlation_flows import _artifacts_and_logs
-
     for key, value in {"RTPHELPER_STORAGE_MODE": "s3", "RTPHELPER_S3_ENDPOINT": f"http://127.0.0.1:{_closed_port()}",
                        "RTPHELPER_S3_PATH": "capture-bucket/caps", "RTPHELPER_S3_FINAL_FLUSH_SECONDS": "1",
                        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret"}.items():
@@ -221,7 +234,162 @@ def test_pending_uploads_complete_with_a_warning_and_the_s3_url(tmp_path: Path, 
                                     f"warning: {len(pending)} file(s) not yet uploaded to {url}")
     assert f"rtphelper flush {session}" in state.message
     arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
-    warning = next(a.data for a in arts if a.key == "capture-warning")
+    key = f"ticket-9-{Path(session).name}".replace("_", "-")
+    warning = next(a.data for a in arts if a.key == f"capture-warning-{key}")
     assert warning.startswith("## ⚠️ Warning") and f"rtphelper flush {session}" in warning and url in warning
-    summary = next(a.data for a in arts if a.key == "capture-summary")
+    summary = next(a.data for a in arts if a.key == f"capture-summary-{key}")
     assert f"S3 session: `{url}`" in summary
+
+
+def test_stop_capture_requires_a_running_capture_to_be_picked() -> None:
+    from flows.stop_capture import stop_capture
+
+    state = stop_capture(return_state=True)
+    assert state.is_failed() and state.message.startswith("pick one running capture in capture_run (running: ")
+    state = stop_capture(capture_run="capture-LAB-nothing", return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("no capture-session run is running") or \
+        state.message.startswith("no running capture-session run named 'capture-LAB-nothing'; running: ")
+
+
+def test_unknown_environment_and_region_list_the_valid_names(lab: Path) -> None:
+    from flows.capture_session import capture_session
+
+    state = capture_session(environment="PRD", duration_minutes=0.05, hosts_file=str(lab), return_state=True)
+    assert state.is_failed() and state.message == f"{lab}: unknown environment 'PRD'; valid: LAB"
+    state = capture_session(environment="LAB", duration_minutes=0.05, regions=["US"], hosts_file=str(lab),
+                            return_state=True)
+    assert state.is_failed() and state.message == f"{lab}: unknown region 'US' in environment LAB; known: EU"
+
+
+def _wait_paused(name: str, timeout: float = 90.0):  # type: ignore[no-untyped-def]
+    """The flow run called `name` once it is Paused (waiting for the post-capture form)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    async def read():  # type: ignore[no-untyped-def]
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = asyncio.run(read())
+        if runs and runs[0].state and runs[0].state.is_paused():
+            return runs[0]
+        if runs and runs[0].state and runs[0].state.is_final():
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"{name} never paused: {runs and runs[0].state}")
+
+
+def _start_capture(lab: Path, folder: str, **kwargs: object) -> tuple[threading.Thread, dict]:
+    """A short capture-session run in a thread, with datagrams sent until the test stops them (result["stop"])."""
+    from flows.capture_session import capture_session
+
+    result: dict = {"stop": threading.Event()}
+    sender = threading.Thread(target=_send, args=(47005, 1_000_000, b"pause-", result["stop"]))
+    sender.start()
+    th = threading.Thread(target=lambda: result.setdefault("state", capture_session(
+        environment="LAB", duration_minutes=0.06, capture_filter="udp port 47005", hosts_file=str(lab),
+        output_folder=folder, return_state=True, **kwargs)))
+    th.start()
+    result["sender"] = sender
+    return th, result
+
+
+def _stop_sending(result: dict) -> None:
+    result["stop"].set()
+    result["sender"].join()
+
+
+def test_paused_capture_resumed_with_the_sip_form_correlates_that_session(lab: Path, generated) -> None:
+    """The seed's post-capture step: the run pauses, the engineer fills SIP pcap + direction, the same run correlates."""
+    import shutil
+
+    from prefect.flow_runs import resume_flow_run
+
+    from tests.conftest import load_truth
+
+    call = generated("inbound-b2bua")
+    truth = load_truth(call)
+    th, result = _start_capture(lab, "ticket-pause")
+    try:
+        paused = _wait_paused("capture-LAB-ticket-pause")
+    finally:
+        _stop_sending(result)
+    session = next((lab.parent / "captures" / "ticket-pause").iterdir())
+    assert paused.state.state_details.run_input_keyset, "the pause waits for a typed form"
+    for chunk in (call / "media").iterdir():  # the call's media, as if the capture had caught it
+        shutil.copy(chunk, session / "raw" / chunk.name)
+    resume_flow_run(paused.id, run_input={"action": "correlate", "sip_pcap": str(call / "sip.pcap"),
+                                          "direction": truth["direction"], "call_id": "", "number": ""})
+    th.join(timeout=180)
+    state = result["state"]
+    assert state.is_completed(), state
+    doc = state.result()
+    assert doc["session"] == str(session) and doc["hosts"][0]["packets"] > 0, "the capture's own result is kept"
+    outputs = [Path(p) for p in doc["correlation"]["outputs"].values()]
+    assert {p.name for p in outputs} >= {"media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap"}
+    assert all(p.is_file() and p.stat().st_size > 24 and session in p.parents for p in outputs)
+    assert (session / "uploads" / "sip.pcap").is_file(), "the SIP pcap is kept in the session"
+
+
+def test_paused_capture_without_an_answer_completes_with_the_capture(lab: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RTPHELPER_POST_CAPTURE_WAIT_SECONDS", "3")
+    th, result = _start_capture(lab, "ticket-nobody")
+    try:
+        _wait_paused("capture-LAB-ticket-nobody")
+    finally:
+        _stop_sending(result)
+    th.join(timeout=60)
+    state = result["state"]
+    assert state.is_completed(), state
+    doc = state.result()
+    assert "correlation" not in doc and doc["hosts"][0]["packets"] > 0
+
+
+FORM_SCHEMA = """
+import json
+from flows.capture_session import capture_session
+from flows.stop_capture import stop_capture
+print("SCHEMA " + json.dumps([capture_session.parameters.model_dump(), stop_capture.parameters.model_dump()]))
+"""
+
+
+def _form(hosts_file: str) -> tuple[dict, dict, str]:
+    """The run forms' schemas as `prefect deploy` builds them from a fresh import, and what the import printed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RTPHELPER_HOSTS_FILE=hosts_file)
+    proc = subprocess.run([sys.executable, "-c", FORM_SCHEMA], cwd=Path(__file__).resolve().parents[2], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("SCHEMA "))
+    capture, stop = json.loads(line.removeprefix("SCHEMA "))
+    return capture, stop, proc.stderr
+
+
+def test_forms_have_dropdowns_from_hosts_yaml_and_no_none_toggles(lab: Path) -> None:
+    capture, stop, err = _form(str(lab))
+    props = capture["properties"]
+    assert props["environment"]["enum"] == ["LAB"]
+    assert props["regions"]["items"]["enum"] == ["EU"] and props["sub_regions"]["items"]["enum"] == ["lab-1"]
+    assert props["hosts"]["items"]["enum"] == ["media-1"]
+    assert props["post_capture"]["enum"] == ["ask", "skip"] and props["post_capture"]["default"] == "ask"
+    toggles = [name for name, p in {**props, **stop["properties"]}.items() if "anyOf" in p]
+    assert toggles == [], f"Optional parameters render as type toggles in the UI: {toggles}"
+    assert stop["properties"]["all_running"]["default"] is False and stop["properties"]["capture_run"]["default"] == ""
+    assert "warning" not in err
+
+
+def test_missing_hosts_yaml_at_deploy_warns_once_and_leaves_free_text(tmp_path: Path) -> None:
+    capture, _, err = _form(str(tmp_path / "nowhere" / "hosts.yaml"))
+    assert err.count("capture-session: warning: cannot read") == 1, err
+    assert "each run checks them against the worker's hosts.yaml" in err
+    assert capture["properties"]["environment"]["type"] == "string" and "enum" not in capture["properties"]["environment"]
