@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from rtpcore.settings import Settings
 
 FILES_ROUTE = "/files/"
+REPORT_ROUTE = "/report/"   # /report/<expires>/<token>/<session>/combined/<file>: one token opens a combined/ folder
+METHOD_FOLDER = "GET-FOLDER"
+REPORT_FILE = "report.html"
 UPLOAD_ROUTE = "/upload/"
 METHOD_GET = "GET"
 METHOD_PUT = "PUT"
@@ -69,6 +72,18 @@ def signed_url(base_url: str, route: str, relative: str, secret: str, expires_in
     return f"{base_url.rstrip('/')}{route}{quote(relative)}?{query}"
 
 
+def report_url(base_url: str, combined: str, secret: str, expires_in: int, *, now: float | None = None) -> str:
+    """A link to a session's report.html whose relative links (audio/, the pcaps) open with the same token.
+
+    The token sits in the path, not the query, so the browser keeps it when it resolves `audio/x.wav` against
+    the page; it opens only files below that one combined/ folder, read-only, until it expires.
+    """
+    combined = check_relative(combined)
+    expires = int(now if now is not None else time.time()) + int(expires_in)
+    token = signature(secret, METHOD_FOLDER, combined, expires)
+    return f"{base_url.rstrip('/')}{REPORT_ROUTE}{expires}/{token}/{quote(combined)}/{REPORT_FILE}"
+
+
 def verify(secret: str, method: str, relative: str, expires: str, token: str, *, now: float | None = None) -> str | None:
     """None when the token is valid and unexpired; else why not (never echoes the token)."""
     if not expires.isdigit():
@@ -101,8 +116,12 @@ def serve_links(files: list[Path], capture_root: Path, settings: Settings, *, no
         if not resolved.is_relative_to(root):
             raise InputError(f"{path}: not under the capture root {root}; serve links reach only files below it")
         relative = resolved.relative_to(root).as_posix()
-        url = signed_url(settings.serve_url, FILES_ROUTE, relative, settings.serve_secret or "",
-                         settings.link_expires_seconds, now=now)
+        if resolved.name == REPORT_FILE and resolved.parent.name == OUTPUT_SUBDIRS[0]:
+            url = report_url(settings.serve_url, resolved.parent.relative_to(root).as_posix(),
+                             settings.serve_secret or "", settings.link_expires_seconds, now=now)
+        else:
+            url = signed_url(settings.serve_url, FILES_ROUTE, relative, settings.serve_secret or "",
+                             settings.link_expires_seconds, now=now)
         links.append(OutputLink(_session_relative(resolved), url, "serve"))
     return links
 

@@ -14,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from rtpcore.desk.links import FILES_ROUTE, METHOD_GET, METHOD_PUT, OUTPUT_SUBDIRS, UPLOAD_ROUTE, UPLOADS_DIR, verify
+from rtpcore.desk.links import (
+    FILES_ROUTE, METHOD_FOLDER, METHOD_GET, METHOD_PUT, OUTPUT_SUBDIRS, REPORT_ROUTE, UPLOAD_ROUTE, UPLOADS_DIR, verify,
+)
 from rtpcore.errors import ConfigError, InputError
 from rtpcore.fsutil import new_temp
 
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 COPY_BLOCK = 1024 * 1024
 REQUEST_TIMEOUT_S = 30.0  # a client that stops sending or reading is dropped after this
 PCAP_TYPE = "application/vnd.tcpdump.pcap"
+# What report.html and its parts open as in the browser (the rest downloads); the page has no script and needs none.
+INLINE_TYPES = {".html": "text/html; charset=utf-8", ".svg": "image/svg+xml", ".wav": "audio/wav",
+                ".md": "text/markdown; charset=utf-8", ".json": "application/json"}
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; media-src 'self'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +56,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
-        """Never log the query string: it carries the token."""
-        log.info("serve %s %s %s", self.command, urlsplit(self.path).path, args[1] if len(args) > 1 else "")
+        """Never log the query string nor a report link's token segment: they open files."""
+        path = urlsplit(self.path).path
+        if path.startswith(REPORT_ROUTE):
+            expires, _, rest = path[len(REPORT_ROUTE):].partition("/")
+            path = f"{REPORT_ROUTE}{expires}/(token)/{rest.partition('/')[2]}"
+        log.info("serve %s %s %s", self.command, path, args[1] if len(args) > 1 else "")
 
     def _target(self, route: str, method: str) -> tuple[str, Path] | None:
         split = urlsplit(self.path)
@@ -76,6 +86,9 @@ class _Handler(BaseHTTPRequestHandler):
         return relative, path
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if urlsplit(self.path).path.startswith(REPORT_ROUTE):
+            self._report_file()
+            return
         target = self._target(FILES_ROUTE, METHOD_GET)
         if target is None:
             return
@@ -83,14 +96,44 @@ class _Handler(BaseHTTPRequestHandler):
         if relative.count("/") < 1 or relative.split("/")[-2] not in OUTPUT_SUBDIRS:
             self._fail(HTTPStatus.FORBIDDEN, f"only outputs ({', '.join(OUTPUT_SUBDIRS)}/) are served")
             return
+        self._send_file(relative, path, inline=False)
+
+    def _report_file(self) -> None:
+        """GET /report/<expires>/<token>/<…>/combined/<file>: report.html and what it links to, one token for the folder."""
+        head, _, rest = unquote(urlsplit(self.path).path[len(REPORT_ROUTE):]).partition("/")
+        token, _, relative = rest.partition("/")
+        folder, marker, inside = relative.partition(f"/{OUTPUT_SUBDIRS[0]}/")
+        parts = relative.split("/")
+        if not marker or not inside or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            self._fail(HTTPStatus.BAD_REQUEST, "not a file of a session's combined/ folder")
+            return
+        combined = f"{folder}/{OUTPUT_SUBDIRS[0]}"
+        why = verify(self.server.config.secret, METHOD_FOLDER, combined, head, token)
+        if why:
+            self._fail(HTTPStatus.FORBIDDEN, why)
+            return
+        base = (self.server.config.root / combined).resolve()
+        path = (base / inside).resolve()
+        if not base.is_relative_to(self.server.config.root) or not path.is_relative_to(base):
+            self._fail(HTTPStatus.FORBIDDEN, "the path leaves the session's combined/ folder")
+            return
+        self._send_file(relative, path, inline=True)
+
+    def _send_file(self, relative: str, path: Path, *, inline: bool) -> None:
         if not path.is_file():
             self._fail(HTTPStatus.NOT_FOUND, f"{relative}: no such output (was the session moved or deleted?)")
             return
         size = path.stat().st_size
+        shown = INLINE_TYPES.get(path.suffix) if inline else None
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", PCAP_TYPE if path.suffix in (".pcap", ".pcapng") else "application/octet-stream")
+        self.send_header("Content-Type", shown or (PCAP_TYPE if path.suffix in (".pcap", ".pcapng")
+                                                    else "application/octet-stream"))
         self.send_header("Content-Length", str(size))
-        self.send_header("Content-Disposition", f'attachment; filename="{path.name}"')
+        if shown:
+            self.send_header("Content-Security-Policy", REPORT_CSP)
+            self.send_header("X-Content-Type-Options", "nosniff")
+        else:
+            self.send_header("Content-Disposition", f'attachment; filename="{path.name}"')
         self.end_headers()
         with path.open("rb") as src:
             shutil.copyfileobj(src, self.wfile, COPY_BLOCK)

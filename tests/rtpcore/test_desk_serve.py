@@ -147,3 +147,33 @@ def test_links_fall_back_to_file_uris_and_keys_are_per_session(session: Path, tm
         OutputServer("127.0.0.1:0", ServeConfig(session.parents[1], "", MAX_UPLOAD))
     settings = load_settings({"RTPHELPER_SERVE_SECRET": SECRET})
     assert settings.redacted_dict()["RTPHELPER_SERVE_SECRET"] == "(set, not shown)"
+
+
+def test_a_served_report_opens_its_audio_and_pcaps_with_one_link_and_nothing_else(
+        session: Path, server: OutputServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    combined = session / "combined"
+    (combined / "audio").mkdir()
+    (combined / "audio" / "a.wav").write_bytes(b"RIFF" + bytes(range(200)))
+    (combined / "report.html").write_text('<a href="media_raw.pcap">raw</a><audio src="audio/a.wav"></audio>')
+    caplog.set_level(logging.INFO, logger="rtpcore.desk.serve")
+    settings = _settings(server, monkeypatch, tmp_path)
+    [link] = serve_links([combined / "report.html"], session.parents[1], settings)
+    with urllib.request.urlopen(link.url, timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/html") and "attachment" not in str(r.headers)
+        assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+        page = r.read().decode()
+    assert page == (combined / "report.html").read_text()
+    # The browser resolves the page's relative links against its URL: the token in the path travels with them.
+    for relative, local in (("audio/a.wav", combined / "audio" / "a.wav"), ("media_raw.pcap", combined / "media_raw.pcap")):
+        status, body = _get(urllib.parse.urljoin(link.url, relative))
+        assert status == 200 and body == local.read_bytes(), relative
+    token = link.url.split("/")[5]
+    for escape in ("../uploads/sip.pcap", "../../20260101_101010/uploads/sip.pcap", "%2e%2e/uploads/sip.pcap"):
+        status, body = _get(urllib.parse.urljoin(link.url, ".") + escape)
+        assert status in (400, 403, 404) and b"SECRETKEYMATERIAL" not in body, escape
+    tampered = link.url.replace(token, token[:-1] + ("0" if token[-1] != "0" else "1"))
+    assert _get(tampered)[0] == 403
+    other = link.url.replace("/ticket-7/", "/ticket-8/")          # the token opens one session's combined/ only
+    assert _get(other)[0] == 403
+    assert token not in caplog.text and "(token)" in caplog.text
