@@ -247,7 +247,7 @@ def write_report(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths
     analysis = replace(insight.analysis, capture=paths.media_decrypted)  # the staged file: the final one is not there yet
     try:
         written = write_call_report(paths.root, analysis=analysis, verdicts=[v.to_json() for v in insight.verdicts],
-                                    plan=plan, sip_pcap=job.sip)
+                                    plan=plan, sip_pcap=job.sip, dtmf_relay=[c.to_json() for c in insight.dtmf_relay])
     except (ValueError, InputError, OSError) as exc:
         log.warning("call report (report.html) not written: %s", exc)
         return

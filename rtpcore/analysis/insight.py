@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from rtpcore.analysis.call import CallAnalysis, SrtpResult, StreamAnalysis, analyze_capture
+from rtpcore.analysis.dtmfrelay import DtmfCrossing, dtmf_crossings, dtmf_verdicts
 from rtpcore.analysis.sipevents import SipTimeline, timeline_of
 from rtpcore.analysis.verdicts import LegRef, PlacedStream, Verdict, call_verdicts, peer_to_relay, relay_to_peer
 from rtpcore.fsutil import atomic_output
+from rtpcore.pcap.reader import NS_PER_S
 from rtpcore.media.decrypt import DecryptResult
 from rtpcore.media.decrypt import StreamStats as DecryptStats
 from rtpcore.media.latch import LearnedPeer
@@ -31,6 +33,7 @@ class CallInsight:
     placed: tuple[PlacedStream, ...]
     verdicts: tuple[Verdict, ...]
     sip: SipTimeline
+    dtmf_relay: tuple[DtmfCrossing, ...] = ()
 
     def stream_of(self, leg: str, src: str, dst: str, ssrc: int) -> StreamAnalysis | None:
         """The analysed stream a decrypt-stage stream (leg, src/dst endpoint texts, SSRC) corresponds to."""
@@ -48,6 +51,7 @@ class CallInsight:
             stream["leg"], stream["direction"] = where.get(_key(s), (None, None))
         doc["call_start_epoch_s"] = self.sip.start_ns / 1e9
         doc["verdicts"] = [v.to_json() for v in self.verdicts]
+        doc["dtmf_relay"] = [c.to_json() for c in self.dtmf_relay]
         return doc
 
     def write(self, path: Path, facts: Mapping[str, Any] | None = None) -> Path:
@@ -119,5 +123,11 @@ def call_insight(sip: Path, sdp_plan: LegPlan, plan: LegPlan, decrypted: Decrypt
     analysis = replace(analysis, capture=final_name or media_decrypted,
                        streams=tuple(replace(s, srtp=srtp.get(_key(s))) for s in analysis.streams))
     timeline = timeline_of(messages, plan.call_ids, plan.start_ns, plan.end_ns)
-    verdicts = call_verdicts(leg_refs(sdp_plan, plan, decrypted.streams), placed, timeline, analysis.first_ts_ns)
-    return CallInsight(analysis, placed, verdicts, timeline)
+    legs = leg_refs(sdp_plan, plan, decrypted.streams)
+    crossings = dtmf_crossings(placed, analysis.sip_dtmf)
+    order = {leg.name: n for n, leg in enumerate(legs)}
+    verdicts = tuple(sorted(   # stable: each leg's verdicts stay together, in the legs' order
+        call_verdicts(legs, placed, timeline, analysis.first_ts_ns)
+        + dtmf_verdicts(crossings, (analysis.first_ts_ns - timeline.start_ns) / NS_PER_S),
+        key=lambda v: order.get(v.leg, len(order))))
+    return CallInsight(analysis, placed, verdicts, timeline, crossings)

@@ -40,6 +40,7 @@ class ReportInputs:
     direction: str | None
     call_id: str | None
     verdicts: tuple[Mapping[str, Any], ...]
+    dtmf_relay: tuple[Mapping[str, Any], ...] = ()
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,9 +75,14 @@ def _root(folder: Path) -> Path:
 
 def _verdicts(doc: Mapping[str, Any], path: Path) -> tuple[Mapping[str, Any], ...]:
     """The verdicts list of analysis.json; each must be an object."""
-    found = doc.get("verdicts") or []
+    return _objects(doc, "verdicts", path)
+
+
+def _objects(doc: Mapping[str, Any], key: str, path: Path) -> tuple[Mapping[str, Any], ...]:
+    """A list of objects of analysis.json (verdicts, dtmf_relay); absent → none."""
+    found = doc.get(key) or []
     if not isinstance(found, list) or not all(isinstance(v, dict) for v in found):
-        raise ReportInputError(f"{path}: \"verdicts\" must be a list of objects; fix or remove the file")
+        raise ReportInputError(f"{path}: \"{key}\" must be a list of objects; fix or remove the file")
     return tuple(found)
 
 
@@ -138,7 +144,8 @@ def find_inputs(folder: Path, *, sip: Path | None = None, direction: str | None 
                                f"{' or '.join(DIRECTIONS)}")
     picked_id = call_id or analysis_doc.get("call_id") or recorded.get("call_id")
     return ReportInputs(root, media, sip_path, origin, chosen if isinstance(chosen, str) else None,
-                        picked_id if isinstance(picked_id, str) else None, _verdicts(analysis_doc, analysis_json))
+                        picked_id if isinstance(picked_id, str) else None, _verdicts(analysis_doc, analysis_json),
+                        _objects(analysis_doc, "dtmf_relay", analysis_json))
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -152,7 +159,8 @@ def report_command(args: argparse.Namespace) -> int:
     if found.sip is not None and found.direction is not None:
         plan = resolve_legs(found.sip, found.direction, call_id=found.call_id)
     analysis = analyze_capture(found.media, sip=found.sip)
-    written = write_call_report(found.root, analysis=analysis, verdicts=found.verdicts, plan=plan, sip_pcap=found.sip)
+    written = write_call_report(found.root, analysis=analysis, verdicts=found.verdicts, plan=plan, sip_pcap=found.sip,
+                                dtmf_relay=found.dtmf_relay)
     print(f"media: {found.media}")
     print(f"SIP: {found.sip if found.sip is not None else 'none found: no ladder'} ({found.sip_origin})")
     print(f"verdicts: {len(found.verdicts)}")

@@ -133,7 +133,8 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequence[Mapping[str, Any]],
-                      plan: LegPlan | None, sip_pcap: Path | None) -> list[Path]:
+                      plan: LegPlan | None, sip_pcap: Path | None,
+                      dtmf_relay: Sequence[Mapping[str, Any]] = ()) -> list[Path]:
     """ladder.svg, timeline.svg, report.html, report.md and audio/*.wav in out_dir's combined/; returns their paths.
 
     The ladder and the timeline share one time origin: the earlier of the call's first SIP message and the media
@@ -153,7 +154,7 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
         _fsync_all(wavs)
         audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
         pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
-        content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None)
+        content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None, dtmf_relay)
         texts = {LADDER_SVG: ladder_doc, TIMELINE_SVG: timeline_doc, REPORT_MD: render_markdown(content),
                  REPORT_HTML: render_html(content, ladder_doc, timeline_doc)}   # all rendered before any is replaced
         written = []

@@ -107,19 +107,32 @@ def rtcp_table(analysis: CallAnalysis) -> Table:
                                   "jitter (ms)", "RTT (ms)"), rows, "no RTCP report block")
 
 
-def dtmf_table(analysis: CallAnalysis) -> Table:
-    """RFC 4733 key presses per stream, then SIP INFO digits."""
+def dtmf_table(analysis: CallAnalysis, dtmf_relay: Sequence[Mapping[str, Any]] = ()) -> Table:
+    """RFC 4733 key presses per stream (and whether each one a peer pressed crossed the media host), then SIP INFO."""
+    crossing = {(c.get("stream"), round(float(c.get("start_s", 0)), 3)): c for c in dtmf_relay}
+
+    def relayed(stream: str, start_s: float) -> str:
+        c = crossing.get((stream, round(start_s, 3)))
+        if c is None:
+            return NONE_TEXT
+        if not c.get("crossed"):
+            return "NOT relayed to " + " / ".join(c.get("to_legs") or [])
+        delay = c.get("delay_ms")
+        return f"relayed ({c.get('via')}" + ("" if delay is None else f", +{delay} ms") + ")"
+
     rows = [(e.digit, "RFC 4733", e.stream, f"{e.start_s:.3f}", f"{e.duration_ms:.0f}",
-             f"-{e.volume_dbm0} dBm0" + ("" if e.ended else ", no end packet"))
+             f"-{e.volume_dbm0} dBm0" + ("" if e.ended else ", no end packet"), relayed(e.stream, e.start_s))
             for s in analysis.streams for e in s.dtmf]
     rows += [(d.digit, "SIP INFO", f"{d.src} → {d.dst}", f"{d.time_s:.3f} (from first SIP)",
-              NONE_TEXT if d.duration_ms is None else str(d.duration_ms), d.content_type) for d in analysis.sip_dtmf]
-    return Table("DTMF", ("digit", "how", "stream", "time (s)", "duration (ms)", "detail"), tuple(rows),
-                 "no DTMF")
+              NONE_TEXT if d.duration_ms is None else str(d.duration_ms), d.content_type, NONE_TEXT)
+             for d in analysis.sip_dtmf]
+    return Table("DTMF", ("digit", "how", "stream", "time (s)", "duration (ms)", "detail", "across the media host"),
+                 tuple(rows), "no DTMF")
 
 
 def report_content(analysis: CallAnalysis, verdicts: Sequence[Mapping[str, Any]], plan: LegPlan | None,
-                   audio: Sequence[tuple[str, str]], pcaps: Sequence[str], has_ladder: bool) -> ReportContent:
+                   audio: Sequence[tuple[str, str]], pcaps: Sequence[str], has_ladder: bool,
+                   dtmf_relay: Sequence[Mapping[str, Any]] = ()) -> ReportContent:
     """The report's content, shared by report.html and report.md."""
     facts = [("capture", analysis.capture.name), ("streams", str(len(analysis.streams)))]
     notes: list[str] = []
@@ -131,7 +144,7 @@ def report_content(analysis: CallAnalysis, verdicts: Sequence[Mapping[str, Any]]
         notes.append("not decodable to WAV: " + ", ".join(analysis.undecodable_codecs))
     verdict_table = Table("Verdicts", ("severity", "leg", "direction", "kind", "what", "evidence"),
                           verdict_rows(verdicts), "no verdicts")
-    tables = (verdict_table, leg_table(plan), stream_table(analysis, plan), dtmf_table(analysis),
+    tables = (verdict_table, leg_table(plan), stream_table(analysis, plan), dtmf_table(analysis, dtmf_relay),
               rtcp_table(analysis))
     title = f"Call {plan.call_id}" if plan is not None else f"Media of {analysis.capture.name}"
     return ReportContent(title, tuple(facts), tables, tuple(notes), tuple(audio), tuple(pcaps), has_ladder)

@@ -85,6 +85,8 @@ def expected_verdicts(spec: CallSpec, lost: int) -> list[dict[str, str]]:
         add(f"relay->{other}", "one-way-audio")
     if spec.dead_relay:
         add(f"relay->{spec.dead_relay.split('->')[1]}", "not-relayed")
+        if spec.dtmf_digits and spec.dead_relay.startswith("carrier->"):   # the carrier's key presses die with it
+            add("carrier->relay", "dtmf-not-relayed")
     if lost:
         add(spec.impaired, "sequence-gaps")
     if spec.ssrc_change_at is not None:

@@ -300,8 +300,10 @@ def plan_call(spec: CallSpec, start_ns: int) -> CallPlan:
             duplicate_every=spec.duplicates_every if leg == "carrier" else 0,
             single_report=(REPORT_SR if src.media_level_c else REPORT_RR) if spec.srtcp_single_report else "",
             key_status=_key_status(spec, suite, from_carrier=src is carrier),
-            # issue 11: the carrier's key presses, one a second from 1 s (50 packets of 20 ms).
-            dtmf=tuple((50 * (n + 1), DTMF_KEYS.index(k)) for n, k in enumerate(spec.dtmf_digits)) if src is carrier else (),
+            # issue 11: the carrier's key presses, one a second from 1 s (50 packets of 20 ms); the media host relays
+            # them to the core as RFC 4733 events of its own stream (its packets lag the carrier's by RELAY_DELAY_NS).
+            dtmf=(tuple((50 * (n + 1), DTMF_KEYS.index(k)) for n, k in enumerate(spec.dtmf_digits))
+                  if src is carrier or src is host_k else ()),
         )
 
     starts = {"a": a_start, "b": b_start, "sbc_a": b_start + RELAY_DELAY_NS, "sbc_b": a_start + RELAY_DELAY_NS}

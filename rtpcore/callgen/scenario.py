@@ -226,6 +226,7 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
     "dead-relay": {"dead_relay": "carrier->core"},
     "ssrc-change": {"impaired": "core->relay", "ssrc_change_at": 150},
     "dtmf": {"dtmf_digits": "159#"},
+    "dtmf-dead-relay": {"dtmf_digits": "159#", "dead_relay": "carrier->core"},
     "hold": {"hold_after_s": 2.0},
 }
 

@@ -11,7 +11,7 @@ from rtpcore.cli import main
 from tests.conftest import load_truth
 
 IMPAIRED = ["impaired-loss", "impaired-random-loss", "impaired-reorder-jitter", "one-way-core", "dead-relay",
-            "ssrc-change", "dtmf", "hold"]
+            "ssrc-change", "dtmf", "dtmf-dead-relay", "hold"]
 # Base variants whose faults the verdicts must also name (learned peers, wrong key, ambiguous senders), and clean ones.
 OTHERS = ["latching-peer", "nat-carrier", "wrong-key", "two-senders-one-port", "inbound-proxy", "outbound-b2bua",
           "mid-call", "reinvite-rekey", "srtp-both-legs"]
@@ -103,3 +103,31 @@ def test_a_hold_explains_where_the_audio_stopped(generated, tmp_path: Path, caps
         assert e["hold"]["from"] == "198.51.100.10:5060" and e["resumed_at_s"] is None
         assert abs(e["hold"]["at_s"] - e["stopped_at_s"]) <= 0.03   # the core stops with its 200 OK (20 ms packets)
         assert e["bye_s"] - e["stopped_at_s"] > 3.5                  # hold 2 s after the ACK, BYE after 6 s of media
+
+
+@pytest.mark.parametrize("name", ["dtmf", "dtmf-dead-relay"])
+def test_each_key_press_is_said_to_cross_the_relay_or_not(name: str, generated, tmp_path: Path, capsys) -> None:
+    folder = generated(name)
+    truth = load_truth(folder)
+    correlate_json(folder, tmp_path / "out", capsys)
+    doc = json.loads((tmp_path / "out" / "combined" / "analysis.json").read_text())
+    carrier_peer = next(leg["peer"] for leg in truth["legs"]["legs"] if leg["name"] == "carrier")
+    pressed = [d for d in truth["dtmf"] if d["src"].split(":")[0] == carrier_peer]
+    relayed = [d for d in truth["dtmf"] if d not in pressed]          # what the generator's media host sent on
+    crossings = doc["dtmf_relay"]
+    assert [c["digit"] for c in crossings] == [d["digit"] for d in pressed] == list("159#")
+    for c, out in zip(crossings, relayed or [None] * len(crossings)):
+        assert c["from_leg"] == "carrier" and c["to_legs"] == ["core"]
+        assert c["crossed"] is (out is not None), c
+        if out is not None:
+            assert c["via"] == "rfc4733" and out["digit"] == c["digit"] and 0 <= c["delay_ms"] < 500
+    kinds = [v["kind"] for v in doc["verdicts"] if v["kind"] == "dtmf-not-relayed"]
+    assert kinds == ([] if relayed else ["dtmf-not-relayed"])
+
+
+def test_the_report_says_which_key_presses_crossed_the_media_host(generated, tmp_path: Path, capsys) -> None:
+    folder = generated("dtmf-dead-relay")
+    correlate_json(folder, tmp_path / "out", capsys)
+    html = (tmp_path / "out" / "combined" / "report.html").read_text()
+    assert html.count("NOT relayed to core") == 4          # the carrier's four key presses, none sent on
+    assert "dtmf-not-relayed" in html
