@@ -4,6 +4,7 @@
 #   desk.sh server   prefect server on the host:port of PREFECT_API_URL (foreground)
 #   desk.sh deploy   the work pool (created once) + `prefect deploy --all` from this checkout
 #   desk.sh worker   a process worker of the pool, running the flows from RTPHELPER_HOME (foreground)
+#   desk.sh serve    `rtphelper serve`: the outputs of local sessions to browsers (signed links), SIP pcaps in
 #   desk.sh start    all of the above on this machine; prints the UI address; Ctrl-C stops everything
 #
 # Environment (all optional):
@@ -13,6 +14,9 @@
 #                            worker next to the EU media hosts, "default EU" for both (see prefect.yaml)
 #   RTPHELPER_HOME           worker only: the checkout the flows run from (default: this checkout)
 #   PY                       the Python with prefect installed (default .venv/bin/python of this checkout)
+#   RTPHELPER_SERVE_ADDRESS  serve/start: where `rtphelper serve` listens (default 127.0.0.1:8765)
+#   RTPHELPER_SERVE_URL      start: the address browsers reach it at (default http://<RTPHELPER_SERVE_ADDRESS>)
+#   RTPHELPER_SERVE_SECRET   serve/start: the links' HMAC secret; `start` makes a random one for the session
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -94,6 +98,12 @@ cmd_worker() {
   exec "$PY" -m prefect worker start "${args[@]}"
 }
 
+cmd_serve() {
+  [[ -n "${RTPHELPER_SERVE_SECRET:-}" ]] || die "RTPHELPER_SERVE_SECRET is not set: set it (the same value for the worker and the laptops)"
+  echo "desk: rtphelper serve on ${RTPHELPER_SERVE_ADDRESS:-127.0.0.1:8765} (links from ${RTPHELPER_SERVE_URL:-the worker's RTPHELPER_SERVE_URL})"
+  exec "$PY" -m rtpcore.cli serve
+}
+
 PIDS=()
 cmd_start() {
   stop_all() {
@@ -113,9 +123,17 @@ cmd_start() {
     sleep 1
   done
   "$ROOT/scripts/desk.sh" deploy
+  # Output links of local sessions: the worker signs them, `rtphelper serve` answers them (one secret, this session).
+  export RTPHELPER_SERVE_ADDRESS="${RTPHELPER_SERVE_ADDRESS:-127.0.0.1:8765}"
+  export RTPHELPER_SERVE_URL="${RTPHELPER_SERVE_URL:-http://$RTPHELPER_SERVE_ADDRESS}"
+  if [[ -z "${RTPHELPER_SERVE_SECRET:-}" ]]; then
+    RTPHELPER_SERVE_SECRET="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    export RTPHELPER_SERVE_SECRET
+  fi
+  "$ROOT/scripts/desk.sh" serve & PIDS+=($!)
   "$ROOT/scripts/desk.sh" worker & PIDS+=($!)
   echo
-  echo "desk: ready. Open the UI at $(ui_url)   (Ctrl-C stops the server and the worker)"
+  echo "desk: ready. Open the UI at $(ui_url)   (outputs served at $RTPHELPER_SERVE_URL; Ctrl-C stops everything)"
   wait -n "${PIDS[@]}" || true
 }
 
@@ -123,6 +141,7 @@ case "${1:-}" in
   server) cmd_server ;;
   deploy) cmd_deploy ;;
   worker) cmd_worker ;;
+  serve) cmd_serve ;;
   start) cmd_start ;;
-  *) echo "usage: $0 server|deploy|worker|start" >&2; exit 2 ;;
+  *) echo "usage: $0 server|deploy|worker|serve|start" >&2; exit 2 ;;
 esac

@@ -23,7 +23,6 @@ from rtpcore.settings import Settings, load_settings
 
 FINAL_STATES = ("done", "failed")
 STOP_VARIABLE_PREFIX = "rtphelper-stop-"
-ARTIFACT_KEY_MAX = 120
 
 
 def load_configuration(hosts_file: str) -> tuple[Settings, HostsConfig, Path]:
@@ -111,8 +110,9 @@ def label_run(flow_run_id: str, name: str, tag: str) -> None:
 
 def artifact_key(kind: str, session: str) -> str:
     """A per-session artifact key (lowercase letters, digits, dashes): concurrent captures never share one."""
-    slug = re.sub(r"[^a-z0-9]+", "-", session.lower()).strip("-")
-    return f"{kind}-{slug}"[:ARTIFACT_KEY_MAX]
+    from rtpcore.desk.links import key_of
+
+    return key_of(kind, session)
 
 
 

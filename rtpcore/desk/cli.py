@@ -106,6 +106,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     root = Path(args.root) if args.root else _capture_root(settings)
+    if not args.root:
+        root.mkdir(parents=True, exist_ok=True)  # the default root of a fresh desk: the first capture would create it
     server = OutputServer(args.address or settings.serve_address,
                           ServeConfig(root, settings.serve_secret or "", settings.fetch_max_bytes)).start()
     print(f"serving outputs below {root.resolve()} at {server.url} (links need a token; Ctrl-C stops)", flush=True)

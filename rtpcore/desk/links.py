@@ -41,8 +41,17 @@ class OutputLink:
 def artifact_key(kind: str, session: str | Path) -> str:
     """`<kind>-<folder>-<timestamp>`: Prefect artifact keys per session (lowercase letters, digits, dashes only)."""
     parts = [p for p in PurePosixPath(str(session).rstrip("/")).parts[-2:] if p not in ("/", "s3:")]
-    slug = _KEY_CHARS.sub("-", "-".join([kind, *parts]).lower()).strip("-")
-    return slug[:MAX_KEY_LENGTH].rstrip("-")
+    return key_of(kind, "-".join(parts))
+
+
+def key_of(kind: str, text: str) -> str:
+    """`<kind>-<text as a slug>`, cut in the middle when too long: the session's timestamp at the end survives."""
+    slug = _KEY_CHARS.sub("-", text.lower()).strip("-")
+    head = _KEY_CHARS.sub("-", kind.lower()).strip("-")
+    room = MAX_KEY_LENGTH - len(head) - 1
+    if len(slug) > room:
+        slug = slug[-room:].lstrip("-")
+    return f"{head}-{slug}".strip("-")
 
 
 def signature(secret: str, method: str, relative: str, expires: int) -> str:

@@ -149,8 +149,11 @@ def test_make_start_brings_up_the_desk_and_ctrl_c_stops_it(tmp_path: Path) -> No
     """The seed's single command: server + pool + deployments + worker, the UI address printed; Ctrl-C stops all."""
     url = f"http://127.0.0.1:{free_port()}"
     env = prefect_env(tmp_path, url)
-    for inherited in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+    for inherited in ("PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "RTPHELPER_SERVE_SECRET", "RTPHELPER_SERVE_URL"):
         env.pop(inherited, None)
+    serve_url = f"http://127.0.0.1:{free_port()}"
+    env |= {"RTPHELPER_SERVE_ADDRESS": serve_url.removeprefix("http://"),
+            "RTPHELPER_CAPTURE_ROOT": str(tmp_path / "captures")}
     log = tmp_path / "start.log"
     with log.open("w") as out:
         # -o setup: this checkout is set up already (`make start` on a fresh machine runs setup first)
@@ -163,6 +166,9 @@ def test_make_start_brings_up_the_desk_and_ctrl_c_stops_it(tmp_path: Path) -> No
                 assert start.poll() is None and time.monotonic() < deadline, tail(log)
                 time.sleep(1)
             assert "<html" in httpx.get(url, timeout=10).text.lower()
+            assert f"outputs served at {serve_url}" in log.read_text()
+            unsigned = httpx.get(f"{serve_url}/files/t/20260101_000000/combined/media_raw.pcap", timeout=10)
+            assert unsigned.status_code == 403 and "expiry" in unsigned.json()["error"]   # rtphelper serve answers
             names = {d["name"] for d in httpx.post(f"{url}/api/deployments/filter", json={}, timeout=10).json()}
             assert {"correlate-call", "capture-session", "capture-session-eu"} <= names
             while not any(w["status"] == "ONLINE" for w in httpx.post(

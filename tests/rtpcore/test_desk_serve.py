@@ -177,3 +177,13 @@ def test_a_served_report_opens_its_audio_and_pcaps_with_one_link_and_nothing_els
     other = link.url.replace("/ticket-7/", "/ticket-8/")          # the token opens one session's combined/ only
     assert _get(other)[0] == 403
     assert token not in caplog.text and "(token)" in caplog.text
+
+
+def test_artifact_keys_of_long_ticket_folders_stay_distinct_per_session() -> None:
+    from rtpcore.desk.links import MAX_KEY_LENGTH, key_of
+
+    folder = "INC-" + "very-long-ticket-description-" * 6
+    first, second = (key_of("capture-counters", f"{folder}-2026120{n}_101010") for n in (1, 2))
+    assert first != second and first.endswith("20261201-101010") and second.endswith("20261202-101010")
+    assert all(len(k) <= MAX_KEY_LENGTH and k.startswith("capture-counters-") for k in (first, second))
+    assert artifact_key("streams", "/c/Ticket 7/20260101_101010") == "streams-ticket-7-20260101-101010"
