@@ -22,7 +22,7 @@ from tests.processes import free_port, prefect_env, stop_group, tail, wait_healt
 
 CHECKOUT_LINE = "rtp-capture-tool flows run from "
 NIGHTLY = "capture-session/capture-session-nightly"
-NIGHTLY_PARAMETERS = {"environment": "PRD", "duration_minutes": 30, "output_folder": "nightly"}
+NIGHTLY_PARAMETERS = {"environment": "PRD", "duration_minutes": 30, "output_folder": "nightly", "post_capture": "skip"}
 REGION_PORT = 47311
 STARTUP_S = 240.0
 STOP_S = 60.0
@@ -142,6 +142,15 @@ def test_the_nightly_schedule_keeps_its_parameters_and_state_across_make_deploy(
         assert after["schedule"]["cron"] == first["schedule"]["cron"] == "0 2 * * *"
     finally:
         prefect_stack.api("PATCH", f"/deployments/{dep_id}/schedules/{first['id']}", json={"active": False})
+
+
+def test_a_run_of_the_nightly_deployment_without_parameters_gets_the_schedules_own(prefect_stack: PrefectStack) -> None:
+    """What the scheduler (or `prefect deployment run`) starts carries every parameter: no crash for a missing one."""
+    created = prefect_stack.start_run(NIGHTLY, {})
+    assert created["parameters"] == NIGHTLY_PARAMETERS
+    done = prefect_stack.wait(created["id"])
+    # The stack's clone has no PRD hosts: the run fails on that, cleanly — not Crashed on a missing parameter.
+    assert done.state_type == "FAILED" and "PRD" in done.message and "missing" not in done.message.lower(), done
 
 
 @pytest.mark.slow
