@@ -16,7 +16,9 @@ from rtpcore.media.demux import CAPTURE_SUFFIXES
 from rtpcore.media.select import UNKNOWN_TS, ChunkChoice, bounded_choice, index_choice, next_chunks, select_files
 from rtpcore.pcap.index import FILE_HEADER_LEN, HEAD_BYTES, INDEX_SUFFIX, ChunkIndex, head_timestamp, index_path
 
-from rtpcore.storage.base import DEFAULT_URL_EXPIRES, ObjectInfo, Storage, StorageError, StorageNotFoundError, file_digests
+from rtpcore.storage.base import (
+    DEFAULT_URL_EXPIRES, ObjectInfo, Storage, StorageError, StorageNotFoundError, file_digests,
+)
 from rtpcore.storage.keys import SESSION_SUBDIRS, check_key
 
 if TYPE_CHECKING:

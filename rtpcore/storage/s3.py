@@ -284,7 +284,8 @@ class S3Storage(Storage):
             return 0
         got = 0
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=check_key(key), Range=f"bytes={start}-{end - 1}")["Body"]
+            reply = self.client.get_object(Bucket=self.bucket, Key=check_key(key), Range=f"bytes={start}-{end - 1}")
+            body = reply["Body"]
             for block in body.iter_chunks(RANGE_BLOCK):
                 out.write(block)
                 got += len(block)

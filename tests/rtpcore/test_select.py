@@ -33,8 +33,8 @@ def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
                                 call_seconds=CALL_SECONDS, streams=STREAMS, log=lambda *_: None)
 
 
-def run(session, out: Path, *, select: bool) -> CorrelationReport:  # noqa: ANN001
-    settings = load_settings({}).model_copy(update={"media_select": select})
+def run(session, out: Path, *, select: bool, margin: float = 10.0) -> CorrelationReport:  # noqa: ANN001
+    settings = load_settings({}).model_copy(update={"media_select": select, "media_select_margin_seconds": margin})
     return correlate(session.sip, "inbound", [session.root / "raw"], out, settings=settings)
 
 
@@ -49,9 +49,12 @@ def decisions(report: CorrelationReport) -> dict[str, dict]:
     return {Path(f["source"]).name: f for f in media["files"]}
 
 
-def test_selective_outputs_are_byte_identical_to_a_full_scan_and_read_a_fraction(session, tmp_path: Path) -> None:
+@pytest.mark.parametrize("margin", [10.0, 0.0])  # 0: the windows alone must hold every packet the demux keeps
+def test_selective_outputs_are_byte_identical_to_a_full_scan_and_read_a_fraction(
+    session, tmp_path: Path, margin: float,
+) -> None:
     full = run(session, tmp_path / "full", select=False)
-    selective = run(session, tmp_path / "selective", select=True)
+    selective = run(session, tmp_path / "selective", select=True, margin=margin)
 
     assert outputs(tmp_path / "selective") == outputs(tmp_path / "full")
     assert len(outputs(tmp_path / "full")) >= 4
