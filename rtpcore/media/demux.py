@@ -1,6 +1,7 @@
 """Cut one call's legs out of raw media captures: one libpcap pass per file, Python only for the call's packets."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import secrets
 import socket
@@ -17,7 +18,7 @@ from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pair
 from rtpcore.media.candidates import CandidateCollector, CandidateFlow, endpoint_text
 from rtpcore.parallel import map_in_processes
 from rtpcore.pcap import libpcap
-from rtpcore.pcap.index import copy_ranges
+from rtpcore.pcap.index import copy_ranges, ranges_stream
 from rtpcore.pcap.layers import (
     ETH_HEADER_LEN,
     SLL2_HEADER_LEN,
@@ -303,13 +304,11 @@ def filter_raw_file(
     part = filtered_dir / _RANGES_TEMP.format(stem=source.stem, token=token)
     try:
         read_from = source
-        if ranges is not None:
-            copy_ranges(source, ranges, part)
-            read_from = part
         if libpcap.available():
             expression = filter_for_file(plan, source)  # from the file's own first frames, as a full scan would
             try:
-                result = libpcap.filter_file(read_from, temp, expression)
+                with contextlib.nullcontext(source) if ranges is None else ranges_stream(source, ranges) as read_from:
+                    result = libpcap.filter_file(read_from, temp, expression)
             except libpcap.LibpcapError as exc:
                 if "does not compile" not in str(exc) and "rejected" not in str(exc):
                     raise
@@ -322,6 +321,9 @@ def filter_raw_file(
             routed, linktype, read_error = _read_routed(plan, temp)
             error = error or read_error
         else:  # no libpcap here: the pure-Python reader does the whole job, slower but the same result
+            if ranges is not None:
+                copy_ranges(source, ranges, part)
+                read_from = part
             routed, linktype, error = _read_routed(plan, read_from)
             matched = sum(map(len, routed.legs.values())) + len(routed.candidates.records)
         if error is not None and read_from != source:
