@@ -6,6 +6,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_IMPORT_SUBDIRS = ("raw", "uploads")
 OUTPUT_SUBDIRS = ("decrypted", "combined")
 S3_SCHEME = "s3://"
+FETCH_THREADS = 4         # chunks range-read at once (the S3 pool holds more connections than this)
 RANGES_DIR = "raw-call"   # range-read parts of S3 chunks: the chunk's name, only the call's bytes
 FURTHER_IMPORT = "import-{n}"  # the 2nd, 3rd … s3:// source of one correlation: chunk names may repeat
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -260,6 +262,7 @@ def select_from_storage(
     dest_dir = Path(dest_dir)
     choices: dict[str, ChunkChoice] = {}
     unindexed: dict[str, str] = {}   # relative key → why it has no usable index
+    fetches: list[tuple[str, ChunkChoice]] = []
     for rel, obj in sorted(chunks.items()):
         local = dest_dir.joinpath(*check_key(rel).split("/"))
         origin = f"{S3_SCHEME}{getattr(storage, 'bucket', '')}/{obj.key}"
@@ -277,11 +280,12 @@ def select_from_storage(
             continue
         choice = index_choice(local, index, windows, "index", "indexed", None)
         if choice.read and choice.ranges:
-            part = dest_dir / RANGES_DIR / local.name
-            _fetch_ranges(storage, obj.key, choice.ranges, part)
-            choice = replace(choice, source=part, fetched=True,
+            choice = replace(choice, source=dest_dir / RANGES_DIR / local.name, fetched=True,
                              why=choice.why.replace("bytes from", "bytes range-read from S3 at"))
+            fetches.append((obj.key, choice))
         choices[rel] = replace(choice, origin=origin)
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:  # chunks in parallel; list() re-raises the first failure
+        list(pool.map(lambda job: _fetch_ranges(storage, job[0], job[1].ranges or (), job[1].source), fetches))
     choices.update(_unindexed(storage, dest_dir, chunks, unindexed, windows))
     return [choices[rel] for rel in sorted(choices)]
 
@@ -290,7 +294,11 @@ def _fetch_ranges(storage: Storage, key: str, ranges: Sequence[tuple[int, int]],
     """The chunk's pcap header and the given ranges, as one pcap file written atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest, overwrite=True) as temp, open(temp, "wb") as out:
-        storage.read_range(key, 0, FILE_HEADER_LEN, out)
+        ranges = list(ranges)
+        if ranges and ranges[0][0] == FILE_HEADER_LEN:
+            ranges[0] = (0, ranges[0][1])  # the header and the first range in one request
+        else:
+            storage.read_range(key, 0, FILE_HEADER_LEN, out)
         for begin, end in ranges:
             storage.read_range(key, begin, end, out)
 
