@@ -147,50 +147,68 @@ def _s3_run(session: session_gen.Session, repeat: int, log) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_size(gib: float, *, repeat: int, s3: bool, verify: bool, log=print) -> SizeResult:  # noqa: ANN001
+def _generate(gib: float, log=print) -> tuple[session_gen.Session, float]:  # noqa: ANN001
     root = WORK / f"{gib:g}gib"
     shutil.rmtree(root, ignore_errors=True)
     began = time.perf_counter()
-    session = session_gen.generate(root, int(gib * GIB), hosts=HOSTS, chunk_bytes=CHUNK_BYTES, call_seconds=CALL_SECONDS,
-                                   log=log)
-    gen_s = time.perf_counter() - began
+    session = session_gen.generate(root, int(gib * GIB), hosts=HOSTS, chunk_bytes=CHUNK_BYTES,
+                                   call_seconds=CALL_SECONDS, log=log)
+    return session, time.perf_counter() - began
+
+
+def _ours(session: session_gen.Session, out: Path, *, select: bool = True) -> CorrelationReport:
+    settings = load_settings({}).model_copy(update={"media_select": select})
+    return correlate(session.sip, "inbound", [session.root / "raw"], out, settings=settings, overwrite=True)
+
+
+def measure(sizes: list[float], *, repeat: int, s3_sizes: set[float], log=print) -> list[SizeResult]:  # noqa: ANN001
+    """All sessions generated first, ours timed round-robin across the sizes (so the other engineers' load hits
+    every size alike), then the tcpdump anchor and the S3 runs per size; sessions deleted at the end."""
+    made = [_generate(gib, log) for gib in sizes]
     try:
-        out = root.parent / f"out-{gib:g}gib"
-        settings = load_settings({})
-
-        def ours() -> CorrelationReport:
-            return correlate(session.sip, "inbound", [root / "raw"], out, settings=settings, overwrite=True)
-
-        ours_s, report = _timed(ours, repeat)
-        assert isinstance(report, CorrelationReport)
-        media = report.to_json()["media_read"]
-        result = SizeResult(gib, len(session.chunks), session.seconds, gen_s, ours_s, media["bytes_read"],
-                            media["bytes_total"], _per_host(report), 0.0)
-        log(f"  ours: {ours_s:.2f} s, read {media['bytes_read'] / 2**20:.0f} of {media['bytes_total'] / 2**20:.0f} MiB,"
-            f" chunks per host {result.read_per_host}; legs {[leg['packets'] for leg in report.to_json()['legs']]}")
-        if verify:
-            full_out = root.parent / f"out-full-{gib:g}gib"
-            full_settings = settings.model_copy(update={"media_select": False})
-            began = time.perf_counter()
-            correlate(session.sip, "inbound", [root / "raw"], full_out, settings=full_settings, overwrite=True)
-            result.full_s = time.perf_counter() - began
-            result.identical = _outputs(out) == _outputs(full_out)
-            log(f"  full scan: {result.full_s:.2f} s, outputs identical: {result.identical}")
-            shutil.rmtree(full_out, ignore_errors=True)
-        plan = resolve_legs(session.sip, "inbound")
-        bpf = root.parent / "legs.bpf"
-        bpf.write_text(leg_filter(plan, LINKTYPE_ETHERNET) + "\n")
-        anchor_out = root.parent / f"tcpdump-{gib:g}gib"
-        cmd = ["bash", str(BENCH / "tcpdump_anchor.sh"), str(anchor_out), str(bpf), *map(str, session.chunks)]
-        result.tcpdump_s, _ = _timed(lambda: subprocess.run(cmd, check=True), 1)
-        log(f"  tcpdump -r over {len(session.chunks)} chunks: {result.tcpdump_s:.2f} s")
-        shutil.rmtree(anchor_out, ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
-        if s3:
-            result.s3 = _s3_run(session, repeat, log)
-        return result
+        best = [float("inf")] * len(sizes)
+        reports: list[CorrelationReport | None] = [None] * len(sizes)
+        for _ in range(repeat):
+            for i, (session, _) in enumerate(made):
+                began = time.perf_counter()
+                reports[i] = _ours(session, session.root.parent / f"out-{sizes[i]:g}gib")
+                best[i] = min(best[i], time.perf_counter() - began)
+        results = []
+        for i, (gib, (session, gen_s)) in enumerate(zip(sizes, made)):
+            report = reports[i]
+            assert report is not None
+            media = report.to_json()["media_read"]
+            r = SizeResult(gib, len(session.chunks), session.seconds, gen_s, best[i], media["bytes_read"],
+                           media["bytes_total"], _per_host(report), 0.0)
+            log(f"{gib:g} GiB: ours {r.ours_s:.2f} s, read {r.bytes_read / 2**20:.0f} of {r.bytes_total / 2**20:.0f} "
+                f"MiB, chunks per host {r.read_per_host}; legs {[leg['packets'] for leg in report.to_json()['legs']]}")
+            out = session.root.parent / f"out-{gib:g}gib"
+            if i == 0:
+                full_out = session.root.parent / f"out-full-{gib:g}gib"
+                began = time.perf_counter()
+                _ours(session, full_out, select=False)
+                r.full_s = time.perf_counter() - began
+                r.identical = _outputs(out) == _outputs(full_out)
+                log(f"  full scan: {r.full_s:.2f} s, outputs identical: {r.identical}")
+                shutil.rmtree(full_out, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+            plan = resolve_legs(session.sip, "inbound")
+            bpf = session.root.parent / "legs.bpf"
+            bpf.write_text(leg_filter(plan, LINKTYPE_ETHERNET) + "\n")
+            anchor_out = session.root.parent / f"tcpdump-{gib:g}gib"
+            cmd = ["bash", str(BENCH / "tcpdump_anchor.sh"), str(anchor_out), str(bpf), *map(str, session.chunks)]
+            r.tcpdump_s, _ = _timed(lambda: subprocess.run(cmd, check=True), 1)
+            log(f"  tcpdump -r over {len(session.chunks)} chunks: {r.tcpdump_s:.2f} s")
+            shutil.rmtree(anchor_out, ignore_errors=True)
+            results.append(r)
+        for r, (session, _) in zip(results, made):
+            if r.gib in s3_sizes:
+                r.s3 = _s3_run(session, repeat, log)
+            shutil.rmtree(session.root, ignore_errors=True)
+        return results
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        for session, _ in made:
+            shutil.rmtree(session.root, ignore_errors=True)
 
 
 def _hosts_text(per_host: dict[str, int]) -> str:
@@ -249,7 +267,7 @@ def render(results: list[SizeResult], argv: list[str], capture_note: str, cost: 
              f"Sessions: {HOSTS} hosts, rolling {CHUNK_BYTES // 10**6} MB chunks with their sidecar indexes, background"
              f" RTP at ≈ 0.69 MB/s per host, one {CALL_SECONDS:.0f}-s call (carrier leg SRTP) in the middle on host 1."
              " Ours = `rtpcore.pipeline.correlate` in-process (select + filter + decrypt + combine), best of the"
-             " repeats; anchor = one `tcpdump -r` pass over every chunk with the legs' BPF, then mergecap.", "",
+             " repeats, timed round-robin across the sizes; anchor = one `tcpdump -r` pass over every chunk with the legs' BPF, then mergecap.", "",
              "| size | chunks | captured | ours local s | read MiB (of) | chunks read per host | tcpdump s | "
              "ours/tcpdump | ours/ours@1GiB | S3 s | S3 fetched MiB | moto RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -306,11 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     sizes = [s for s in sorted(args.sizes) if not (args.skip_16 and s >= 16)]
-    results = []
-    for n, gib in enumerate(sizes):
-        print(f"session {gib:g} GiB:", flush=True)
-        results.append(run_size(gib, repeat=args.repeat, s3=not args.no_s3 and gib in args.s3_sizes,
-                                verify=n == 0))
+    results = measure(sizes, repeat=args.repeat, s3_sizes=set() if args.no_s3 else set(args.s3_sizes))
     cost = summary_cost()
     print(f"writer with index {cost['writer_s_per_m']:.2f} CPU s / 1M records; a per-flow summary adds "
           f"{cost['summary_s_per_m']:.2f} s", flush=True)
