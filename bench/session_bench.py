@@ -213,7 +213,7 @@ def measure(sizes: list[float], *, repeat: int, s3_sizes: set[float], log=print)
 
 def _hosts_text(per_host: dict[str, int]) -> str:
     """"media-1: 2, media-2: 1, …" from the chunk stems."""
-    return ", ".join(f"{host.split('-', 2)[-1]}: {n}" for host, n in sorted(per_host.items()))
+    return ", ".join(f"{'-'.join(host.split('-')[-2:])}: {n}" for host, n in sorted(per_host.items()))
 
 
 SUMMARY_RECORDS = 500_000
@@ -295,6 +295,11 @@ def render(results: list[SizeResult], argv: list[str], capture_note: str, cost: 
     if small.identical is not None:
         lines.append(f"- outputs identical to a full scan at {small.gib:g} GiB: {small.identical} (full scan "
                      f"{small.full_s:.2f} s); tests/rtpcore/test_select.py checks it on a 40 MB session every run")
+    lines += ["", "Notes: a session whose call straddles two chunks per host (here 4 GiB) costs more than one that does"
+              " not (more files to open, filter and merge for the same bytes). moto_server answers every ranged GET"
+              " by reading the whole object (moto.s3.responses._handle_range_header), so its S3 times grow with the"
+              " chunk size and count read, not the bytes fetched; it spools objects to disk (RSS column), so S3 ran at"
+              " every size. Fetched = bytes written locally from S3 (the chunks' headers + ranges)."]
     lines += ["", f"Per-flow summary in the capture path (issue 12 point 1), measured here: the rolling writer with its"
               f" index costs {cost['writer_s_per_m']:.2f} CPU s per 1M records; keeping a per-flow summary in the same"
               f" loop adds {cost['summary_s_per_m']:.2f} s per 1M records, i.e. +{cost['summary_s_per_m'] / 3.0:.0%} of"
