@@ -1,6 +1,7 @@
 """`make bench`: our correlation against the seed's tshark pipeline and a tcpdump anchor, on the same data, in one run.
 
     .venv/bin/python bench/run.py [--full-seed] [--skip-flow] [--no-write] [--repeat N] [--skip-capture | --capture-only]
+                                  [--skip-sessions | --skip-16gib]
 
 Generates (or reuses) bench/out/ with gen_media.py, measures every contender best-of-N with the file cache
 warm, checks that each found the call's packets, prints a table with ratios against the issue's targets and
@@ -36,6 +37,7 @@ for p in (str(ROOT), str(BENCH)):
 import assembly_bench  # noqa: E402
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
+import session_bench  # noqa: E402
 import pylibsrtp  # noqa: E402
 import wrong_key_bench  # noqa: E402
 
@@ -469,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     part = p.add_mutually_exclusive_group()
     part.add_argument("--skip-capture", action="store_true", help="correlation only (no rpcapd capture benchmark)")
     part.add_argument("--capture-only", action="store_true", help="only the capture benchmark (capture_bench.py)")
+    sessions = p.add_mutually_exclusive_group()
+    sessions.add_argument("--skip-sessions", action="store_true", help="no 1/4/16 GiB session benchmark (issue 12)")
+    sessions.add_argument("--skip-16gib", action="store_true", help="session benchmark at 1 and 4 GiB only (quick)")
     args = p.parse_args(argv)
     capture_args = ["--no-write"] if args.no_write else []
     if args.capture_only:
@@ -534,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\ncall assembly benchmark (bench/assembly_bench.py):", flush=True)
     if assembly_bench.main(["--no-write"] if args.no_write else []) != 0:
         problems.append("assembly: calls mis-assembled or over 2 s")
+    if not args.skip_sessions:
+        print("\nsession benchmark (bench/session_bench.py):", flush=True)
+        session_args = (["--skip-16"] if args.skip_16gib else []) + (["--no-write"] if args.no_write else [])
+        if session_bench.main(session_args) != 0:
+            problems.append("sessions: selective outputs differ from a full scan")
     if not args.skip_capture:
         print("\ncapture benchmark (bench/capture_bench.py):", flush=True)
         if capture_bench.main(capture_args) != 0:

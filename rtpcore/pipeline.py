@@ -20,6 +20,7 @@ from rtpcore.media.demux import (
     DEFAULT_MIN_PACKETS, FileResult, check_names, filter_raw_file, media_files, no_match_message,
 )
 from rtpcore.media.latch import adopt
+from rtpcore.media.select import ChunkChoice, MediaSelection, call_windows, select_files
 from rtpcore.parallel import map_in_processes
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEDIA_DECRYPTED", "MEDIA_RAW", "SIP_PLUS_MEDIA", "CorrelationJob", "CorrelationOutcome", "InProcessRunner",
-    "OutputSpaceError", "STEPS", "SessionPaths", "StepRunner", "correlate", "make_job", "run_steps",
+    "OutputSpaceError", "STEPS", "select_media", "SessionPaths", "StepRunner", "correlate", "make_job", "run_steps",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class CorrelationJob:
     publish: bool = False                # outputs go back into the S3 session the media came from
     settings: Settings | None = field(default=None, repr=False, compare=False)
     analysis: bool = True                # issue 11: combined/analysis.json, verdicts (off only to measure its cost)
+    select: bool = True                  # RTPHELPER_MEDIA_SELECT: read only what the call's time touches
+    select_margin_ns: int = 10 * 10**9   # RTPHELPER_MEDIA_SELECT_MARGIN_SECONDS
 
     @property
     def sip_is_media(self) -> bool:
@@ -100,7 +103,8 @@ def make_job(
         min_packets = settings.min_leg_packets
     publish = any(isinstance(m, str) for m in media) and settings.storage_mode == S3_STORAGE_MODE
     return CorrelationJob(Path(sip), direction, media, Path(out), call_id, number, min_packets, overwrite, workers,
-                          publish, settings)
+                          publish, settings, select=settings.media_select,
+                          select_margin_ns=round(settings.media_select_margin_seconds * 10**9))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +150,13 @@ def open_results(job: CorrelationJob) -> ResultTransaction:
 
 
 def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
-    """Local files/folders as given; an s3:// session's raw/ downloaded (verified) into <out>/raw/ first."""
+    """Local files/folders as given; an s3:// session's raw/ downloaded (verified) into <out>/raw/ first, unless
+    select_media fetches only the call's part of it."""
     sources = job.sources
-    if job.s3_source is not None:
+    if job.s3_source is not None and job.select:
+        local = [m for m in sources if isinstance(m, Path)]
+        files = media_files(local) if local else []
+    elif job.s3_source is not None:
         from rtpcore.storage.download import materialize_media
 
         files = media_files(materialize_media(sources, txn.final.root, job.settings))
@@ -158,8 +166,39 @@ def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
     return files
 
 
-def filter_one(source: Path, job: CorrelationJob, plan: LegPlan, txn: ResultTransaction) -> FileResult:
-    """One raw file: BPF, then per-leg outputs in the staging filtered/ (the step that is mapped)."""
+def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, files: Sequence[Path]) -> MediaSelection:
+    """Which raw chunks and byte ranges the call's time touches (indexes), fetching only those from S3; every
+    file's decision and reason goes into the report so a wrong skip is visible."""
+    windows = call_windows(plan, job.select_margin_ns)
+    if not job.select:
+        return MediaSelection(windows, tuple(ChunkChoice(f, f.stat().st_size, None, "full",
+                                                         "RTPHELPER_MEDIA_SELECT=false: read in full") for f in files))
+    choices = select_files(files, windows, cache=True) if not job.sip_is_media else [
+        ChunkChoice(f, f.stat().st_size, None, "full", "the SIP capture: read in full") for f in files]
+    for n, source in enumerate(s for s in job.sources if isinstance(s, str)):
+        from rtpcore.storage.download import FURTHER_IMPORT, select_from_storage, storage_for_url
+
+        dest = txn.final.root if n == 0 else txn.final.root / FURTHER_IMPORT.format(n=n + 1)
+        assert job.settings is not None
+        choices += select_from_storage(storage_for_url(source, job.settings), source, dest, windows)
+    selection = MediaSelection(windows, tuple(choices))
+    check_names([c.source for c in selection.reads])
+    log.info("media: reading %d of %d file(s), %d of %d bytes", len(selection.reads), len(selection.choices),
+             selection.bytes_read, selection.bytes_total)
+    for warning in selection.warnings:
+        log.warning("%s", warning)
+    if not selection.reads:
+        raise NoMediaMatchError(selection.nothing_read_message(plan.call_id))
+    return selection
+
+
+def filter_one(
+    source: Path | ChunkChoice, job: CorrelationJob, plan: LegPlan, txn: ResultTransaction
+) -> FileResult:
+    """One raw file (or the byte ranges select_media chose): BPF, then per-leg outputs in the staging filtered/."""
+    if isinstance(source, ChunkChoice):
+        return filter_raw_file(plan, source.source, txn.staged.filtered, min_packets=job.min_packets,
+                               ranges=source.read_ranges)
     return filter_raw_file(plan, Path(source), txn.staged.filtered, min_packets=job.min_packets)
 
 
@@ -318,7 +357,8 @@ class InProcessRunner:
 
 
 STEPS: tuple[Callable[..., Any], ...] = (
-    plan_call, open_results, list_media, filter_one, learn, merge_raw, decrypt, combine, analyze, commit, report,
+    plan_call, open_results, list_media, select_media, filter_one, learn, merge_raw, decrypt, combine, analyze,
+    commit, report,
     publish,
 )
 """Every step, in order; the flow's tasks are generated from this list."""
@@ -330,9 +370,13 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
     txn = runner.run(open_results, job)
     try:
         sources = runner.run(list_media, job, txn)
-        results = runner.map(filter_one, sources, job, plan, txn)
+        selection = runner.run(select_media, job, plan, txn, sources)
+        results = runner.map(filter_one, selection.reads, job, plan, txn)
         plan, results = runner.run(learn, job, plan, results)
-        runner.run(merge_raw, job, plan, results, txn)
+        try:
+            runner.run(merge_raw, job, plan, results, txn)
+        except NoMediaMatchError as exc:  # a wrong skip must show where the user looks: in this error
+            raise NoMediaMatchError("\n".join([str(exc), *selection.lines()])) from None
         decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
         runner.run(combine, job, txn)
         insight = runner.run(analyze, job, sdp_plan, plan, decrypted, txn) if job.analysis else None
@@ -347,7 +391,7 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
     except BaseException:
         abort(txn)  # directly, not as a task: a cancelled flow must still clean up
         raise
-    outcome_report = runner.run(report, plan, results, decrypted, txn, insight)
+    outcome_report = replace(runner.run(report, plan, results, decrypted, txn, insight), media_read=selection)
     return CorrelationOutcome(outcome_report, runner.run(publish, job, txn))
 
 

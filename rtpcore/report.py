@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rtpcore.media.decrypt import DecryptResult, StreamStats
 from rtpcore.media.demux import FileResult
 from rtpcore.media.keying import KEY_NONE, KEY_WRONG
+from rtpcore.media.select import MediaSelection
 from rtpcore.plan import KEYS_NONE, SIDE_PEER, LegPlan
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class CorrelationReport:
     insight: CallInsight | None = None      # the analysis step's result (None: it did not run or failed)
     analysis_file: Path | None = None       # combined/analysis.json
     report_file: Path | None = None         # combined/report.html (ladder, timeline, verdicts, audio)
+    media_read: MediaSelection | None = None   # which raw files/byte ranges were read and skipped, and why
 
     def leg_packets(self, leg: str) -> int:
         return sum(lf.packets for r in self.files for lf in r.legs if lf.leg == leg and lf.kept)
@@ -59,7 +61,8 @@ class CorrelationReport:
         ]
         doc["decrypted_files"] = [str(p) for p in self.per_file_outputs]
         doc["findings"] = list(self.findings)
-        doc["warnings"] = list(self.warnings)
+        doc["warnings"] = list(self.warnings) + (self.media_read.warnings if self.media_read else [])
+        doc.update(media_read_json(self.media_read))
         return doc
 
     def _stream_json(self, s: StreamStats) -> dict[str, object]:
@@ -130,6 +133,7 @@ class CorrelationReport:
             out += ["", "## Raw files with errors", ""] + [f"- `{r.source.name}`: {r.error}" for r in bad]
         if self.warnings:
             out += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
+        out += media_read_markdown(self.media_read)
         out += ["", "## Outputs", ""] + [f"- `{o}`" for o in self.outputs]
         return "\n".join(out) + "\n"
 
@@ -153,6 +157,7 @@ def format_text(doc: dict[str, Any]) -> str:
     lines += [f"finding: {f}" for f in doc.get("findings", [])]
     lines += [f"bad raw file: {f['source']}: {f['error']}" for f in doc.get("files", []) if f.get("error")]
     lines += [f"warning: {w}" for w in doc.get("warnings", [])]
+    lines += media_read_text(doc)
     lines += [f"{name}: {path}" for name, path in doc.get("outputs", {}).items()]
     lines += [f"analysis: {doc['analysis_file']}"] if doc.get("analysis_file") else []
     lines += [f"report: {doc['report_file']}"] if doc.get("report_file") else []
@@ -231,3 +236,34 @@ def build_report(
         analysis_file=analysis_file,
         report_file=report_file,
     )
+
+
+# -- read/skipped (issue 12): what was read of the raw media and what was skipped, and why -----------------
+
+
+def media_read_json(selection: MediaSelection | None) -> dict[str, Any]:
+    """The "media_read" member: every raw file's decision (index warnings also join "warnings")."""
+    if selection is None:
+        return {}
+    return {"media_read": selection.to_json()}
+
+
+def media_read_markdown(selection: MediaSelection | None) -> list[str]:
+    """The artifact's read/skipped section, so a wrong skip is visible where support looks."""
+    if selection is None:
+        return []
+    head, *rest = selection.lines()
+    return ["", "## Raw media read and skipped", "", head, ""] + [f"- {line}" for line in rest]
+
+
+def media_read_text(doc: dict[str, Any]) -> list[str]:
+    """The terminal lines: a one-line total and every skip (index warnings are among the warnings)."""
+    media = doc.get("media_read")
+    if not media:
+        return []
+    files = media["files"]
+    read = [f for f in files if f["how"] != "skipped"]
+    lines = [f"media read: {len(read)} of {len(files)} raw file(s), {media['bytes_read']:,} of "
+             f"{media['bytes_total']:,} bytes"]
+    lines += [f"media skipped: {f['source']}: {f['why']}" for f in files if f["how"] == "skipped"]
+    return lines

@@ -257,6 +257,11 @@ class Settings(BaseModel):
     log_dir: SettingsPath = Path("logs")
     post_capture_wait_seconds: PositiveInt = Field(
         3600, description="how long a finished capture-session waits for the SIP pcap form before completing")
+    # --- selective reading (issue 12) ---
+    media_select: Flag = Field(
+        True, description="read only the raw chunks/byte ranges the call's time touches (false: read every byte)")
+    media_select_margin_seconds: Seconds = Field(
+        10.0, description="extra time around the call's SIP and media windows when choosing chunks (clock offsets)")
     # --- call assembly (issue 8) ---
     number_country_code: CountryCode = Field(
         None, description="country code of national numbers on the core side (44: 020… is +4420…)")

@@ -24,6 +24,7 @@ TASK_NAMES: dict[Callable[..., Any], str] = {
     pipeline.plan_call: "resolve-legs",
     pipeline.open_results: "prepare-outputs",
     pipeline.list_media: "list-media",
+    pipeline.select_media: "select-media",
     pipeline.filter_one: "filter-raw-file",
     pipeline.learn: "learn-peers",
     pipeline.merge_raw: "merge-raw",
@@ -37,6 +38,7 @@ TASK_NAMES: dict[Callable[..., Any], str] = {
 # Steps that read from the network or a flaky disk get a retry (attempts, delay s); the others fail at once.
 _RETRIES: dict[Callable[..., Any], tuple[int, int]] = {
     pipeline.list_media: (1, 10),
+    pipeline.select_media: (1, 10),
     pipeline.filter_one: (1, 2),
 }
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
+from rtpcore.capture.manifest import MANIFEST_NAME, Manifest, record_index
 from rtpcore.capture.repair import RAW_DIR
 from rtpcore.capture.stats import (
     STATE_CAPTURING,
@@ -223,6 +223,7 @@ class _HostCapture:
             s.manifest.open_chunk(t.host, t.interface, path.name, linktype=linktype)
 
         def closed(info: ChunkInfo) -> None:
+            record_index(info)  # the sidecar index first: the uploader queues it together with the chunk
             s.manifest.append_chunk(t.host, t.interface, info)
             self.counters.files.append(info.path.resolve())
             s.chunk_closed(info)

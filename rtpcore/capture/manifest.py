@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from rtpcore.errors import StorageError
+from rtpcore.pcap.index import BUILT_CAPTURE, ChunkIndex, write_index
 from rtpcore.pcap.rolling import ChunkInfo
 
 __all__ = [
@@ -20,7 +22,10 @@ __all__ = [
     "Manifest",
     "ManifestState",
     "OpenRecord",
+    "record_index",
 ]
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 EVENT_CHUNK = "chunk"
@@ -221,6 +226,21 @@ class Manifest:
             except (TypeError, ValueError) as exc:
                 problems.append(f"{path} line {number}: {record.get('event')!r} event ignored: {exc}")
         return ManifestState(tuple(sessions), tuple(opened), tuple(chunks), tuple(gaps), tuple(problems))
+
+
+def record_index(info: ChunkInfo) -> Path | None:
+    """Write a closed chunk's sidecar index <chunk>.idx.json; None (and a warning) when it could not be written.
+
+    The sidecar travels with the chunk to S3 (the upload queue takes both) so a correlation picks chunks and
+    byte ranges without downloading them; a failure only costs that (the chunk gets indexed on first use).
+    """
+    index = ChunkIndex(info.name, info.bytes, info.packets, info.first_ns, info.last_ns, info.backstep_ns,
+                       info.seeks, BUILT_CAPTURE)
+    try:
+        return write_index(index, info.path)
+    except OSError as exc:
+        log.warning("%s: index not written (%s); the chunk will be indexed on first use", info.path, exc)
+        return None
 
 
 def _dispatch(

@@ -10,6 +10,7 @@ from pathlib import Path
 from rtpcore.capture.manifest import MANIFEST_NAME, ChunkRecord, Manifest, ManifestState, OpenRecord
 from rtpcore.errors import PcapError, TruncatedCaptureError
 from rtpcore.fsutil import fsync_dir
+from rtpcore.pcap.index import build_index, index_path, write_index
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
 from rtpcore.pcap.reader import PCAP_MAGIC_NS, PCAP_MAGIC_US, open_capture
 from rtpcore.pcap.rolling import FILE_HEADER_LEN, ChunkInfo, parse_chunk_name, pcap_file_header
@@ -81,7 +82,18 @@ def repair_session(session_dir: Path) -> RepairReport:
             if info is not None:
                 host, interface = _owner(path.name, opened.get(path.name), state)
                 manifest.append_chunk(host, interface, info)
+                problems += _reindex(path)
     return RepairReport(session, tuple(actions), tuple(problems))
+
+
+def _reindex(path: Path) -> list[str]:
+    """Rebuild a repaired chunk's sidecar index from the file as it is now (a stale one would skip wrongly)."""
+    try:
+        write_index(build_index(path), path)
+    except (PcapError, OSError) as exc:
+        index_path(path).unlink(missing_ok=True)  # no index is honest: the chunk is read in full
+        return [f"{path}: index not rebuilt ({exc}); correlation will read this chunk in full"]
+    return []
 
 
 def _repair_file(path: Path, opened: OpenRecord | None, siblings: list[Path]) -> tuple[RepairAction, ChunkInfo | None]:

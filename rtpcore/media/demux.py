@@ -1,6 +1,7 @@
 """Cut one call's legs out of raw media captures: one libpcap pass per file, Python only for the call's packets."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import secrets
 import socket
@@ -17,6 +18,7 @@ from rtpcore.media.bpf import VLAN_LINKTYPES, Pair, leg_filter, negotiation_pair
 from rtpcore.media.candidates import CandidateCollector, CandidateFlow, endpoint_text
 from rtpcore.parallel import map_in_processes
 from rtpcore.pcap import libpcap
+from rtpcore.pcap.index import copy_ranges, ranges_stream
 from rtpcore.pcap.layers import (
     ETH_HEADER_LEN,
     SLL2_HEADER_LEN,
@@ -51,6 +53,7 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 DEFAULT_MIN_PACKETS = 10  # the seed's rule: a leg with this many packets or fewer in a file is noise
 FILTERED_SUFFIX = "-filtered.pcap"
 _MATCHED_TEMP = ".{stem}.{token}.matched.pcap"
+_RANGES_TEMP = ".{stem}.{token}.ranges.pcap"   # the call's byte ranges of an indexed chunk, for libpcap
 CANDIDATES_NAME = ".{stem}.candidates.pcap"  # removed by rtpcore.media.latch.adopt once decided
 
 
@@ -288,18 +291,24 @@ _VLAN_TAGS = frozenset(t.to_bytes(2, "big") for t in VLAN_ETHERTYPES)
 
 
 def filter_raw_file(
-    plan: LegPlan, source: Path, filtered_dir: Path, *, min_packets: int = DEFAULT_MIN_PACKETS
+    plan: LegPlan, source: Path, filtered_dir: Path, *, min_packets: int = DEFAULT_MIN_PACKETS,
+    ranges: tuple[tuple[int, int], ...] | None = None,
 ) -> FileResult:
-    """BPF in C over the whole file, then exact routing of the few survivors; errors are returned, not raised."""
+    """BPF in C over the file (or only its record-aligned byte `ranges`, from its index), then exact routing of
+    the few survivors; errors are returned, not raised."""
     source, filtered_dir = Path(source), Path(filtered_dir)
     filtered_dir.mkdir(parents=True, exist_ok=True)
     empty = tuple(LegFile(leg.name, None, 0, False) for leg in plan.legs)
-    temp = filtered_dir / _MATCHED_TEMP.format(stem=source.stem, token=secrets.token_hex(4))
+    token = secrets.token_hex(4)
+    temp = filtered_dir / _MATCHED_TEMP.format(stem=source.stem, token=token)
+    part = filtered_dir / _RANGES_TEMP.format(stem=source.stem, token=token)
     try:
+        read_from = source
         if libpcap.available():
-            expression = filter_for_file(plan, source)
+            expression = filter_for_file(plan, source)  # from the file's own first frames, as a full scan would
             try:
-                result = libpcap.filter_file(source, temp, expression)
+                with contextlib.nullcontext(source) if ranges is None else ranges_stream(source, ranges) as read_from:
+                    result = libpcap.filter_file(read_from, temp, expression)
             except libpcap.LibpcapError as exc:
                 if "does not compile" not in str(exc) and "rejected" not in str(exc):
                     raise
@@ -312,14 +321,20 @@ def filter_raw_file(
             routed, linktype, read_error = _read_routed(plan, temp)
             error = error or read_error
         else:  # no libpcap here: the pure-Python reader does the whole job, slower but the same result
-            routed, linktype, error = _read_routed(plan, source)
+            if ranges is not None:
+                copy_ranges(source, ranges, part)
+                read_from = part
+            routed, linktype, error = _read_routed(plan, read_from)
             matched = sum(map(len, routed.legs.values())) + len(routed.candidates.records)
+        if error is not None and read_from != source:
+            error = error.replace(str(read_from), f"{source} (the call's byte ranges)")
     except (PcapError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise  # our output disk is full: the run's failure, not this raw file's
         return FileResult(source, 0, empty, _error_text(source, exc), None, None)
     finally:
         temp.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
 
     legs: list[LegFile] = []
     times: list[int] = []

@@ -27,6 +27,7 @@ __all__ = [
 DEFAULT_MAX_BYTES = 500 * 2**20
 DEFAULT_FLUSH_INTERVAL = 1.0          # seconds of wall time a SIGKILL may lose at most
 DEFAULT_FLUSH_BYTES = 256 * 1024      # pending bytes that force a write() before the interval ends
+SEEK_INTERVAL_NS = NS_PER_S           # the index gets a seek point at least every second of capture time
 FILE_HEADER_LEN = 24
 RECORD_HEADER_LEN = 16
 CLOSE_REASONS = frozenset({"size", "time", "stop", "repair"})
@@ -49,6 +50,10 @@ class ChunkInfo:
     last_ns: int | None
     sha256: str
     closed_reason: str  # "size" | "time" | "stop" | "repair"
+    # For the chunk index (rtpcore.pcap.index): (ts_ns, byte offset) of the first record at least every
+    # second, and the largest step back in time between records (0 when the chunk is in time order).
+    seeks: tuple[tuple[int, int], ...] = ()
+    backstep_ns: int = 0
 
 
 def chunk_name(stem: str, index: int) -> str:
@@ -140,6 +145,10 @@ class RollingPcapWriter:
         self._first_raw = 0
         self._last_raw = 0
         self._hash = hashlib.sha256()
+        self._seeks: list[tuple[int, int]] = []
+        self._next_seek = 0
+        self._top = 0
+        self._backstep = 0
         self._buf = bytearray()
         self._last_flush = time.monotonic()
         used = existing_indices(self.folder, stem)
@@ -162,6 +171,7 @@ class RollingPcapWriter:
         buf = self._buf
         need_open = self._fd is None
         packets, nbytes, first, last = self._packets, self._bytes, self._first_raw, self._last_raw
+        seeks, next_seek, top, backstep = self._seeks, self._next_seek, self._top, self._backstep
         try:
             for ts_ns, data, orig_len in records:
                 incl = len(data)
@@ -177,12 +187,15 @@ class RollingPcapWriter:
                     self._open_next()
                     need_open = False
                     packets, nbytes = 0, self._bytes
+                    seeks, next_seek, top, backstep = self._seeks, 0, 0, 0
                 elif packets and (nbytes + size > max_bytes or (max_ns and ts_ns - first >= max_ns)):
                     reason = "size" if nbytes + size > max_bytes else "time"
                     self._packets, self._bytes, self._first_raw, self._last_raw = packets, nbytes, first, last
+                    self._next_seek, self._top, self._backstep = next_seek, top, backstep
                     self._close_chunk(reason)
                     self._open_next()
                     packets, nbytes = 0, self._bytes
+                    seeks, next_seek, top, backstep = self._seeks, 0, 0, 0
                 sec, frac = divmod(ts_ns, NS_PER_S)
                 try:
                     header = pack(sec, frac // div, incl, orig_len)
@@ -190,6 +203,13 @@ class RollingPcapWriter:
                     raise ValueError(f"timestamp {ts_ns} ns is past 2106 (pcap seconds are 32-bit)") from None
                 buf += header
                 buf += data
+                if ts_ns >= next_seek:
+                    seeks.append((ts_ns, nbytes))
+                    next_seek = ts_ns + SEEK_INTERVAL_NS
+                if ts_ns >= top:
+                    top = ts_ns
+                elif top - ts_ns > backstep:
+                    backstep = top - ts_ns
                 if not packets:
                     first = ts_ns
                 last = ts_ns
@@ -199,6 +219,7 @@ class RollingPcapWriter:
                     self._flush()
         finally:
             self._packets, self._bytes, self._first_raw, self._last_raw = packets, nbytes, first, last
+            self._next_seek, self._top, self._backstep = next_seek, top, backstep
         if buf and time.monotonic() - self._last_flush >= self.flush_interval:
             self._flush()
 
@@ -259,6 +280,7 @@ class RollingPcapWriter:
             raise StorageError(f"{self.folder}: no free chunk name for {self.stem} after {_MAX_NAME_ATTEMPTS} tries")
         self._fd, self._index, self.current = fd, index, path
         self._packets, self._bytes, self._first_raw, self._last_raw = 0, FILE_HEADER_LEN, 0, 0
+        self._seeks, self._next_seek, self._top, self._backstep = [], 0, 0, 0
         self._hash = hashlib.sha256()
         self._buf.clear()
         self._buf += self._header
@@ -307,6 +329,8 @@ class RollingPcapWriter:
             last_ns=last,
             sha256=self._hash.hexdigest(),
             closed_reason=reason,
+            seeks=tuple(self._seeks),
+            backstep_ns=self._backstep,
         )
         self.chunks.append(info)
         if self.on_close is not None:

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rtpcore.errors import StorageError
 from rtpcore.literals import StorageMode
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 HASH_BLOCK = 1024 * 1024
+RANGE_BLOCK = 1024 * 1024  # bytes per write while streaming a ranged read
 DEFAULT_URL_EXPIRES = 3600
 
 
@@ -119,6 +121,10 @@ class Storage(ABC):
     @abstractmethod
     def get_file(self, key: str, local_path: Path) -> ObjectInfo:
         """Copy an object to local_path atomically and verify it; StorageNotFoundError when absent."""
+
+    def read_range(self, key: str, start: int, end: int, out: BinaryIO) -> int:
+        """Append bytes [start, end) of an object to out (correlation reads only the call's part of a chunk)."""
+        raise StorageError(f"{self.describe()}: cannot read part of {key}; download the whole object")
 
     @abstractmethod
     def presigned_url(self, key: str, expires: int = DEFAULT_URL_EXPIRES) -> str:

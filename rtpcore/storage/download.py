@@ -1,14 +1,25 @@
 """Import a stored session: copy its raw/ (and uploads/) objects into a local session folder for correlation."""
 from __future__ import annotations
 
+import io
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rtpcore.storage.base import DEFAULT_URL_EXPIRES, Storage, StorageError, StorageNotFoundError, file_digests
+from rtpcore.errors import PcapError
+from rtpcore.fsutil import atomic_output
+from rtpcore.media.demux import CAPTURE_SUFFIXES
+from rtpcore.media.select import UNKNOWN_TS, ChunkChoice, bounded_choice, index_choice, next_chunks, select_files
+from rtpcore.pcap.index import FILE_HEADER_LEN, HEAD_BYTES, INDEX_SUFFIX, ChunkIndex, head_timestamp, index_path
+
+from rtpcore.storage.base import (
+    DEFAULT_URL_EXPIRES, ObjectInfo, Storage, StorageError, StorageNotFoundError, file_digests,
+)
 from rtpcore.storage.keys import SESSION_SUBDIRS, check_key
 
 if TYPE_CHECKING:
@@ -25,6 +36,7 @@ __all__ = [
     "materialize_media",
     "parse_s3_url",
     "publish_outputs",
+    "select_from_storage",
     "storage_for_url",
 ]
 
@@ -33,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_IMPORT_SUBDIRS = ("raw", "uploads")
 OUTPUT_SUBDIRS = ("decrypted", "combined")
 S3_SCHEME = "s3://"
+FETCH_THREADS = 4         # chunks range-read at once (the S3 pool holds more connections than this)
+RANGES_DIR = "raw-call"   # range-read parts of S3 chunks: the chunk's name, only the call's bytes
 FURTHER_IMPORT = "import-{n}"  # the 2nd, 3rd … s3:// source of one correlation: chunk names may repeat
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
@@ -224,3 +238,107 @@ def publish_outputs(
         return PublishedOutputs(location, urls, f"outputs not (all) uploaded to {location}: {exc}")
     log.info("uploaded %d output file(s) to %s (presigned URLs valid %d s)", len(urls), location, expires)
     return PublishedOutputs(location, urls)
+
+
+# -- selective download (issue 12): only the chunks / byte ranges the call touched -----------------------
+
+
+def select_from_storage(
+    storage: Storage, source: str, dest_dir: Path, windows: Sequence[tuple[int, int]],
+) -> list[ChunkChoice]:
+    """Decide per raw/ chunk of a stored session from its sidecar index; fetch only what the call needs.
+
+    Indexed chunks: the seek-point ranges around the windows are range-read into dest/raw-call/<chunk> (header +
+    ranges, a valid pcap); skipped chunks cost nothing. Chunks without a usable index are bounded by the first
+    timestamps of consecutive chunks of their host (40-byte range reads); those that may hold the call are
+    downloaded whole into dest/raw/ (a warning) and indexed locally. Never the whole session.
+    """
+    storage, prefix, _ = _session_prefix(storage, source)
+    objects = {o.key[len(prefix) + 1:]: o for o in storage.list(f"{prefix}/raw/")}
+    chunks = {rel: o for rel, o in objects.items() if Path(rel).suffix.lower() in CAPTURE_SUFFIXES}
+    if not chunks:
+        raise StorageNotFoundError(f"no raw/ objects under {prefix}/ in {storage.describe()} (no capture chunks); "
+                                   "check the session URL or environment/session path")
+    dest_dir = Path(dest_dir)
+    choices: dict[str, ChunkChoice] = {}
+    unindexed: dict[str, str] = {}   # relative key → why it has no usable index
+    fetches: list[tuple[str, ChunkChoice]] = []
+    for rel, obj in sorted(chunks.items()):
+        local = dest_dir.joinpath(*check_key(rel).split("/"))
+        origin = f"{S3_SCHEME}{getattr(storage, 'bucket', '')}/{obj.key}"
+        sidecar = objects.get(rel + INDEX_SUFFIX)
+        if sidecar is None:
+            unindexed[rel] = ""
+            continue
+        try:
+            storage.get_file(sidecar.key, index_path(local))
+            index = ChunkIndex.from_json(json.loads(index_path(local).read_bytes()))
+            if index.bytes != obj.size or index.chunk != local.name:
+                raise ValueError(f"describes {index.chunk} of {index.bytes} bytes, the object has {obj.size}")
+        except (ValueError, TypeError) as exc:
+            unindexed[rel] = f"{origin}{INDEX_SUFFIX}: unusable index ({exc})"
+            continue
+        choice = index_choice(local, index, windows, "index", "indexed", None)
+        if choice.read and choice.ranges:
+            choice = replace(choice, source=dest_dir / RANGES_DIR / local.name, fetched=True,
+                             why=choice.why.replace("bytes from", "bytes range-read from S3 at"))
+            fetches.append((obj.key, choice))
+        choices[rel] = replace(choice, origin=origin)
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:  # chunks in parallel; list() re-raises the first failure
+        list(pool.map(lambda job: _fetch_ranges(storage, job[0], job[1].ranges or (), job[1].source), fetches))
+    choices.update(_unindexed(storage, dest_dir, chunks, unindexed, windows))
+    return [choices[rel] for rel in sorted(choices)]
+
+
+def _fetch_ranges(storage: Storage, key: str, ranges: Sequence[tuple[int, int]], dest: Path) -> None:
+    """The chunk's pcap header and the given ranges, as one pcap file written atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dest, overwrite=True) as temp, open(temp, "wb") as out:
+        ranges = list(ranges)
+        if ranges and ranges[0][0] == FILE_HEADER_LEN:
+            ranges[0] = (0, ranges[0][1])  # the header and the first range in one request
+        else:
+            storage.read_range(key, 0, FILE_HEADER_LEN, out)
+        for begin, end in ranges:
+            storage.read_range(key, begin, end, out)
+
+
+def _unindexed(
+    storage: Storage, dest_dir: Path, chunks: Mapping[str, ObjectInfo], unindexed: Mapping[str, str],
+    windows: Sequence[tuple[int, int]],
+) -> dict[str, ChunkChoice]:
+    """Chunks with no usable sidecar: bound by first timestamps, download only those that may hold the call."""
+    out: dict[str, ChunkChoice] = {}
+    if not unindexed:
+        return out
+    paths = {Path(rel): rel for rel in chunks}
+    following = next_chunks(list(paths))
+    firsts: dict[str, int | None] = {}
+
+    def first(rel: str) -> int | None:
+        if rel not in firsts:
+            head = io.BytesIO()
+            storage.read_range(chunks[rel].key, 0, min(HEAD_BYTES, chunks[rel].size), head)
+            try:
+                firsts[rel] = head_timestamp(head.getvalue(), Path(chunks[rel].key))
+            except PcapError:
+                firsts[rel] = UNKNOWN_TS  # not a classic pcap: it cannot be bounded, only downloaded
+        return firsts[rel]
+
+    for rel, why in sorted(unindexed.items()):
+        obj = chunks[rel]
+        local = dest_dir.joinpath(*check_key(rel).split("/"))
+        origin = f"{S3_SCHEME}{getattr(storage, 'bucket', '')}/{obj.key}"
+        if Path(rel) in following:
+            nxt = following[Path(rel)]
+            choice = bounded_choice(local, obj.size, first(rel), first(paths[nxt]) if nxt is not None else None,
+                                    windows)
+            if choice is not None:
+                out[rel] = replace(choice, origin=origin, warning=why or None)
+                continue
+        storage.get_file(obj.key, local)
+        [choice] = select_files([local], windows)
+        warning = why or f"{origin}: no index in S3: the whole chunk was downloaded to index it"
+        out[rel] = replace(choice, origin=origin, warning=warning, why=f"downloaded whole; {choice.why}")
+    return out
+

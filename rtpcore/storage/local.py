@@ -5,9 +5,11 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from rtpcore.fsutil import atomic_output
 from rtpcore.storage.base import (
+    RANGE_BLOCK,
     DEFAULT_URL_EXPIRES,
     ObjectInfo,
     Storage,
@@ -78,6 +80,19 @@ class LocalStorage(Storage):
         with atomic_output(dest, overwrite=True) as tmp:
             shutil.copyfile(source, tmp)
         return self._info(key, dest, None)
+
+    def read_range(self, key: str, start: int, end: int, out: BinaryIO) -> int:
+        """Bytes [start, end) of a stored file appended to out."""
+        source = self.path_of(key)
+        if not source.is_file():
+            raise StorageNotFoundError(f"{key}: not found in local storage {self.root}")
+        with open(source, "rb") as f:
+            f.seek(start)
+            done = 0
+            while done < end - start and (block := f.read(min(RANGE_BLOCK, end - start - done))):
+                out.write(block)
+                done += len(block)
+        return done
 
     def presigned_url(self, key: str, expires: int = DEFAULT_URL_EXPIRES) -> str:
         return self.path_of(key).as_uri()

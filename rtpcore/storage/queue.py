@@ -210,8 +210,14 @@ class UploadQueue:
     # -- the capture engine's side ---------------------------------------------------------
 
     def on_chunk_closed(self, info: ChunkInfo) -> UploadItem:
-        """Queue a closed raw chunk (its sha256 is checked before upload); its local copy may be evicted later."""
-        return self.enqueue(info.path, sha256=info.sha256, evictable=True)
+        """Queue a closed raw chunk (its sha256 is checked before upload) and its sidecar index, if written, so
+        a correlation from S3 fetches only the call's part; the chunk's local copy may be evicted later."""
+        from rtpcore.pcap.index import index_path
+
+        item = self.enqueue(info.path, sha256=info.sha256, evictable=True)
+        if (sidecar := index_path(info.path)).is_file():
+            self.enqueue(sidecar)
+        return item
 
     def enqueue(self, path: Path, *, sha256: str | None = None, evictable: bool = False) -> UploadItem:
         """Queue one file of the session (the record is on disk when this returns)."""

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from boto3.exceptions import RetriesExceededError, S3UploadFailedError
@@ -33,6 +33,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from rtpcore.fsutil import atomic_output
 from rtpcore.logs import redact_secrets
 from rtpcore.storage.base import (
+    RANGE_BLOCK,
     DEFAULT_URL_EXPIRES,
     ObjectInfo,
     Storage,
@@ -275,6 +276,24 @@ class S3Storage(Storage):
                 raise StorageIntegrityError(f"{self._where(key)}: downloaded {got.size} bytes sha256 {got.sha256}; "
                                             f"S3 reports {info.size} bytes sha256 {info.sha256}")
         return replace(info, sha256=got.sha256)
+
+    def read_range(self, key: str, start: int, end: int, out: BinaryIO) -> int:
+        """One ranged GET streamed into out; the client's read deadline applies to every block."""
+        want = end - start
+        if want <= 0:
+            return 0
+        got = 0
+        try:
+            reply = self.client.get_object(Bucket=self.bucket, Key=check_key(key), Range=f"bytes={start}-{end - 1}")
+            body = reply["Body"]
+            for block in body.iter_chunks(RANGE_BLOCK):
+                out.write(block)
+                got += len(block)
+        except Exception as exc:
+            raise self._translate(exc, "download", key) from exc
+        if got != want:
+            raise StorageIntegrityError(f"{self._where(key)}: asked for bytes {start}-{end - 1}, got {got} bytes")
+        return got
 
     def presigned_url(self, key: str, expires: int = DEFAULT_URL_EXPIRES) -> str:
         try:

@@ -73,7 +73,10 @@ def test_process_call_imports_into_a_new_session(generated, tmp_path: Path) -> N
     doc = state.result()
     session = Path(doc["session"])
     assert session.parent == tmp_path / "ticket-123"
-    assert sorted(p.name for p in (session / "raw").iterdir()) == sorted(Path(m).name for m in truth["media"])
+    # the imported chunks, plus the indexes the correlation built for those it read (issue 12)
+    raw = sorted(p.name for p in (session / "raw").iterdir())
+    assert [n for n in raw if not n.endswith(".idx.json")] == sorted(Path(m).name for m in truth["media"])
+    assert all(n[: -len(".idx.json")] in raw for n in raw if n.endswith(".idx.json"))
     assert [p.name for p in (session / "uploads").iterdir()] == ["sip.pcap"]
     assert (session / "combined" / "SIP_plus_media_decrypted.pcap").is_file()
     assert any((session / "decrypted").glob("*-decrypted.pcap"))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rtpcore.pcap.index import INDEX_SUFFIX
 from rtpcore.capture.engine import adhoc_target
 from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
 from rtpcore.capture.runner import CaptureRequest, start_capture
@@ -126,7 +127,9 @@ def test_outage_mid_capture_falls_back_and_flush_makes_s3_identical(
     prefix = "captures/adhoc/ticket-77/20250102_030405/raw/"
     client = moto_private.client()
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
-    assert sorted(o["Key"][len(prefix):] for o in listed) == sorted(c.name for c in manifest.chunks)
+    # every chunk and its sidecar index (issue 12), nothing else
+    assert sorted(o["Key"][len(prefix):] for o in listed) == sorted(
+        [c.name for c in manifest.chunks] + [c.name + INDEX_SUFFIX for c in manifest.chunks])
     assert sorted(c.name for c in manifest.chunks) == sorted(f.name for f in files)
     for chunk in manifest.chunks:
         stored = client.get_object(Bucket=BUCKET, Key=prefix + chunk.name)["Body"].read()
@@ -155,7 +158,7 @@ def test_cli_capture_to_s3_reports_storage(rpcapd, moto_server: MotoServer, s3_c
     files = [Path(f) for f in doc["hosts"][0]["files"]]
     assert written(files, udp.port) == sent and len(files) >= 2
     assert (storage["mode"], storage["status"], storage["pending"], storage["failed"]) == ("s3", "s3", [], [])
-    assert storage["uploaded"] == len(files)
+    assert storage["uploaded"] == 2 * len(files)  # each chunk and its sidecar index
     assert storage["location"] == f"s3://{BUCKET}/captures/adhoc/team/t-1/cli-session/"
     assert "pending upload" not in captured.err
     client = moto_server.client()
@@ -182,10 +185,10 @@ def test_cli_capture_with_s3_down_still_captures_and_says_flush(
     assert code == 0, captured.err
     chunks = sorted((out / "raw").glob("*.pcap"))
     assert written(chunks, udp.port) == sent
-    assert (f"rtphelper capture: warning: {len(chunks)} files pending upload; run: rtphelper flush "
-            f"{out.resolve()}") in captured.err
+    assert (f"rtphelper capture: warning: {2 * len(chunks)} files pending upload; run: rtphelper flush "
+            f"{out.resolve()}") in captured.err  # each chunk and its sidecar index
     assert "storage: local-fallback" in captured.out and "0 uploaded" in captured.out
-    assert f"{len(chunks)} pending" in captured.out
+    assert f"{2 * len(chunks)} pending" in captured.out
     assert moto_private.endpoint in captured.out  # why it fell back, where
 
 
@@ -207,7 +210,8 @@ def test_no_bucket_configured_captures_locally_with_a_loud_warning(
     assert written(result.summary.hosts[0].files, udp.port) == sent
     storage = result.storage
     assert (storage["mode"], storage["status"]) == ("s3", "local-fallback")
-    assert "no bucket is set" in storage["why"] and storage["pending"] == ["raw/adhoc-127.0.0.1-lo-0001.pcap"]
+    assert "no bucket is set" in storage["why"] and storage["pending"] == [
+        "raw/adhoc-127.0.0.1-lo-0001.pcap", "raw/adhoc-127.0.0.1-lo-0001.pcap.idx.json"]
     assert any(r.levelname == "ERROR" and "capturing to local disk only" in r.getMessage() for r in caplog.records)
     location = QueueStore(tmp_path / "nob").load_location()  # so `rtphelper flush` knows the keys later
     assert location is not None and location.key_prefix == "lab/nob"  # ad-hoc targets: the request names it

@@ -1,0 +1,90 @@
+"""Correlating from S3 fetches only what the call touched (issue 12), against a real moto_server: range reads of
+indexed chunks, 40-byte reads to bound unindexed ones; outputs byte-identical to a local full scan."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtpcore.pcap.index import INDEX_SUFFIX
+from rtpcore.pipeline import correlate
+from rtpcore.settings import load_settings
+from rtpcore.storage.download import RANGES_DIR
+from tests.storage.conftest import BUCKET, MotoServer, point_cli_at
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SESSION = "captures/prod-eu/ticket-12/20260115_100000"
+
+
+@pytest.fixture
+def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
+    """40 MB on 2 hosts in 4 MB chunks with their sidecars, the call in the middle (as in test_select)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    import session_gen
+
+    return session_gen.generate(tmp_path / "session", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6, call_seconds=20.0,
+                                streams=5, log=lambda *_: None)
+
+
+def upload(server: MotoServer, files: list[Path], session: str = SESSION) -> None:
+    client = server.client()
+    for path in files:
+        client.put_object(Bucket=BUCKET, Key=f"{session}/raw/{path.name}", Body=path.read_bytes())
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for sub in ("combined", "decrypted")
+            for p in sorted((out / sub).glob("*.pcap"))}
+
+
+def fetched(out: Path) -> dict[str, int]:
+    """Every capture file the run wrote locally (range-read parts and whole downloads), with its size."""
+    return {p.relative_to(out).as_posix(): p.stat().st_size for sub in ("raw", RANGES_DIR)
+            for p in (out / sub).glob("*.pcap")}
+
+
+def test_indexed_s3_session_is_range_read_and_equals_a_local_full_scan(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    upload(moto_server, [*session.chunks, *(c.with_name(c.name + INDEX_SUFFIX) for c in session.chunks)])
+    full = correlate(session.sip, "inbound", [session.root / "raw"], tmp_path / "full",
+                     settings=load_settings({}).model_copy(update={"media_select": False}))
+    report = correlate(session.sip, "inbound", [f"s3://{BUCKET}/{SESSION}/"], tmp_path / "s3", settings=load_settings())
+
+    assert outputs(tmp_path / "s3") == outputs(tmp_path / "full")
+    media = report.to_json()["media_read"]
+    parts = fetched(tmp_path / "s3")
+    assert parts and all(name.startswith(f"{RANGES_DIR}/") for name in parts)  # no whole chunk came down
+    read = [f for f in media["files"] if f["how"] != "skipped"]
+    assert sum(parts.values()) == sum(f["bytes_read"] + 24 for f in read)     # header + the ranges, nothing more
+    assert sum(parts.values()) < session.bytes / 2
+    assert all(f["source"].startswith(f"s3://{BUCKET}/{SESSION}/raw/") for f in media["files"])
+    skipped = [f for f in media["files"] if f["how"] == "skipped"]
+    assert skipped and all("outside the call's windows" in f["why"] for f in skipped)
+    assert len(media["files"]) == len(session.chunks) and not report.to_json()["warnings"]
+    assert [leg["packets"] for leg in report.to_json()["legs"]] == [leg["packets"] for leg in full.to_json()["legs"]]
+
+
+def test_unindexed_s3_session_is_bounded_by_first_timestamps_and_says_so(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    upload(moto_server, list(session.chunks), f"{SESSION}-noindex")  # an imported session: chunks only
+    full = correlate(session.sip, "inbound", [session.root / "raw"], tmp_path / "full",
+                     settings=load_settings({}).model_copy(update={"media_select": False}))
+    report = correlate(session.sip, "inbound", [f"s3://{BUCKET}/{SESSION}-noindex/"], tmp_path / "s3",
+                       settings=load_settings())
+
+    assert outputs(tmp_path / "s3") == outputs(tmp_path / "full")
+    media = report.to_json()["media_read"]
+    downloaded = fetched(tmp_path / "s3")
+    read = [Path(f["source"]).name for f in media["files"] if f["how"] != "skipped"]
+    assert sorted(Path(n).name for n in downloaded) == sorted(read)          # only those, whole
+    assert len(read) < len(session.chunks)
+    skipped = [f for f in media["files"] if f["how"] == "skipped"]
+    assert skipped and all("no index; bounded" in f["why"] for f in skipped)
+    warnings = report.to_json()["warnings"]
+    assert len(warnings) == len(read) and all("no index in S3" in w for w in warnings)
