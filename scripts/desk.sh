@@ -100,7 +100,7 @@ cmd_worker() {
 
 cmd_serve() {
   [[ -n "${RTPHELPER_SERVE_SECRET:-}" ]] || die "RTPHELPER_SERVE_SECRET is not set: set it (the same value for the worker and the laptops)"
-  echo "desk: rtphelper serve on ${RTPHELPER_SERVE_ADDRESS:-127.0.0.1:8765} (links from ${RTPHELPER_SERVE_URL:-the worker's RTPHELPER_SERVE_URL})"
+  echo "desk: rtphelper serve on ${RTPHELPER_SERVE_ADDRESS:-127.0.0.1:8765} (links signed with RTPHELPER_SERVE_SECRET)"
   exec "$PY" -m rtpcore.cli serve
 }
 

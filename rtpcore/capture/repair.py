@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ ACTION_TRUNCATED = "truncated"          # a torn last record was cut off
 ACTION_HEADER = "header-rewritten"      # 0-23 bytes: replaced by an empty valid pcap
 ACTION_SKIPPED = "skipped"              # cannot be made valid safely; left untouched and unlisted
 _MAGICS = tuple(struct.pack(e + "I", m) for e in "<>" for m in (PCAP_MAGIC_US, PCAP_MAGIC_NS))
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +85,21 @@ def repair_session(session_dir: Path) -> RepairReport:
             if info is not None:
                 host, interface = _owner(path.name, opened.get(path.name), state)
                 manifest.append_chunk(host, interface, info)
-                problems += _reindex(path)
+                _reindex(path)
     return RepairReport(session, tuple(actions), tuple(problems))
 
 
-def _reindex(path: Path) -> list[str]:
-    """Rebuild a repaired chunk's sidecar index from the file as it is now (a stale one would skip wrongly)."""
+def _reindex(path: Path) -> None:
+    """Rebuild a repaired chunk's sidecar index from the file as it is now (a stale one would skip wrongly).
+
+    The index only saves reading time: when it cannot be written (the disk that ended the capture is still
+    full) the chunk stays valid and listed, the stale index goes, and correlation reads the chunk in full.
+    """
     try:
         write_index(build_index(path), path)
     except (PcapError, OSError) as exc:
-        index_path(path).unlink(missing_ok=True)  # no index is honest: the chunk is read in full
-        return [f"{path}: index not rebuilt ({exc}); correlation will read this chunk in full"]
-    return []
+        index_path(path).unlink(missing_ok=True)
+        log.warning("%s: index not rebuilt (%s); correlation will read this chunk in full", path, exc)
 
 
 def _repair_file(path: Path, opened: OpenRecord | None, siblings: list[Path]) -> tuple[RepairAction, ChunkInfo | None]:

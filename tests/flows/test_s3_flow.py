@@ -35,12 +35,13 @@ def test_correlate_call_flow_from_s3(moto_server: MotoServer, generated, tmp_pat
     got = {(s["src"], s["dst"], s["kind"]): s["packets"] for leg in doc["legs"] for s in leg["streams"]}
     assert got == {(s["src"], s["dst"], s["kind"]): s["packets"] for s in truth["streams"]}
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{SESSION}/combined/")["Contents"]}
-    assert keys == {f"{SESSION}/combined/{n}" for n in ("media_raw.pcap", "media_decrypted.pcap",
-                                                         "SIP_plus_media_decrypted.pcap")}
+    combined = {p.name for p in (tmp_path / "out" / "combined").iterdir() if p.is_file()}  # pcaps, analysis, report
+    assert {"media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap", "report.html"} <= combined
+    assert keys == {f"{SESSION}/combined/{n}" for n in combined}
     arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
     presigned = [a.data.split("](", 1)[1].rstrip(")") for a in arts
                  if a.description and a.description.endswith("(S3, presigned)")]
-    assert len(presigned) == 3
+    assert len(presigned) == len(combined)
     local = Path(doc["outputs"]["media_decrypted"]).read_bytes()
     link = next(u for u in presigned if "/combined/media_decrypted.pcap" in u)
     assert urllib.request.urlopen(link, timeout=10).read() == local

@@ -35,6 +35,14 @@ CARD_JS = """(() => { const d = %s;
   const hits = [...document.querySelectorAll('body *')].filter(e => e.innerText && e.innerText.trim() === d);
   if (!hits.length) return false; hits[hits.length - 1].click(); return true; })()"""
 LINKS_JS = "[...document.querySelectorAll('a')].map(a => a.href).filter(h => h.startsWith(%s))"
+# Every <audio> of the page: its duration once the browser has loaded the WAV's header (-1 when it failed).
+AUDIO_DURATIONS_JS = """
+Promise.all([...document.querySelectorAll('audio')].map(a => a.readyState >= 1 ? a.duration : new Promise(done => {
+  a.addEventListener('loadedmetadata', () => done(a.duration));
+  a.addEventListener('error', () => done(-1));
+  a.preload = 'metadata'; a.load();
+})))
+"""
 
 
 def _wait_file(path: Path) -> bytes:
@@ -80,6 +88,8 @@ def test_run_page_output_links_download_byte_identical_files(ui_server: UiServer
         arts = httpx.post(f"{ui_server.api_url}/artifacts/filter", timeout=10,
                           json={"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}).json()
         served = [a for a in arts if (a.get("description") or "").endswith("(served by rtphelper serve)")]
+        report = next(a for a in served if a["description"].startswith("report.html"))
+        served = [a for a in served if ".pcap" in a["description"]]
         assert len(served) == 3
 
         downloads = tmp_path / "downloads"
@@ -102,5 +112,13 @@ def test_run_page_output_links_download_byte_identical_files(ui_server: UiServer
             assert _wait_file(downloads / name) == (session / "combined" / name).read_bytes()
         assert sorted(p.name for p in downloads.iterdir()) == sorted(
             ["media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap"])
+
+        # The call report's link opens the page itself; its audio players and pcap links work with that one link.
+        page.goto(report["data"])
+        page.wait_for("document.querySelectorAll('audio').length > 0")
+        durations = page.js(AUDIO_DURATIONS_JS)
+        assert isinstance(durations, list) and durations and all(d > 1 for d in durations), durations
+        size = page.js("fetch(new URL('media_raw.pcap', location.href)).then(r => r.arrayBuffer()).then(b => b.byteLength)")
+        assert size == (session / "combined" / "media_raw.pcap").stat().st_size
     finally:
         server.stop()
