@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import wave
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -79,14 +79,6 @@ def decodable(pt: int) -> bool:
     return pt in DECODERS or pt == PT_G722
 
 
-def _decoder(pt: int) -> tuple[str, int, int, Callable[[bytes], bytes]]:
-    """Codec dispatch: (name, output rate, samples per RTP clock tick, payload → PCM) for a decodable type."""
-    if pt == PT_G722:  # stateful: one decoder per stream, fed in arrival order
-        return "G722", g722.RATE, g722.SAMPLES_PER_TICK, g722.G722Decoder().decode
-    codec, table = DECODERS[pt]
-    return codec, G711_RATE, 1, lambda payload: decode_g711(payload, table)
-
-
 @dataclass(frozen=True, slots=True)
 class StreamAudio:
     """One stream's PCM (mono, 16-bit little-endian) and how it was assembled."""
@@ -119,43 +111,73 @@ def stream_audio(key: str, packets: Sequence[RtpPacket]) -> StreamAudio | None:
     pt = next((p.pt for p in packets if decodable(p.pt)), packets[0].pt)
     if not decodable(pt):
         return None
-    codec, rate, per_tick, decode = _decoder(pt)
     # Extended timestamps: each packet relative to the previous one, modulo 2³², so wraps are followed.
-    placed: list[tuple[int, RtpPacket]] = []
+    placed: list[tuple[int, bytes]] = []
     ext = prev = packets[0].timestamp
     for p in packets:
         step = (p.timestamp - prev) % TS_MOD
         ext += step - TS_MOD if step >= TS_HALF else step
         prev = p.timestamp
         if p.pt == pt:
-            placed.append((ext, p))
-    origin = min(e for e, _p in placed)
-    limit = MAX_SECONDS * rate
-    pcm = bytearray()
-    decoded = skipped = 0
-    for ext_ts, p in placed:
-        at = (ext_ts - origin) * per_tick
-        end = at + len(p.payload) * per_tick    # G.711: a sample per octet and tick; G.722: two of each
+            placed.append((ext, p.payload))
+    origin = min(e for e, _payload in placed)
+    if pt == PT_G722:
+        codec, rate, pcm, spans = "G722", g722.RATE, *_place_g722(placed, origin)
+    else:
+        codec, table = DECODERS[pt]
+        rate, (pcm, spans) = G711_RATE, _place_g711(placed, origin, table)
+    covered = _silence_outside(pcm, spans)
+    decoded = len(spans)
+    return StreamAudio(key, codec, rate, bytes(pcm), packets[0].ts_ns, decoded, len(packets) - decoded,
+                       len(pcm) // SAMPLE_BYTES - covered)
+
+
+def _place_g711(placed: list[tuple[int, bytes]], origin: int, table: bytes) -> tuple[bytearray, list[tuple[int, int]]]:
+    """G.711: code words placed by timestamp in one buffer (a later packet wins), then expanded in one C-level pass.
+
+    Returns the PCM and each placed packet's sample span; samples outside every span are not silence yet.
+    """
+    limit = MAX_SECONDS * G711_RATE
+    codes = bytearray()
+    spans = []
+    for ext_ts, payload in placed:
+        at = ext_ts - origin
+        end = at + len(payload)       # a sample per octet and tick
         if end > limit:
-            skipped += 1
+            continue
+        if end > len(codes):
+            codes.extend(bytes(end - len(codes)))
+        codes[at:end] = payload
+        spans.append((at, end))
+    return bytearray(decode_g711(bytes(codes), table)), spans
+
+
+def _place_g722(placed: list[tuple[int, bytes]], origin: int) -> tuple[bytearray, list[tuple[int, int]]]:
+    """G.722: decoded packet by packet in arrival order (the decoder has state), two samples per octet and tick."""
+    decode = g722.G722Decoder().decode
+    per_tick = g722.SAMPLES_PER_TICK
+    limit = MAX_SECONDS * g722.RATE
+    pcm = bytearray()
+    spans = []
+    for ext_ts, payload in placed:
+        at = (ext_ts - origin) * per_tick
+        end = at + len(payload) * per_tick
+        if end > limit:
             continue
         if end * SAMPLE_BYTES > len(pcm):
             pcm.extend(bytes(end * SAMPLE_BYTES - len(pcm)))
-        pcm[at * SAMPLE_BYTES:end * SAMPLE_BYTES] = decode(p.payload)
-        decoded += 1
-    skipped += len(packets) - len(placed)
-    written = _covered_samples(placed, origin, limit // per_tick) * per_tick
-    return StreamAudio(key, codec, rate, bytes(pcm), packets[0].ts_ns, decoded, skipped,
-                       len(pcm) // SAMPLE_BYTES - written)
+        pcm[at * SAMPLE_BYTES:end * SAMPLE_BYTES] = decode(payload)
+        spans.append((at, end))
+    return pcm, spans
 
 
-def _covered_samples(placed: list[tuple[int, RtpPacket]], origin: int, limit: int) -> int:
-    """Samples covered by at least one packet (duplicates and overlaps counted once)."""
-    spans = sorted((e - origin, e - origin + len(p.payload)) for e, p in placed if e - origin + len(p.payload) <= limit)
-    total = 0
-    reach = 0
-    for start, end in spans:
+def _silence_outside(pcm: bytearray, spans: list[tuple[int, int]]) -> int:
+    """Zero every sample no span covers (loss, gaps); returns how many samples the spans cover (overlaps once)."""
+    total = reach = 0
+    for start, end in sorted(spans):
         if end > reach:
+            if start > reach:
+                pcm[reach * SAMPLE_BYTES:start * SAMPLE_BYTES] = bytes((start - reach) * SAMPLE_BYTES)
             total += end - max(start, reach)
             reach = end
     return total

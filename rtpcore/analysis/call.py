@@ -64,6 +64,9 @@ class CallAnalysis:
     rtcp: tuple[ReportBlock, ...]
     sip_dtmf: tuple[SipInfoDigit, ...] = ()
     emodel: EModelConfig = field(default_factory=EModelConfig)
+    # The correlation's collected RTP/RTCP (analyze_capture's media=), kept so the report's WAVs need no second
+    # read of the capture; None when the analysis read the file itself (the report then reads it again).
+    media: CaptureMedia | None = field(default=None, repr=False, compare=False)
 
     @property
     def undecodable_codecs(self) -> tuple[str, ...]:
@@ -113,6 +116,7 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
         sip = read_sip(sip)   # once, for the payload names and the SIP INFO digits
     dynamic = dict(payload_map_from_sip(sip)) if sip is not None else {}
     dynamic.update(payloads or {})
+    collected = media
     media = media if media is not None else read_media(path)
     event_pts = event_payload_types(dynamic or None)
     streams = []
@@ -127,7 +131,7 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
     clocks = {s.ssrc: s.clock_rate for s in stats if s.clock_rate}
     rtcp = parse_reports(media.rtcp, media.first_ts_ns, clocks)
     sip_dtmf = sip_info_digits(sip) if sip is not None else ()
-    return CallAnalysis(path, media.first_ts_ns, tuple(streams), rtcp, sip_dtmf, emodel)
+    return CallAnalysis(path, media.first_ts_ns, tuple(streams), rtcp, sip_dtmf, emodel, collected)
 
 
 def _file_part(text: str) -> str:
@@ -135,10 +139,13 @@ def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
 
 
-def write_audio(path: str | Path, out_dir: Path) -> list[Path]:
-    """A WAV per decodable stream, and a stereo WAV per pair of opposite streams (one direction per channel)."""
+def write_audio(path: str | Path, out_dir: Path, media: CaptureMedia | None = None) -> list[Path]:
+    """A WAV per decodable stream, and a stereo WAV per pair of opposite streams (one direction per channel).
+
+    media: path's RTP already collected (CallAnalysis.media), so the capture is not read a second time.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    media = read_media(path)
+    media = media if media is not None else read_media(path)
     tracks = {}
     written: list[Path] = []
     for key, packets in group_streams(media.rtp).items():

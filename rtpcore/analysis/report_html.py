@@ -149,7 +149,7 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
                                 stream_legs(analysis, plan))
     staged = combined / f".{AUDIO_DIR}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
     try:
-        wavs = write_audio(analysis.capture, staged)
+        wavs = write_audio(analysis.capture, staged, analysis.media)
         _fsync_all(wavs)
         audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
         pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
