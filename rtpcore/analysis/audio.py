@@ -7,9 +7,7 @@ ffmpeg); every other codec is listed as not decodable.
 """
 from __future__ import annotations
 
-import sys
 import wave
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +22,7 @@ from rtpcore.pcap.reader import NS_PER_S
 
 G711_RATE = 8000
 SAMPLE_BYTES = 2
+STEREO = 2
 TS_MOD = 1 << 32
 TS_HALF = 1 << 31
 MAX_SECONDS = 4 * 3600          # a timestamp jump past this is not audio we place (a broken sender)
@@ -210,26 +209,24 @@ def write_wav(path: str | Path, audio: StreamAudio) -> Path:
 
 
 def stereo_pcm(left: StreamAudio, right: StreamAudio) -> bytes:
-    """Interleave two tracks (left, right), each delayed by its first arrival after the earlier one's."""
+    """Interleave two tracks (left, right), each delayed by its first arrival after the earlier one's.
+
+    The tracks are little-endian already, so each sample's two bytes are copied by strided slices (C level).
+    """
     if left.rate != right.rate:
         raise ValueError(f"cannot pair {left.key} ({left.rate} Hz) with {right.key} ({right.rate} Hz) in one WAV")
     start = min(left.first_arrival_ns, right.first_arrival_ns)
-    tracks = []
-    for track in (left, right):
-        lead = (track.first_arrival_ns - start) * track.rate // NS_PER_S
-        tracks.append(array("h", bytes(lead * SAMPLE_BYTES) + track.pcm))
-    if sys.byteorder == "big":
-        for t in tracks:
-            t.byteswap()
-    length = max(len(t) for t in tracks)
-    for t in tracks:
-        t.extend([0] * (length - len(t)))
-    both = array("h", [0]) * (2 * length)
-    both[0::2] = tracks[0]
-    both[1::2] = tracks[1]
-    if sys.byteorder == "big":
-        both.byteswap()
-    return both.tobytes()
+    leads = [(track.first_arrival_ns - start) * track.rate // NS_PER_S for track in (left, right)]
+    length = max(lead + track.samples for lead, track in zip(leads, (left, right)))
+    frame = STEREO * SAMPLE_BYTES
+    both = bytearray(length * frame)
+    for channel, (lead, track) in enumerate(zip(leads, (left, right))):
+        at = lead * frame + channel * SAMPLE_BYTES
+        stop = (lead + track.samples) * frame
+        pcm = track.pcm[:track.samples * SAMPLE_BYTES]
+        for byte in range(SAMPLE_BYTES):
+            both[at + byte:stop:frame] = pcm[byte::SAMPLE_BYTES]
+    return bytes(both)
 
 
 def write_stereo_wav(path: str | Path, left: StreamAudio, right: StreamAudio) -> Path:
