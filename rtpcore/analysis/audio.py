@@ -223,9 +223,8 @@ def stereo_pcm(left: StreamAudio, right: StreamAudio) -> bytes:
     for channel, (lead, track) in enumerate(zip(leads, (left, right))):
         at = lead * frame + channel * SAMPLE_BYTES
         stop = (lead + track.samples) * frame
-        pcm = track.pcm[:track.samples * SAMPLE_BYTES]
         for byte in range(SAMPLE_BYTES):
-            both[at + byte:stop:frame] = pcm[byte::SAMPLE_BYTES]
+            both[at + byte:stop:frame] = track.pcm[byte::SAMPLE_BYTES]
     return bytes(both)
 
 
