@@ -156,7 +156,7 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
     staged = combined / f".{AUDIO_DIR}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
     syncing = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="wav-fsync")
     try:
-        wavs = write_audio(analysis.capture, staged, analysis.media)
+        wavs = write_audio(analysis.capture, staged, analysis.packets)
         synced = _fsync_all(syncing, wavs)
         audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
         pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
