@@ -175,6 +175,8 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
     spurt_starts = [0]                  # index into transits where each talkspurt begins
     nows = _arrivals_ms(packets, first_ts_ns)
     single_clock = clocks[first.pt] if len(clocks) == 1 else None
+    has_cn = not CN_PTS.isdisjoint(clocks)   # without comfort noise no packet is skipped for it
+    skip_cn = False
     for total_nr, ((frame, _ts_ns, _src, _sport, _dst, _dport, _ssrc, pt, seq, ts, marker, _payload), now) in enumerate(
             zip(packets, nows)):
         clock = clocks[pt] if single_clock is None else single_clock
@@ -199,8 +201,9 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
                     sequence += 1
             elif seq_num + 1 > seq:
                 sequence += 1
-            follows_cn = prev_pt in CN_PTS
-            prev_pt = pt
+            if has_cn:
+                skip_cn = prev_pt in CN_PTS or pt in CN_PTS   # comfort noise, or the packet after it
+                prev_pt = pt
             current_jitter = 0.0
             if in_time:
                 if clock:
@@ -210,7 +213,7 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
                     jitter = current_jitter
                     last_nominal = nominal
                 delta = now - last_time
-                if not (marker or follows_cn or pt in CN_PTS):
+                if not (marker or skip_cn):
                     if delta > max_delta:
                         max_delta = delta
                         max_nr = frame
