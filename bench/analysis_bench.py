@@ -37,7 +37,7 @@ from rtpcore.analysis.call import analyze_capture, write_audio  # noqa: E402
 from rtpcore.analysis.packets import read_media  # noqa: E402
 from rtpcore.analysis.stats import compute_stats  # noqa: E402
 from rtpcore.callgen import VARIANTS, render  # noqa: E402
-from rtpcore.pipeline import InProcessRunner, make_job, run_steps  # noqa: E402
+from rtpcore.pipeline import CorrelationJob, InProcessRunner, make_job, run_steps  # noqa: E402
 
 RESULTS = BENCH / "RESULTS.md"
 BEGIN, END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
@@ -65,6 +65,17 @@ def interleaved_cpu(fns: list[Callable[[], object]], repeat: int) -> list[tuple[
     return [(min(w), min(c), r) for w, c, r in zip(walls, cpus, results)]
 
 
+def off_and_on(job: CorrelationJob, out: Path, repeat: int) -> list[tuple[float, float, object]]:
+    """The correlation with its analysis step (and call report) off, then on, interleaved: (wall, CPU, report) each."""
+    def correlation(analysis: bool) -> Callable[[], object]:
+        def run() -> object:
+            shutil.rmtree(out, ignore_errors=True)
+            return run_steps(dataclasses.replace(job, analysis=analysis), InProcessRunner()).report
+        return run
+
+    return interleaved_cpu([correlation(False), correlation(True)], repeat)
+
+
 def best(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     """Best wall time of fn over repeat runs, and its last result."""
     times = []
@@ -87,15 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = render(dataclasses.replace(VARIANTS["inbound-proxy"], media_seconds=MEDIA_SECONDS), call)
         out = work / "out"
         job = make_job(call / str(truth["sip"]), str(truth["direction"]), [call / "media"], out)
-
-        def correlation(analysis: bool) -> Callable[[], object]:
-            def run() -> object:
-                shutil.rmtree(out, ignore_errors=True)
-                return run_steps(dataclasses.replace(job, analysis=analysis), InProcessRunner()).report
-            return run
-
-        (t_corr, c_corr, _plain), (t_with, c_with, report) = interleaved_cpu(
-            [correlation(False), correlation(True)], args.repeat)
+        (t_corr, c_corr, _plain), (t_with, c_with, report) = off_and_on(job, out, args.repeat)
         decrypted = report.outputs[1]  # type: ignore[attr-defined]
         verdicts = len(report.insight.verdicts)  # type: ignore[attr-defined]
         wavs_of = report.insight.analysis.packets  # type: ignore[attr-defined]  # None: the file is read back

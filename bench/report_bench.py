@@ -21,7 +21,6 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -30,14 +29,14 @@ for path in (ROOT, BENCH):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from analysis_bench import MEDIA_SECONDS, TARGET, best, interleaved_cpu  # noqa: E402
+from analysis_bench import MEDIA_SECONDS, TARGET, best, off_and_on  # noqa: E402
 
 from rtpcore.analysis.call import analyze_capture, write_audio  # noqa: E402
 from rtpcore.analysis.ladder import build_ladder, ladder_svg  # noqa: E402
 from rtpcore.analysis.report_html import write_call_report  # noqa: E402
 from rtpcore.analysis.timeline import timeline_svg  # noqa: E402
 from rtpcore.callgen import VARIANTS, render  # noqa: E402
-from rtpcore.pipeline import InProcessRunner, make_job, run_steps  # noqa: E402
+from rtpcore.pipeline import make_job  # noqa: E402
 from rtpcore.sip.capture import read_sip  # noqa: E402
 from rtpcore.sip.legs import resolve_legs  # noqa: E402
 
@@ -67,15 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         out = work / "out"
 
         job = make_job(sip, str(truth["direction"]), [call / "media"], out)
-
-        def correlation(analysis: bool) -> Callable[[], object]:
-            def run() -> object:
-                shutil.rmtree(out, ignore_errors=True)
-                return run_steps(dataclasses.replace(job, analysis=analysis), InProcessRunner()).report
-            return run
-
-        (t_corr, c_corr, _plain), (t_with, c_with, report) = interleaved_cpu(
-            [correlation(False), correlation(True)], args.repeat)
+        (t_corr, c_corr, _plain), (t_with, c_with, report) = off_and_on(job, out, args.repeat)
         decrypted = report.outputs[1]  # type: ignore[attr-defined]
         collected = report.insight.analysis.packets  # type: ignore[attr-defined]  # the streams' packets, grouped
         t_analysis, analysis = best(lambda: analyze_capture(decrypted, sip=sip), args.repeat)
