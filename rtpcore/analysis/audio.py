@@ -7,12 +7,11 @@ ffmpeg); every other codec is listed as not decodable.
 """
 from __future__ import annotations
 
-import sys
 import wave
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter, sub
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,13 @@ from rtpcore.pcap.reader import NS_PER_S
 
 G711_RATE = 8000
 SAMPLE_BYTES = 2
+STEREO = 2
 TS_MOD = 1 << 32
 TS_HALF = 1 << 31
 MAX_SECONDS = 4 * 3600          # a timestamp jump past this is not audio we place (a broken sender)
 ULAW_BIAS = 0x84
 ALAW_XOR = 0x55
+PT_AT, TIMESTAMP_AT, PAYLOAD_AT = 7, 9, 11     # RtpPacket's fields, read by itemgetter at C level
 
 
 def _ulaw(byte: int) -> int:
@@ -79,14 +80,6 @@ def decodable(pt: int) -> bool:
     return pt in DECODERS or pt == PT_G722
 
 
-def _decoder(pt: int) -> tuple[str, int, int, Callable[[bytes], bytes]]:
-    """Codec dispatch: (name, output rate, samples per RTP clock tick, payload → PCM) for a decodable type."""
-    if pt == PT_G722:  # stateful: one decoder per stream, fed in arrival order
-        return "G722", g722.RATE, g722.SAMPLES_PER_TICK, g722.G722Decoder().decode
-    codec, table = DECODERS[pt]
-    return codec, G711_RATE, 1, lambda payload: decode_g711(payload, table)
-
-
 @dataclass(frozen=True, slots=True)
 class StreamAudio:
     """One stream's PCM (mono, 16-bit little-endian) and how it was assembled."""
@@ -119,43 +112,86 @@ def stream_audio(key: str, packets: Sequence[RtpPacket]) -> StreamAudio | None:
     pt = next((p.pt for p in packets if decodable(p.pt)), packets[0].pt)
     if not decodable(pt):
         return None
-    codec, rate, per_tick, decode = _decoder(pt)
+    pts, stamps, payloads = (list(map(itemgetter(at), packets)) for at in (PT_AT, TIMESTAMP_AT, PAYLOAD_AT))
+    if pt != PT_G722 and _back_to_back(pt, pts, stamps, payloads):
+        codec, table = DECODERS[pt]
+        whole = decode_g711(b"".join(payloads), table)
+        return StreamAudio(key, codec, G711_RATE, whole, packets[0].ts_ns, len(packets), 0, 0)
     # Extended timestamps: each packet relative to the previous one, modulo 2³², so wraps are followed.
-    placed: list[tuple[int, RtpPacket]] = []
-    ext = prev = packets[0].timestamp
-    for p in packets:
-        step = (p.timestamp - prev) % TS_MOD
+    placed: list[tuple[int, bytes]] = []
+    ext = prev = stamps[0]
+    for ppt, stamp, payload in zip(pts, stamps, payloads):
+        step = (stamp - prev) % TS_MOD
         ext += step - TS_MOD if step >= TS_HALF else step
-        prev = p.timestamp
-        if p.pt == pt:
-            placed.append((ext, p))
-    origin = min(e for e, _p in placed)
-    limit = MAX_SECONDS * rate
-    pcm = bytearray()
-    decoded = skipped = 0
-    for ext_ts, p in placed:
-        at = (ext_ts - origin) * per_tick
-        end = at + len(p.payload) * per_tick    # G.711: a sample per octet and tick; G.722: two of each
+        prev = stamp
+        if ppt == pt:
+            placed.append((ext, payload))
+    origin = min(e for e, _payload in placed)
+    if pt == PT_G722:
+        codec, rate, pcm, spans = "G722", g722.RATE, *_place_g722(placed, origin)
+    else:
+        codec, table = DECODERS[pt]
+        rate, (pcm, spans) = G711_RATE, _place_g711(placed, origin, table)
+    covered = _silence_outside(pcm, spans)
+    decoded = len(spans)
+    return StreamAudio(key, codec, rate, bytes(pcm), packets[0].ts_ns, decoded, len(packets) - decoded,
+                       len(pcm) // SAMPLE_BYTES - covered)
+
+
+def _back_to_back(pt: int, pts: Sequence[int], stamps: Sequence[int], payloads: Sequence[bytes]) -> bool:
+    """The common G.711 case, checked at C level: one payload type, each packet starting where the last one ended
+    (no loss, reordering, duplicate or wrap), within MAX_SECONDS; its track is then simply the payloads joined."""
+    if pts.count(pt) != len(pts) or sum(map(len, payloads)) > MAX_SECONDS * G711_RATE:
+        return False
+    return list(map(sub, stamps[1:], stamps[:-1])) == list(map(len, payloads[:-1]))
+
+
+def _place_g711(placed: list[tuple[int, bytes]], origin: int, table: bytes) -> tuple[bytearray, list[tuple[int, int]]]:
+    """G.711: code words placed by timestamp in one buffer (a later packet wins), then expanded in one C-level pass.
+
+    Returns the PCM and each placed packet's sample span; samples outside every span are not silence yet.
+    """
+    limit = MAX_SECONDS * G711_RATE
+    codes = bytearray()
+    spans = []
+    for ext_ts, payload in placed:
+        at = ext_ts - origin
+        end = at + len(payload)       # a sample per octet and tick
         if end > limit:
-            skipped += 1
+            continue
+        if end > len(codes):
+            codes.extend(bytes(end - len(codes)))
+        codes[at:end] = payload
+        spans.append((at, end))
+    return bytearray(decode_g711(bytes(codes), table)), spans
+
+
+def _place_g722(placed: list[tuple[int, bytes]], origin: int) -> tuple[bytearray, list[tuple[int, int]]]:
+    """G.722: decoded packet by packet in arrival order (the decoder has state), two samples per octet and tick."""
+    decode = g722.G722Decoder().decode
+    per_tick = g722.SAMPLES_PER_TICK
+    limit = MAX_SECONDS * g722.RATE
+    pcm = bytearray()
+    spans = []
+    for ext_ts, payload in placed:
+        at = (ext_ts - origin) * per_tick
+        end = at + len(payload) * per_tick
+        if end > limit:
             continue
         if end * SAMPLE_BYTES > len(pcm):
             pcm.extend(bytes(end * SAMPLE_BYTES - len(pcm)))
-        pcm[at * SAMPLE_BYTES:end * SAMPLE_BYTES] = decode(p.payload)
-        decoded += 1
-    skipped += len(packets) - len(placed)
-    written = _covered_samples(placed, origin, limit // per_tick) * per_tick
-    return StreamAudio(key, codec, rate, bytes(pcm), packets[0].ts_ns, decoded, skipped,
-                       len(pcm) // SAMPLE_BYTES - written)
+        pcm[at * SAMPLE_BYTES:end * SAMPLE_BYTES] = decode(payload)
+        spans.append((at, end))
+    return pcm, spans
 
 
-def _covered_samples(placed: list[tuple[int, RtpPacket]], origin: int, limit: int) -> int:
-    """Samples covered by at least one packet (duplicates and overlaps counted once)."""
-    spans = sorted((e - origin, e - origin + len(p.payload)) for e, p in placed if e - origin + len(p.payload) <= limit)
-    total = 0
-    reach = 0
-    for start, end in spans:
+def _silence_outside(pcm: bytearray, spans: list[tuple[int, int]]) -> int:
+    """Zero every sample no span covers (loss, gaps); returns how many samples the spans cover (overlaps once)."""
+    total = reach = 0
+    for start, end in sorted(spans):
         if end > reach:
+            if start > reach:
+                pcm[reach * SAMPLE_BYTES:start * SAMPLE_BYTES] = bytes((start - reach) * SAMPLE_BYTES)
             total += end - max(start, reach)
             reach = end
     return total
@@ -173,26 +209,23 @@ def write_wav(path: str | Path, audio: StreamAudio) -> Path:
 
 
 def stereo_pcm(left: StreamAudio, right: StreamAudio) -> bytes:
-    """Interleave two tracks (left, right), each delayed by its first arrival after the earlier one's."""
+    """Interleave two tracks (left, right), each delayed by its first arrival after the earlier one's.
+
+    The tracks are little-endian already, so each sample's two bytes are copied by strided slices (C level).
+    """
     if left.rate != right.rate:
         raise ValueError(f"cannot pair {left.key} ({left.rate} Hz) with {right.key} ({right.rate} Hz) in one WAV")
     start = min(left.first_arrival_ns, right.first_arrival_ns)
-    tracks = []
-    for track in (left, right):
-        lead = (track.first_arrival_ns - start) * track.rate // NS_PER_S
-        tracks.append(array("h", bytes(lead * SAMPLE_BYTES) + track.pcm))
-    if sys.byteorder == "big":
-        for t in tracks:
-            t.byteswap()
-    length = max(len(t) for t in tracks)
-    for t in tracks:
-        t.extend([0] * (length - len(t)))
-    both = array("h", [0]) * (2 * length)
-    both[0::2] = tracks[0]
-    both[1::2] = tracks[1]
-    if sys.byteorder == "big":
-        both.byteswap()
-    return both.tobytes()
+    leads = [(track.first_arrival_ns - start) * track.rate // NS_PER_S for track in (left, right)]
+    length = max(lead + track.samples for lead, track in zip(leads, (left, right)))
+    frame = STEREO * SAMPLE_BYTES
+    both = bytearray(length * frame)
+    for channel, (lead, track) in enumerate(zip(leads, (left, right))):
+        at = lead * frame + channel * SAMPLE_BYTES
+        stop = (lead + track.samples) * frame
+        for byte in range(SAMPLE_BYTES):
+            both[at + byte:stop:frame] = track.pcm[byte::SAMPLE_BYTES]
+    return bytes(both)
 
 
 def write_stereo_wav(path: str | Path, left: StreamAudio, right: StreamAudio) -> Path:

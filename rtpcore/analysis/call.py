@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from rtpcore.analysis.audio import decodable, stream_audio, write_stereo_wav, write_wav
 from rtpcore.analysis.dtmf import DtmfEvent, SipInfoDigit, event_payload_types, rtp_events, sip_info_digits
 from rtpcore.analysis.emodel import EModelConfig, Quality, stream_quality
-from rtpcore.analysis.packets import CaptureMedia, read_media
+from rtpcore.analysis.packets import CaptureMedia, RtpPacket, read_media
 from rtpcore.analysis.rtcp import ReportBlock, parse_reports
-from rtpcore.analysis.stats import StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats
+from rtpcore.analysis.stats import StreamId, StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats
 
 if TYPE_CHECKING:
     from rtpcore.sip.capture import SipPacket
@@ -64,6 +64,9 @@ class CallAnalysis:
     rtcp: tuple[ReportBlock, ...]
     sip_dtmf: tuple[SipInfoDigit, ...] = ()
     emodel: EModelConfig = field(default_factory=EModelConfig)
+    # The packets of each stream from the correlation's collected RTP (analyze_capture's media=), kept so the
+    # report's WAVs need no second read (nor grouping) of the capture; None when the analysis read the file itself.
+    packets: Mapping[StreamId, Sequence[RtpPacket]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def undecodable_codecs(self) -> tuple[str, ...]:
@@ -113,11 +116,13 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
         sip = read_sip(sip)   # once, for the payload names and the SIP INFO digits
     dynamic = dict(payload_map_from_sip(sip)) if sip is not None else {}
     dynamic.update(payloads or {})
+    collected = media
     media = media if media is not None else read_media(path)
     event_pts = event_payload_types(dynamic or None)
     streams = []
     stats = []
-    for packets in group_streams(media.rtp).values():
+    groups = group_streams(media.rtp)
+    for packets in groups.values():
         s = stream_stats(packets, media.first_ts_ns, dynamic or None)
         stats.append(s)
         pts = set(s.payload_types)
@@ -127,7 +132,8 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
     clocks = {s.ssrc: s.clock_rate for s in stats if s.clock_rate}
     rtcp = parse_reports(media.rtcp, media.first_ts_ns, clocks)
     sip_dtmf = sip_info_digits(sip) if sip is not None else ()
-    return CallAnalysis(path, media.first_ts_ns, tuple(streams), rtcp, sip_dtmf, emodel)
+    return CallAnalysis(path, media.first_ts_ns, tuple(streams), rtcp, sip_dtmf, emodel,
+                        groups if collected is not None else None)
 
 
 def _file_part(text: str) -> str:
@@ -135,20 +141,24 @@ def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
 
 
-def write_audio(path: str | Path, out_dir: Path) -> list[Path]:
-    """A WAV per decodable stream, and a stereo WAV per pair of opposite streams (one direction per channel)."""
+def write_audio(path: str | Path, out_dir: Path,
+                packets_by_stream: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> list[Path]:
+    """A WAV per decodable stream, and a stereo WAV per pair of opposite streams (one direction per channel).
+
+    packets_by_stream: path's RTP already collected and grouped (CallAnalysis.packets), so it is not read again.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    media = read_media(path)
+    groups = packets_by_stream if packets_by_stream is not None else group_streams(read_media(path).rtp)
     tracks = {}
     written: list[Path] = []
-    for key, packets in group_streams(media.rtp).items():
+    for key, packets in groups.items():
         src, sport, dst, dport, ssrc = key
         label = _file_part(f"{src}_{sport}-{dst}_{dport}-{ssrc:08x}")
         audio = stream_audio(label, packets)
         if audio is not None:
             tracks[key] = audio
             written.append(write_wav(out_dir / f"{label}.wav", audio))
-    paired: set[tuple[str, int, str, int, int]] = set()
+    paired: set[StreamId] = set()
     for key, audio in tracks.items():
         if key in paired:
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from rtpcore.sip.capture import read_sip
 
 TEMP_TOKEN_BYTES = 8
 STEREO_SUFFIX = "-stereo"
+FSYNC_THREADS = 6         # the WAVs of a two-leg call (4 mono + 2 stereo) forced to disk at once
 PICTURES_AFTER = 3        # verdicts, legs, streams; then the timeline and the ladder; then DTMF and RTCP
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24;background:#f6f7f9}
@@ -118,11 +120,15 @@ def _swap_dir(staged: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync_all(paths: Sequence[Path]) -> None:
-    """Force the staged WAVs to disk before their folder takes the final name."""
-    for path in paths:
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
+def _fsync(path: Path) -> None:
+    """Force one staged WAV to disk before its folder takes the final name."""
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_all(pool: ThreadPoolExecutor, paths: Sequence[Path]) -> list[Future[None]]:
+    """Start forcing the staged WAVs to disk side by side (the disk merges them); the report renders meanwhile."""
+    return [pool.submit(_fsync, path) for path in paths]
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -149,9 +155,10 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
     timeline_doc = timeline_svg(analysis, ladder.messages if ladder is not None else (), origin,
                                 stream_legs(analysis, plan))
     staged = combined / f".{AUDIO_DIR}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
+    syncing = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="wav-fsync")
     try:
-        wavs = write_audio(analysis.capture, staged)
-        _fsync_all(wavs)
+        wavs = write_audio(analysis.capture, staged, analysis.packets)
+        synced = _fsync_all(syncing, wavs)
         audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
         pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
         content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None, dtmf_relay)
@@ -163,9 +170,14 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
                 written.append(_write_text(combined / name, text))
             else:
                 (combined / name).unlink(missing_ok=True)  # an earlier run's ladder would belong to another SIP
+        for done in synced:
+            done.result()       # every WAV on disk before the folder is renamed into place
         _swap_dir(staged, combined / AUDIO_DIR)
     except BaseException:
+        syncing.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staged, ignore_errors=True)
         raise
+    finally:
+        syncing.shutdown(wait=True)
     wavs = [combined / AUDIO_DIR / w.name for w in wavs]
     return written + wavs

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from itertools import repeat
-from operator import floordiv, itemgetter, sub
+from operator import add, floordiv, itemgetter, mod, mul, sub, truediv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,10 @@ DELAY_BUCKET_MS = 10          # histogram of arrival delay over the fastest pack
 DELAY_BUCKETS = 200           # 0..2 s; later packets land in the last bucket
 RESYNC_GAP_MS = 500.0         # a talkspurt starts after this long without packets (or at a marker bit)
 MS_PER_S = 1000
+TS_NS_FIELD = 1
 PT_FIELD = 7                  # RtpPacket.pt's position in the tuple
+MARKER_FIELD = 10
+PAYLOAD_FIELD = 11
 CN_PTS = frozenset({PT_CN, PT_CN_OLD})   # comfort noise: skipped, and so is the packet after it
 
 
@@ -52,6 +55,15 @@ def _ms(rel_ns: int) -> float:
     if secs < 0 and nsecs:
         secs, nsecs = secs + 1, nsecs - NS_PER_S  # nstime keeps nsecs with the sign of secs
     return secs * 1000.0 + nsecs / 1000000.0
+
+
+def _arrivals_ms(packets: Sequence[RtpPacket], first_ts_ns: int) -> list[float]:
+    """_ms of every packet's arrival, computed at C level (map/operator) with the same double operations."""
+    rels = list(map(sub, map(itemgetter(TS_NS_FIELD), packets), repeat(first_ts_ns)))
+    if rels and min(rels) < 0:      # a frame before the first one (an unsorted file): nstime's sign rules
+        return list(map(_ms, rels))
+    return list(map(add, map(mul, map(floordiv, rels, repeat(NS_PER_S)), repeat(1000.0)),
+                    map(truediv, map(mod, rels, repeat(NS_PER_S)), repeat(1000000.0))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,21 +167,19 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
     delta = max_delta = mean_delta = jitter = max_jitter = mean_jitter = 0.0
     min_delta = min_jitter = -1.0
     max_nr = clock_rate = 0
-    total_nr = 0
-    markers = payload_bytes = 0
     ext_ts = raw_ts = first_ts
     max_ext = first.seq
     arrival: dict[int, float] = {}
     duplicates = out_of_order = 0
     transits: list[float] = []          # arrival − RTP time per packet with a clock
     spurt_starts = [0]                  # index into transits where each talkspurt begins
-    nows: list[float] = []
-    for frame, ts_ns, _src, _sport, _dst, _dport, _ssrc, pt, seq, ts, marker, payload in packets:
-        secs, nsecs = divmod(ts_ns - first_ts_ns, NS_PER_S)
-        if secs < 0 and nsecs:
-            secs, nsecs = secs + 1, nsecs - NS_PER_S
-        now = secs * 1000.0 + nsecs / 1000000.0
-        clock = clocks[pt]
+    nows = _arrivals_ms(packets, first_ts_ns)
+    single_clock = clocks[first.pt] if len(clocks) == 1 else None
+    has_cn = not CN_PTS.isdisjoint(clocks)   # without comfort noise no packet is skipped for it
+    skip_cn = False
+    for total_nr, ((frame, _ts_ns, _src, _sport, _dst, _dport, _ssrc, pt, seq, ts, marker, _payload), now) in enumerate(
+            zip(packets, nows)):
+        clock = clocks[pt] if single_clock is None else single_clock
         if total_nr:
             # -- Wireshark: in timestamp order relative to the FIRST packet, modulo 2^32 --
             in_time = ts - first_ts < TS_HALF if first_ts <= ts else (TS_MOD - 1 - first_ts) + ts < TS_HALF
@@ -191,8 +201,9 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
                     sequence += 1
             elif seq_num + 1 > seq:
                 sequence += 1
-            follows_cn = prev_pt in CN_PTS
-            prev_pt = pt
+            if has_cn:
+                skip_cn = prev_pt in CN_PTS or pt in CN_PTS   # comfort noise, or the packet after it
+                prev_pt = pt
             current_jitter = 0.0
             if in_time:
                 if clock:
@@ -202,7 +213,7 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
                     jitter = current_jitter
                     last_nominal = nominal
                 delta = now - last_time
-                if not (marker or follows_cn or pt in CN_PTS):
+                if not (marker or skip_cn):
                     if delta > max_delta:
                         max_delta = delta
                         max_nr = frame
@@ -239,11 +250,10 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
             last_arrival = now
         if clock:
             transits.append(now - ext_ts * MS_PER_S / clock)
-        nows.append(now)
-        stop_ms = now
-        total_nr += 1
-        markers += marker
-        payload_bytes += len(payload)
+    total_nr = len(packets)
+    stop_ms = nows[-1]
+    markers = sum(map(itemgetter(MARKER_FIELD), packets))
+    payload_bytes = sum(map(len, map(itemgetter(PAYLOAD_FIELD), packets)))
     expected = stop_seq + cycles * SEQ_MOD - start_seq + 1
     lost = expected - total_nr
     seqs = sorted(arrival)
@@ -281,6 +291,7 @@ def stream_stats(packets: Sequence[RtpPacket], first_ts_ns: int, dynamic: Payloa
 
 
 StreamId = tuple[str, int, str, int, int]
+STREAM_FIELDS = itemgetter(2, 3, 4, 5, 6)    # RtpPacket's src, sport, dst, dport, ssrc
 
 
 def stream_id(pkt: RtpPacket) -> StreamId:
@@ -291,9 +302,9 @@ def stream_id(pkt: RtpPacket) -> StreamId:
 def group_streams(packets: Iterable[RtpPacket]) -> dict[StreamId, list[RtpPacket]]:
     """Packets per stream in capture order; streams in order of their first packet (as tshark lists them)."""
     groups: dict[StreamId, list[RtpPacket]] = {}
-    for p in packets:
-        key = (p.src, p.sport, p.dst, p.dport, p.ssrc)
-        group = groups.get(key)
+    get = groups.get
+    for key, p in zip(map(STREAM_FIELDS, packets), packets):   # the key tuple built at C level
+        group = get(key)
         if group is None:
             groups[key] = [p]
         else:

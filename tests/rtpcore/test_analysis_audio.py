@@ -116,3 +116,20 @@ def test_wav_of_the_decrypted_srtp_leg_equals_the_generated_audio(tmp_path: Path
     assert audio is not None and len(carrier) > 250
     assert write_wav(tmp_path / "carrier.wav", audio).stat().st_size == 44 + len(audio.pcm)
     assert audio.pcm == _reference(carrier, audioop.ulaw2lin)
+
+
+@pytest.mark.parametrize(("pt", "expand"), [(0, audioop.ulaw2lin), (8, audioop.alaw2lin)])
+def test_a_timestamp_wrap_takes_the_placing_path_and_gives_the_same_audio(tmp_path: Path, pt: int, expand) -> None:
+    """A gap-free stream is decoded in one pass; the same stream with its RTP timestamp wrapping past 2³² after a
+    few packets is placed packet by packet: both must be the generator's audio, sample for sample."""
+    folder = tmp_path / "call"
+    render(dataclasses.replace(VARIANTS["inbound-proxy"], payload_type=pt), folder)
+    _media, packets = _plain_stream(folder)
+    first = packets[0].timestamp
+    shift = (1 << 32) - 5 * PAYLOAD_SIZE - first           # the 6th packet's timestamp wraps to 0
+    wrapped = [p._replace(timestamp=(p.timestamp + shift) % (1 << 32)) for p in packets]
+    assert any(p.timestamp < wrapped[0].timestamp for p in wrapped)
+    straight, placed = stream_audio("core", packets), stream_audio("core", wrapped)
+    assert straight is not None and placed is not None
+    assert straight.pcm == placed.pcm == _reference(packets, expand)
+    assert placed.silent_samples == 0 and placed.packets_decoded == len(packets)

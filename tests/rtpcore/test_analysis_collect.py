@@ -37,3 +37,28 @@ def test_collected_media_equals_the_file_read_back(name: str, generated, tmp_pat
     assert collected.first_ts_ns == back.first_ts_ns
     assert collected.rtp == back.rtp
     assert collected.rtcp == back.rtcp
+
+
+@pytest.mark.parametrize("name", ["inbound-proxy", "duplicates", "ssrc-change"])
+def test_correlation_wavs_come_from_the_collected_media_and_equal_the_file_read_back(
+        name: str, generated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtpcore.analysis import call
+
+    folder = generated(name)
+    truth = load_truth(folder)
+    reads: list[Path] = []
+    real = call.read_media
+
+    def counted(path):  # the report's WAVs must not read media_decrypted.pcap a second time
+        reads.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(call, "read_media", counted)
+    report = correlate(folder / truth["sip"], truth["direction"], [folder / "media"], tmp_path / "out")
+    assert reads == []
+    audio = tmp_path / "out" / "combined" / "audio"
+    written = {p.name: p.read_bytes() for p in sorted(audio.glob("*.wav"))}
+    from_file = {p.name: p.read_bytes() for p in call.write_audio(report.outputs[1], tmp_path / "back")}
+    assert reads == [report.outputs[1]]
+    assert len(written) >= 2 and any(name.endswith("-stereo.wav") for name in written)
+    assert written == from_file
