@@ -47,6 +47,19 @@ except Exception:
 EOF
 }
 
+serve_up() {
+  # any HTTP answer from `rtphelper serve` (an unsigned request gets 403) means it listens
+  "$PY" - "$RTPHELPER_SERVE_URL" "$HEALTH_TIMEOUT_S" <<'EOF'
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1].rstrip("/") + "/files/", timeout=float(sys.argv[2]))
+except urllib.error.HTTPError:
+    sys.exit(0)
+except Exception:
+    sys.exit(1)
+EOF
+}
+
 require_server() {
   server_up || die "no Prefect server at $PREFECT_API_URL: run make server or set PREFECT_API_URL"
 }
@@ -131,6 +144,12 @@ cmd_start() {
     export RTPHELPER_SERVE_SECRET
   fi
   "$ROOT/scripts/desk.sh" serve & PIDS+=($!)
+  deadline=$((SECONDS + HEALTH_TIMEOUT_S * 6))
+  until serve_up; do
+    kill -0 "${PIDS[1]}" 2>/dev/null || die "rtphelper serve exited (is $RTPHELPER_SERVE_ADDRESS free? RTPHELPER_SERVE_ADDRESS picks another)"
+    ((SECONDS < deadline)) || die "rtphelper serve did not answer at $RTPHELPER_SERVE_URL"
+    sleep 1
+  done
   "$ROOT/scripts/desk.sh" worker & PIDS+=($!)
   echo
   echo "desk: ready. Open the UI at $(ui_url)   (outputs served at $RTPHELPER_SERVE_URL; Ctrl-C stops everything)"

@@ -92,7 +92,7 @@ def test_a_region_capture_runs_only_on_that_regions_worker(prefect_stack: Prefec
     assert dep["work_queue_name"] == "EU" and dep["parameters"]["regions"] == ["EU"]
     run = prefect_stack.start_run("capture-session/capture-session-eu", {
         "environment": "LAB", "duration_minutes": 0.1, "capture_filter": f"udp port {REGION_PORT}",
-        "output_folder": "eu-ticket", "hosts_file": str(hosts), "storage_mode": "local"})
+        "output_folder": "eu-ticket", "hosts_file": str(hosts), "storage_mode": "local", "post_capture": "skip"})
     time.sleep(float(prefect_stack.env["PREFECT_WORKER_QUERY_SECONDS"]) * 4)  # the central worker polled
     assert prefect_stack.api("GET", f"/flow_runs/{run['id']}")["state"]["type"] == "SCHEDULED"
     assert run["id"] not in prefect_stack.worker_log.read_text()
@@ -149,8 +149,9 @@ def test_a_run_of_the_nightly_deployment_without_parameters_gets_the_schedules_o
     created = prefect_stack.start_run(NIGHTLY, {})
     assert created["parameters"] == NIGHTLY_PARAMETERS
     done = prefect_stack.wait(created["id"])
-    # The stack's clone has no PRD hosts: the run fails on that, cleanly — not Crashed on a missing parameter.
-    assert done.state_type == "FAILED" and "PRD" in done.message and "missing" not in done.message.lower(), done
+    # The stack's clone has no hosts.yaml: the run fails on that, cleanly — not Crashed on a missing parameter.
+    assert done.name == "capture-PRD-nightly" and done.state_type == "FAILED", done
+    assert "hosts.yaml" in done.message and "missing" not in done.message.lower(), done.message
 
 
 @pytest.mark.slow

@@ -97,8 +97,8 @@ def test_run_page_output_links_download_byte_identical_files(ui_server: UiServer
         page = browser_page
         page.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
         run_page = f"{ui_server.url}/runs/flow-run/{flow_run['id']}"
-        for artifact in served:
-            # As the engineer does: the run page's Artifacts tab, the link artifact's card, then the link on it.
+        def link_on_card(artifact: dict) -> str:
+            """As the engineer does: the run page's Artifacts tab, the link artifact's card, the link on it."""
             page.goto(run_page)
             page.wait_for_text("Completed", "Artifacts")
             page.js("document.querySelector('li.p-tab#artifacts').click()")
@@ -107,14 +107,18 @@ def test_run_page_output_links_download_byte_identical_files(ui_server: UiServer
             assert clicked, f"no card for {artifact['description']} on the run page"
             hrefs = page.wait_for(LINKS_JS % json.dumps(server.url))
             assert isinstance(hrefs, list) and len(hrefs) == 1, hrefs
-            name = hrefs[0].split("?")[0].rsplit("/", 1)[1]
-            _click(page, hrefs[0])
+            return str(hrefs[0])
+
+        for artifact in served:
+            href = link_on_card(artifact)
+            name = href.split("?")[0].rsplit("/", 1)[1]
+            _click(page, href)
             assert _wait_file(downloads / name) == (session / "combined" / name).read_bytes()
         assert sorted(p.name for p in downloads.iterdir()) == sorted(
             ["media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap"])
 
         # The call report's link opens the page itself; its audio players and pcap links work with that one link.
-        page.goto(report["data"])
+        page.goto(link_on_card(report))
         page.wait_for("document.querySelectorAll('audio').length > 0")
         durations = page.js(AUDIO_DURATIONS_JS)
         assert isinstance(durations, list) and durations and all(d > 1 for d in durations), durations
