@@ -63,7 +63,7 @@ def test_make_deploy_and_worker_without_a_server_say_what_to_do(tmp_path: Path) 
 def _udp_payloads(folder: Path, port: int) -> int:
     """UDP packets to `port` in every capture chunk under folder."""
     count = 0
-    for chunk in sorted(folder.rglob("*.pcap*")):
+    for chunk in sorted(p for p in folder.rglob("*.pcap*") if p.suffix in (".pcap", ".pcapng")):  # not .idx.json
         with open_capture(chunk) as reader:
             for frame in reader:
                 l3 = link_payload(frame.linktype, frame.data)
