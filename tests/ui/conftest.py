@@ -107,7 +107,7 @@ class Page:
 
     def load(self, url: str, timeout: float = 20.0) -> None:
         """Navigate and wait until the new document has loaded, so nothing reads or clicks the page being left."""
-        self.js("window.__leaving = true")
+        self.wait_for("window.__leaving = true", timeout)  # retried while a navigation replaces the document
         self.goto(url)
         self.wait_for("!window.__leaving && document.readyState === 'complete'", timeout)
 
