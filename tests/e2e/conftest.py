@@ -193,3 +193,71 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # A real rpcapd for the per-region capture test (built by scripts/build-rpcapd.sh).
 from tests.rpcap.conftest import root, rpcapd, rpcapd_binary  # noqa: E402,F401
+
+
+# issue 10's walk: a worker of the EU queue with `rtphelper serve` beside it, as an engineer's region worker runs.
+REGION_QUEUE = "EU"
+SERVE_SECRET = "e2e-walk-serve-secret-0001"
+
+
+@dataclass(frozen=True, slots=True)
+class RegionDesk:
+    """The EU worker's capture root (served by `rtphelper serve` at serve_url) and its hosts.yaml (a real rpcapd)."""
+
+    captures: Path
+    hosts_file: Path
+    serve_url: str
+    worker_log: Path
+
+
+def _online_workers(stack: PrefectStack) -> set[str]:
+    return {w["name"] for w in stack.api("POST", f"/work_pools/{POOL}/workers/filter", json={})
+            if w.get("status") == "ONLINE"}
+
+
+def _wait_region_desk(stack: PrefectStack, procs: list[subprocess.Popen], before: set[str], desk: RegionDesk) -> None:
+    """A new worker online in the pool and `rtphelper serve` refusing an unsigned link (it answers)."""
+    deadline = time.monotonic() + WORKER_ONLINE_S
+    while True:
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"{proc.args} exited {proc.returncode}: {tail(desk.worker_log)}")
+        try:
+            served = httpx.get(f"{desk.serve_url}/files/x/combined/y", timeout=API_TIMEOUT_S).status_code == 403
+        except httpx.TransportError:
+            served = False
+        if served and _online_workers(stack) - before:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"EU worker/serve not ready after {WORKER_ONLINE_S}s: {tail(desk.worker_log)}")
+        time.sleep(POLL_S)
+
+
+@pytest.fixture
+def region_desk(prefect_stack: PrefectStack, rpcapd, tmp_path: Path) -> Iterator[RegionDesk]:  # noqa: F811
+    """`make worker RTPHELPER_WORK_QUEUES=EU` (clone B) + `rtphelper serve`, with the serve URL/secret, capture root
+    and lab hosts.yaml in their environment; stopped at the end of the test (other tests own the EU queue then)."""
+    from tests.capture_lab import lab_hosts_yaml
+
+    hosts = lab_hosts_yaml(tmp_path, rpcapd.port)
+    desk = RegionDesk(captures=tmp_path / "captures", hosts_file=hosts, serve_url=f"http://127.0.0.1:{free_port()}",
+                      worker_log=tmp_path / "eu-worker.log")
+    desk.captures.mkdir()
+    env = prefect_stack.env | {
+        "RTPHELPER_WORK_QUEUES": REGION_QUEUE, "RTPHELPER_HOSTS_FILE": str(hosts), "RTPHELPER_STORAGE_MODE": "local",
+        "RTPHELPER_CAPTURE_ROOT": str(desk.captures), "RTPHELPER_SERVE_URL": desk.serve_url,
+        "RTPHELPER_SERVE_SECRET": SERVE_SECRET, "RTPHELPER_SERVE_ADDRESS": desk.serve_url.removeprefix("http://")}
+    before = _online_workers(prefect_stack)
+    procs: list[subprocess.Popen] = []
+    with desk.worker_log.open("w") as log, (tmp_path / "serve.log").open("w") as serve_log:
+        try:
+            procs.append(subprocess.Popen(_make(prefect_stack.clone, "worker"), env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(subprocess.Popen([sys.executable, "-m", "rtpcore.cli", "serve"], cwd=prefect_stack.clone,
+                                          env=env | {"PYTHONPATH": str(prefect_stack.clone)}, stdout=serve_log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+            _wait_region_desk(prefect_stack, procs, before, desk)
+            yield desk
+        finally:
+            for proc in reversed(procs):
+                stop_group(proc)

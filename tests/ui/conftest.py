@@ -105,6 +105,12 @@ class Page:
     def goto(self, url: str) -> None:
         self.call("Page.navigate", url=url)
 
+    def load(self, url: str, timeout: float = 20.0) -> None:
+        """Navigate and wait until the new document has loaded, so nothing reads or clicks the page being left."""
+        self.wait_for("window.__leaving = true", timeout)  # retried while a navigation replaces the document
+        self.goto(url)
+        self.wait_for("!window.__leaving && document.readyState === 'complete'", timeout)
+
     def wait_for(self, expression: str, timeout: float = 20.0) -> object:
         """Poll a JavaScript expression until it is truthy; fail with the page text if it never is."""
         deadline = time.monotonic() + timeout
