@@ -23,6 +23,7 @@ import tasks.runtime  # noqa: F401  (process defaults before prefect loads)
 from prefect import unmapped
 
 from rtpcore.errors import ConfigError
+from rtpcore.media.select import ChunkChoice
 from rtpcore.pipeline import CorrelationJob
 from rtpcore.settings import Settings, env_var, load_settings
 from rtpcore.sizes import format_size
@@ -50,14 +51,16 @@ class Placement:
     reason: str
 
 
-def _size_of(source: Path | str) -> int:
+def _size_of(source: Path | str | ChunkChoice) -> int:
+    if isinstance(source, ChunkChoice):  # the selection step's decision: only the bytes it reads count
+        return source.bytes_read
     try:
         return os.stat(source).st_size
     except OSError:
         return 0   # not a local path (yet): it counts as a file, and the filter step reports it if it is missing
 
 
-def choose_placement(sources: Sequence[Path | str], settings: Settings) -> Placement:
+def choose_placement(sources: Sequence[Path | str | ChunkChoice], settings: Settings) -> Placement:
     """The cluster only when one is configured and the selected work reaches a threshold: small jobs stay local."""
     if not settings.cluster_address:
         return Placement(None, f"in-process ({ADDRESS_VAR} is not set)")

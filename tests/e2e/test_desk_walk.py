@@ -201,7 +201,9 @@ def test_the_engineers_walk_capture_pause_correlate_download(
         _open_artifact(page, run_url, [description], UI_WAIT_S)
         hrefs = page.wait_for(LINKS_JS % json.dumps(region_desk.serve_url), UI_WAIT_S)
         assert isinstance(hrefs, list) and len(hrefs) == 1, hrefs
-        relative = unquote(urlsplit(hrefs[0]).path).removeprefix("/files/")
+        path = unquote(urlsplit(hrefs[0]).path)
+        # /files/<session path> for a pcap; /report/<expires>/<token>/<session path> for report.html (folder link)
+        relative = path.removeprefix("/files/") if path.startswith("/files/") else path.split("/", 4)[4]
         on_disk = region_desk.captures / relative
         assert on_disk.parent.parent == session and on_disk.name == description.removesuffix(f" {SERVED}")
         _link_click(page, hrefs[0])

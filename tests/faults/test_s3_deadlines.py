@@ -196,7 +196,9 @@ def _heal_and_compare(server: MotoServer, cli_env: Callable[[str], None], out: P
     prefix = f"captures/adhoc/faults/{out.name}/raw/"
     client = server.client()
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
-    assert sorted(o["Key"][len(prefix):] for o in listed) == sorted(c.name for c in manifest.chunks)
+    # every chunk and its index sidecar (issue 12) reach S3
+    assert sorted(o["Key"][len(prefix):] for o in listed) == sorted(
+        n for c in manifest.chunks for n in (c.name, c.name + ".idx.json"))
     for chunk in manifest.chunks:
         stored = client.get_object(Bucket=BUCKET, Key=prefix + chunk.name)["Body"].read()
         assert hashlib.sha256(stored).hexdigest() == chunk.sha256 == hashlib.sha256(
@@ -224,7 +226,8 @@ def test_black_hole_from_the_start_capture_ends_on_time_then_flush_heals(
     assert storage["status"] == "local-fallback" and black_hole.endpoint in storage["why"]
     files = [Path(f) for f in doc["hosts"][0]["files"]]
     assert written(files, port) == sent, "every datagram is in the local chunks"
-    assert sorted(storage["pending"]) == sorted(f"raw/{f.name}" for f in files), "every chunk stays queued"
+    assert sorted(storage["pending"]) == sorted(
+        f"raw/{n}" for f in files for n in (f.name, f.name + ".idx.json")), "every chunk (and its index) stays queued"
     _heal_and_compare(moto_private, cli_env, out, capsys)
 
 
@@ -312,5 +315,5 @@ def test_slow_but_working_s3_capture_ends_on_time_rest_queued(
     storage = doc["storage"]
     files = [Path(f) for f in doc["hosts"][0]["files"]]
     assert written(files, port) == sent
-    assert storage["uploaded"] + len(storage["pending"]) == len(files), "each chunk uploaded or queued"
+    assert storage["uploaded"] + len(storage["pending"]) == 2 * len(files), "each chunk and index uploaded or queued"
     _heal_and_compare(moto_private, cli_env, out, capsys)

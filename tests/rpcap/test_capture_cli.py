@@ -92,7 +92,8 @@ def test_one_failing_interface_exits_1_and_keeps_the_other(rpcapd, tmp_path: Pat
     assert code == 1
     assert "lab-b nosuch9: rpcap://127.0.0.1:" in stderr
     assert "interface 'nosuch9' not found on the host; it has: " in stderr
-    assert sorted(p.name for p in (tmp_path / "s" / "raw").iterdir()) == ["lab-lab-b-lo-0001.pcap"]
+    assert sorted(p.name for p in (tmp_path / "s" / "raw").iterdir()) == ["lab-lab-b-lo-0001.pcap",
+                                                                         "lab-lab-b-lo-0001.pcap.idx.json"]
     assert "ok   lab-lab-b-lo lo:" in stdout and "FAIL lab-lab-b-nosuch9 nosuch9:" in stdout
 
 
