@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test-setup demo typecheck test test-fast bench e2e-tests clean start server deploy worker
+.PHONY: setup test-setup demo typecheck test test-fast bench e2e-tests clean start server deploy worker serve
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ deploy:
 
 worker:
 	@PY=$(PY) bash scripts/desk.sh worker
+
+# `rtphelper serve` beside a worker: output links of local sessions open in the browser (RTPHELPER_SERVE_SECRET).
+serve:
+	@PY=$(PY) bash scripts/desk.sh serve
 
 # Static types of rtpcore/, tasks/, flows/ ([tool.mypy] in pyproject.toml); `make test` runs it before pytest.
 typecheck: $(STAMP)
