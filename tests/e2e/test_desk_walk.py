@@ -207,11 +207,12 @@ def test_the_engineers_walk_capture_pause_correlate_download(
         relative = path.removeprefix("/files/") if path.startswith("/files/") else path.split("/", 4)[4]
         on_disk = region_desk.captures / relative
         assert on_disk.parent.parent == session and on_disk.name == description.removesuffix(f" {SERVED}")
-        _link_click(page, hrefs[0])
-        if on_disk.suffix == ".html":   # the call report opens in the browser (with its audio players), not as a file
+        if on_disk.suffix == ".html":   # the call report opens as a page (the link artifact opens a new tab)
+            page.load(str(hrefs[0]), UI_WAIT_S)
             page.wait_for("location.pathname.endsWith('/combined/report.html') && document.querySelector('audio')",
                           UI_WAIT_S)
-            assert httpx.get(str(page.js("location.href")), timeout=30).content == on_disk.read_bytes()
+            assert httpx.get(str(hrefs[0]), timeout=30).content == on_disk.read_bytes()
             continue
+        _link_click(page, hrefs[0])
         assert _wait_file(downloads / on_disk.name) == on_disk.read_bytes(), f"{on_disk.name} differs from the worker's"
     assert {p.name for p in downloads.iterdir()} >= set(OUTPUTS)
