@@ -21,6 +21,7 @@ import e2e_replay  # noqa: E402
 PORT = 47011
 PAUSE_TIMEOUT_S = 240.0
 START_RETRY_S = 60.0
+LOG_SHIP_S = 30.0
 
 
 def _start(stack: PrefectStack, parameters: dict) -> dict:
@@ -79,6 +80,10 @@ def test_capture_pauses_for_the_sip_form_and_the_same_run_correlates(
     assert done.completed, (done.state_type, done.message, logs)
     combined = session / "combined" / "SIP_plus_media_decrypted.pcap"
     assert combined.is_file() and combined.stat().st_size > 24
+    deadline = time.monotonic() + LOG_SHIP_S   # the run's log lines reach the server in batches, after the state
+    while f"Direction: {truth['direction']}" not in logs and time.monotonic() < deadline:
+        time.sleep(1)
+        logs = prefect_stack.logs(run["id"])
     assert f"Direction: {truth['direction']}" in logs, "rtpcore's lines are in the worker-started run's logs"
     assert f"Call-ID: {truth['legs']['call_id']}" in logs
 

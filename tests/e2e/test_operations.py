@@ -25,7 +25,7 @@ NIGHTLY = "capture-session/capture-session-nightly"
 NIGHTLY_PARAMETERS = {"environment": "PRD", "duration_minutes": 30, "output_folder": "nightly", "post_capture": "skip"}
 REGION_PORT = 47311
 STARTUP_S = 240.0
-STOP_S = 60.0
+STOP_S = 150.0   # a loaded CI machine: the server, the worker and serve all shut down
 
 
 def _make(target: str, *extra: str) -> list[str]:
