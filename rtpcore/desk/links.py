@@ -63,12 +63,16 @@ def signature(secret: str, method: str, relative: str, expires: int) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def unsafe_relative(relative: str) -> bool:
+    """True for an empty path or one with an empty, '.', '..' or hidden segment (it could leave its folder)."""
+    return not relative or any(p in ("", ".", "..") or p.startswith(".") for p in relative.split("/"))
+
+
 def check_relative(relative: str) -> str:
     """A path below the capture root: no absolute path, no '..', no empty or hidden segment."""
-    parts = relative.strip("/").split("/")
-    if not relative.strip("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+    if unsafe_relative(relative.strip("/")):
         raise InputError(f"{relative!r}: not a file path below the capture root")
-    return "/".join(parts)
+    return relative.strip("/")
 
 
 def signed_url(base_url: str, route: str, relative: str, secret: str, expires_in: int, *,

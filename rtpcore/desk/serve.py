@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from rtpcore.desk.links import (
-    FILES_ROUTE, METHOD_FOLDER, METHOD_GET, METHOD_PUT, OUTPUT_SUBDIRS, REPORT_ROUTE, UPLOAD_ROUTE, UPLOADS_DIR, verify,
+    FILES_ROUTE, METHOD_FOLDER, METHOD_GET, METHOD_PUT, OUTPUT_SUBDIRS, REPORT_ROUTE, UPLOAD_ROUTE, UPLOADS_DIR, unsafe_relative,
+    verify,
 )
 from rtpcore.errors import ConfigError, InputError
 from rtpcore.fsutil import new_temp
@@ -69,8 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(HTTPStatus.NOT_FOUND, f"no such route; files are under {FILES_ROUTE}")
             return None
         relative = unquote(split.path[len(route):]).strip("/")
-        parts = relative.split("/")
-        if not relative or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        if unsafe_relative(relative):
             self._fail(HTTPStatus.BAD_REQUEST, "not a file path below the capture root")
             return None
         query = parse_qs(split.query)
@@ -103,8 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
         head, _, rest = unquote(urlsplit(self.path).path[len(REPORT_ROUTE):]).partition("/")
         token, _, relative = rest.partition("/")
         folder, marker, inside = relative.partition(f"/{OUTPUT_SUBDIRS[0]}/")
-        parts = relative.split("/")
-        if not marker or not inside or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+        if not marker or not inside or unsafe_relative(relative):
             self._fail(HTTPStatus.BAD_REQUEST, "not a file of a session's combined/ folder")
             return
         combined = f"{folder}/{OUTPUT_SUBDIRS[0]}"
