@@ -73,11 +73,6 @@ def _root(folder: Path) -> Path:
                            f"'rtphelper correlate' (it holds {COMBINED_DIR}/{MEDIA_DECRYPTED})")
 
 
-def _verdicts(doc: Mapping[str, Any], path: Path) -> tuple[Mapping[str, Any], ...]:
-    """The verdicts list of analysis.json; each must be an object."""
-    return _objects(doc, "verdicts", path)
-
-
 def _objects(doc: Mapping[str, Any], key: str, path: Path) -> tuple[Mapping[str, Any], ...]:
     """A list of objects of analysis.json (verdicts, dtmf_relay); absent → none."""
     found = doc.get(key) or []
@@ -144,7 +139,7 @@ def find_inputs(folder: Path, *, sip: Path | None = None, direction: str | None 
                                f"{' or '.join(DIRECTIONS)}")
     picked_id = call_id or analysis_doc.get("call_id") or recorded.get("call_id")
     return ReportInputs(root, media, sip_path, origin, chosen if isinstance(chosen, str) else None,
-                        picked_id if isinstance(picked_id, str) else None, _verdicts(analysis_doc, analysis_json),
+                        picked_id if isinstance(picked_id, str) else None, _objects(analysis_doc, "verdicts", analysis_json),
                         _objects(analysis_doc, "dtmf_relay", analysis_json))
 
 
