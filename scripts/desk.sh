@@ -79,6 +79,10 @@ cmd_server() {
   if server_up; then die "a Prefect server already answers at $PREFECT_API_URL (UI $(ui_url))"; fi
   read -r host port < <(host_port) || die "cannot read host and port from PREFECT_API_URL=$PREFECT_API_URL"
   echo "desk: Prefect server on $host:$port (UI $(ui_url), API $PREFECT_API_URL)"
+  # SQLite answers "database is locked" while a writer holds it; the server turns that into a 503 the UI shows as
+  # "Oops. Something went wrong." Wait longer for the lock on a busy desk machine, and log each such 503.
+  export PREFECT_SERVER_DATABASE_TIMEOUT="${PREFECT_SERVER_DATABASE_TIMEOUT:-30}"
+  export PREFECT_SERVER_LOG_RETRYABLE_ERRORS="${PREFECT_SERVER_LOG_RETRYABLE_ERRORS:-true}"
   exec "$PY" -m prefect server start --host "$host" --port "$port"
 }
 

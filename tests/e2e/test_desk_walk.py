@@ -18,7 +18,7 @@ import pytest
 
 from tests.capture_lab import send_until
 from tests.conftest import load_truth
-from tests.e2e.conftest import RUN_TIMEOUT_S, PrefectStack, RegionDesk
+from tests.e2e.conftest import RUN_TIMEOUT_S, PrefectStack, RegionDesk, tail
 from tests.ui.conftest import CHROMIUM_NAMES, Page, browser_page, chromium_path  # noqa: F401  (the session's browser)
 from tests.ui.test_capture_desk import FILL_JS, FORM_DEBOUNCE_S
 from tests.ui.test_desk_links_ui import LINKS_JS, _wait_file
@@ -37,6 +37,7 @@ DEPLOYMENT = "capture-session-eu"
 UI_WAIT_S = 60.0             # a page of the SPA on a loaded 2-core machine
 PAUSE_WAIT_S = 300.0         # worker pickup + pull step + a 6 s capture + the pause
 RELOAD_EVERY_S = 10.0        # the artifacts tab is re-read on a reload
+SUBMIT_ATTEMPTS = 3          # the run form's Submit, again after an error toast when no run was created
 RESUBMIT_AFTER_S = 15.0      # a Resume dialog still open (and the run still paused) this long after Submit
 OUTPUTS = ("media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap")
 SERVED = "(served by rtphelper serve)"
@@ -88,10 +89,32 @@ def _start_from_the_form(page: Page, stack: PrefectStack) -> str:
                          ("capture_filter", f"udp port {PORT}"), ("output_folder", TICKET)):
         assert page.js(FILL_FIELD_JS % (json.dumps(label), json.dumps(value))), f"no run-form field {label}"
     time.sleep(FORM_DEBOUNCE_S)  # the schema form applies typed values after a debounce nothing on the page shows
-    _click(page, "button", "Submit")
-    _click(page, "a, button", "View run")  # the toast of the created run
-    href = str(page.wait_for("location.pathname.startsWith('/runs/flow-run/') && location.pathname", UI_WAIT_S))
-    return href.rsplit("/", 1)[1]
+    deployment = stack.api("GET", f"/deployments/name/capture-session/{DEPLOYMENT}")["id"]
+    before = _run_ids(stack, deployment)
+    for attempt in range(SUBMIT_ATTEMPTS):
+        _click(page, "button", "Submit")
+        deadline = time.monotonic() + UI_WAIT_S
+        while time.monotonic() < deadline:
+            if page.js(CLICK_JS % (json.dumps("a, button"), json.dumps("View run"))):  # the created run's toast
+                href = str(page.wait_for("location.pathname.startsWith('/runs/flow-run/') && location.pathname",
+                                         UI_WAIT_S))
+                return href.rsplit("/", 1)[1]
+            if new := _run_ids(stack, deployment) - before:  # created, its toast gone or hidden by an error toast
+                (run_id,) = new
+                page.load(f"{stack.ui_url}/runs/flow-run/{run_id}", UI_WAIT_S)
+                return run_id
+            if "Oops. Something went wrong." in page.text() and "Submit" in page.text():
+                break  # a 5xx (the SQLite server busy) and no run: the user submits again
+            time.sleep(1.0)
+        page.js(CLICK_JS % (json.dumps("button"), json.dumps("Close")))
+    pytest.fail(f"no run of {DEPLOYMENT} after {SUBMIT_ATTEMPTS} submits; server log:\n{tail(stack.server_log)}\n"
+                f"page:\n{page.text()[:2000]}")
+
+
+def _run_ids(stack: PrefectStack, deployment: str) -> set[str]:
+    """The ids of the deployment's flow runs, as the API lists them."""
+    runs = stack.api("POST", "/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment]}}, "limit": 200})
+    return {run["id"] for run in runs}
 
 
 def _open_artifact(page: Page, run_url: str, descriptions: list[str], timeout: float) -> None:
