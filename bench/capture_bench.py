@@ -50,7 +50,7 @@ LEAD_IN = 0.3                  # after the client is capturing, before the load 
 SPARE = 4.0                    # client duration = load seconds + this (start-up, drain)
 DRAIN = 1.5                    # load window for CPU = load + this (packets still in flight)
 TARGET_LOSS = 0.0              # % at the top rate
-TARGET_CPU_RATIO = 1.5         # ours / reference
+TARGET_CPU_RATIO = 1.0         # ours / reference (issue 12: capture-time index included)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
