@@ -90,7 +90,7 @@ def publish_artifacts(outcome: CorrelationOutcome) -> None:
     if published is None:
         return
     for relative, url in published.urls.items():
-        if relative.startswith("combined/"):
+        if relative.startswith("combined/") and relative.count("/") == 1:  # the WAVs: players in report.html
             create_link_artifact(url, link_text=Path(relative).name, description=f"{Path(relative).name} (S3, presigned)")
     if published.error:
         create_markdown_artifact(f"# Outputs not uploaded\n\n{published.error}\n\nThe local outputs are complete; "

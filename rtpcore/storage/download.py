@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtpcore.errors import PcapError
-from rtpcore.fsutil import atomic_output
+from rtpcore.fsutil import atomic_output, new_temp
 from rtpcore.media.demux import CAPTURE_SUFFIXES
 from rtpcore.media.select import UNKNOWN_TS, ChunkChoice, bounded_choice, index_choice, next_chunks, select_files
 from rtpcore.pcap.index import FILE_HEADER_LEN, HEAD_BYTES, INDEX_SUFFIX, ChunkIndex, head_timestamp, index_path
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IMPORT_SUBDIRS = ("raw", "uploads")
 OUTPUT_SUBDIRS = ("decrypted", "combined")
+REPORT_SUBDIR, REPORT_PAGE = "combined", "report.html"  # rtpcore.analysis.report_md's names (not imported: cost)
+REPORT_AUDIO_SUBDIR = "combined/audio"
 S3_SCHEME = "s3://"
 FETCH_THREADS = 4         # chunks range-read at once (the S3 pool holds more connections than this)
 RANGES_DIR = "raw-call"   # range-read parts of S3 chunks: the chunk's name, only the call's bytes
@@ -195,13 +197,34 @@ class PublishedOutputs:
 
 
 def _output_files(session_dir: Path) -> list[Path]:
-    """decrypted/* and the combined/ finals; combined/filtered/ holds intermediates and stays local."""
+    """decrypted/*, the combined/ finals and the report's WAVs (combined/audio/); combined/filtered/ holds
+    intermediates and stays local."""
     files: list[Path] = []
-    for sub in OUTPUT_SUBDIRS:
-        folder = session_dir / sub
+    for folder in [session_dir / sub for sub in OUTPUT_SUBDIRS] + [session_dir / REPORT_AUDIO_SUBDIR]:
         if folder.is_dir():
             files += sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     return files
+
+
+def _publish_report(storage: Storage, session_dir: Path, prefix: str, urls: dict[str, str], expires: int) -> None:
+    """Store report.html again with its relative links presigned: opened from its own URL, every link works."""
+    from rtpcore.storage.report_links import presign_links
+
+    relative = f"{REPORT_SUBDIR}/{REPORT_PAGE}"
+    if relative not in urls:
+        return
+    page, missing = presign_links((session_dir / relative).read_text(encoding="utf-8"), REPORT_SUBDIR, urls)
+    if missing:
+        log.warning("report.html stored with %d link(s) to files that were not uploaded: %s", len(missing),
+                    ", ".join(missing))
+    temp = new_temp(session_dir / REPORT_SUBDIR, f"{REPORT_PAGE}.s3")  # the local report keeps relative links
+    try:
+        temp.write_text(page, encoding="utf-8")
+        key = check_key(f"{prefix}/{relative}")
+        storage.put_file(temp, key)
+    finally:
+        temp.unlink(missing_ok=True)
+    urls[relative] = storage.presigned_url(key, expires)
 
 
 def publish_outputs(
@@ -233,6 +256,7 @@ def publish_outputs(
             key = check_key(f"{prefix}/{relative}")
             storage.put_file(path, key)
             urls[relative] = storage.presigned_url(key, expires)
+        _publish_report(storage, session_dir, prefix, urls, expires)
     except StorageError as exc:
         log.warning("outputs not (all) uploaded to %s: %s", location, exc)
         return PublishedOutputs(location, urls, f"outputs not (all) uploaded to {location}: {exc}")

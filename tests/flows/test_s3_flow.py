@@ -37,7 +37,8 @@ def test_correlate_call_flow_from_s3(moto_server: MotoServer, generated, tmp_pat
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=f"{SESSION}/combined/")["Contents"]}
     combined = {p.name for p in (tmp_path / "out" / "combined").iterdir() if p.is_file()}  # pcaps, analysis, report
     assert {"media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap", "report.html"} <= combined
-    assert keys == {f"{SESSION}/combined/{n}" for n in combined}
+    audio = {f"audio/{p.name}" for p in (tmp_path / "out" / "combined" / "audio").iterdir()}  # the report's players
+    assert audio and keys == {f"{SESSION}/combined/{n}" for n in combined | audio}
     arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
     presigned = [a.data.split("](", 1)[1].rstrip(")") for a in arts
                  if a.description and a.description.endswith("(S3, presigned)")]

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
+import re
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.conftest import load_truth
 from tests.storage.conftest import BUCKET, MotoServer, point_cli_at
 
 SESSION = "captures/prod-eu/ticket-5/20250404_111111"
+LINK_ATTR = r"(?<![\w:-])(?:href|src)="  # a link of the page (not data-src= of the ladder's SVG)
 OUTPUTS = {"combined/media_raw.pcap", "combined/media_decrypted.pcap", "combined/SIP_plus_media_decrypted.pcap"}
 
 
@@ -74,11 +77,25 @@ def test_correlate_from_s3_equals_local_and_publishes_outputs(
     urls = doc["urls"]
     decrypted = {f"decrypted/{p.name}" for p in (out / "decrypted").iterdir()}
     combined = {f"combined/{p.name}" for p in (out / "combined").iterdir() if p.is_file()}  # pcaps, analysis, report
-    assert OUTPUTS <= combined and {"combined/analysis.json", "combined/report.html"} <= combined
-    assert decrypted and set(urls) == combined | decrypted
+    audio = {f"combined/audio/{p.name}" for p in (out / "combined" / "audio").iterdir()}   # the report's players
+    assert OUTPUTS <= combined and {"combined/analysis.json", "combined/report.html"} <= combined and audio
+    assert decrypted and set(urls) == combined | decrypted | audio
     client = s3_cli.client()
+    # report.html as stored: every relative link of the local page is the presigned URL of that object, so the
+    # page opened from its own presigned URL reaches the pcaps and WAVs of a private bucket.
+    local_page = (out / "combined" / "report.html").read_text()
+    stored_page = client.get_object(Bucket=BUCKET, Key=f"{SESSION}/combined/report.html")["Body"].read().decode()
+    links = re.findall(LINK_ATTR + '"([^":?#]+)"', local_page)
+    assert {"media_raw.pcap", "report.md"} <= set(links) and any(link.startswith("audio/") for link in links)
+    for link in links:
+        assert f'"{link}"' not in stored_page, f"{link} left relative in the stored report.html"
+        presigned = html.escape(urls[f"combined/{link}"], quote=True)
+        assert presigned in stored_page and "X-Amz-Signature" in presigned
+    assert re.sub(LINK_ATTR + '"[^"]*"', "", stored_page) == re.sub(LINK_ATTR + '"[^"]*"', "", local_page)
     for relative, url in urls.items():
         local_bytes = (out / relative).read_bytes()
+        if relative == "combined/report.html":
+            local_bytes = stored_page.encode()
         stored = client.get_object(Bucket=BUCKET, Key=f"{SESSION}/{relative}")["Body"].read()
         assert sha256(stored) == sha256(local_bytes)
         parsed = urllib.parse.urlsplit(url)
