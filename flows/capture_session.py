@@ -238,13 +238,20 @@ def _post_capture(paths: SessionPaths, doc: dict, captured: dict | State, wait_s
     try:
         sip: Any = answer.sip_pcap if remote else s.import_sip(paths, Path(answer.sip_pcap).expanduser())
         correlated = run_correlation(sip, answer.direction, [str(paths.raw)], paths.root, answer.call_id or None,
-                                     answer.number or None, None, False)
+                                     answer.number or None, None, False, publish_to=_uploaded_to(doc))
     except RtpCoreError as exc:
         return fail_run(f"correlation failed: {exc}; the capture is kept in {paths.root} (run correlate-call with media "
                      f"{paths.raw} to try again)", doc)
     if isinstance(correlated, State):  # completed with a warning (outputs not uploaded)
         return Completed(message=correlated.message, data={**doc, "correlation": correlated.data})
     return {**doc, "correlation": correlated}
+
+
+def _uploaded_to(doc: dict) -> str | None:
+    """The S3 session of a capture that stored there (no fallback): the correlation's outputs go beside its chunks."""
+    storage = doc.get("storage") or {}
+    location = storage.get("location")
+    return location if storage.get("status") == "s3" and is_s3_url(location) else None
 
 
 def _row(p) -> dict:  # type: ignore[no-untyped-def]

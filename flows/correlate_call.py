@@ -33,12 +33,14 @@ def correlation_run_name() -> str:
 def run_correlation(
     sip: Path | str, direction: str, media: list[str], out: Path, call_id: str | None, number: str | None,
     min_packets: int | None, overwrite: bool, *, extra: dict[str, Any] | None = None, into_uploads: bool = False,
+    publish_to: str | None = None,
 ) -> dict[str, Any] | State:
-    """The core as Prefect tasks; a remote SIP pcap (any, with into_uploads) is first brought into <out>/uploads/."""
+    """The core as Prefect tasks; a remote SIP pcap (any, with into_uploads) is first brought into <out>/uploads/;
+    publish_to: the S3 session the capture uploaded to (its outputs go there too)."""
     if into_uploads or (isinstance(sip, str) and (is_s3_url(sip) or is_http_url(sip))):
         sip = s.fetch_sip(str(sip), SessionPaths(Path(out)).uploads)
     job = make_job(Path(sip), direction, media, out, call_id=call_id or None, number=number or None,
-                   min_packets=min_packets, overwrite=overwrite)
+                   min_packets=min_packets, overwrite=overwrite, publish_to=publish_to)
     outcome = run_steps(job, t.PrefectRunner())
     t.publish_artifacts(outcome)
     doc = {**(extra or {}), **outcome.to_json()}

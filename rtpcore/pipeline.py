@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rtpcore import results as txns
-from rtpcore.errors import InputError, NoMediaMatchError
+from rtpcore.errors import ConfigError, InputError, NoMediaMatchError
 from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
 from rtpcore.media.demux import (
     DEFAULT_MIN_PACKETS, FileResult, check_names, filter_raw_file, media_files, no_match_message,
@@ -69,6 +69,7 @@ class CorrelationJob:
     analysis: bool = True                # issue 11: combined/analysis.json, verdicts (off only to measure its cost)
     select: bool = True                  # RTPHELPER_MEDIA_SELECT: read only what the call's time touches
     select_margin_ns: int = 10 * 10**9   # RTPHELPER_MEDIA_SELECT_MARGIN_SECONDS
+    publish_to: str | None = None        # the S3 session of local media a capture uploaded: outputs go there too
 
     @property
     def sip_is_media(self) -> bool:
@@ -90,8 +91,10 @@ def make_job(
     sip: Path | str, direction: str, media: Sequence[Path | str], out: Path | str, *,
     call_id: str | None = None, number: str | None = None, min_packets: int | None = None,
     overwrite: bool = False, workers: int | None = None, settings: Settings | None = None,
+    publish_to: str | None = None,
 ) -> CorrelationJob:
-    """The job with every setting resolved in one place (RTPHELPER_MIN_LEG_PACKETS, storage mode)."""
+    """The job with every setting resolved in one place (RTPHELPER_MIN_LEG_PACKETS, storage mode); publish_to: the
+    S3 session a capture uploaded the (local) media to, where the outputs go as well."""
     from rtpcore.storage.download import is_s3_url
 
     if settings is None:
@@ -101,10 +104,13 @@ def make_job(
     media = tuple(str(m) if is_s3_url(m) else Path(m) for m in media)
     if min_packets is None:
         min_packets = settings.min_leg_packets
-    publish = any(isinstance(m, str) for m in media) and settings.storage_mode == S3_STORAGE_MODE
+    if publish_to is not None and not is_s3_url(publish_to):
+        raise ConfigError(f"publish_to {publish_to!r}: not an s3://bucket/prefix/… session URL")
+    publish = publish_to is not None or (
+        any(isinstance(m, str) for m in media) and settings.storage_mode == S3_STORAGE_MODE)
     return CorrelationJob(Path(sip), direction, media, Path(out), call_id, number, min_packets, overwrite, workers,
                           publish, settings, select=settings.media_select,
-                          select_margin_ns=round(settings.media_select_margin_seconds * 10**9))
+                          select_margin_ns=round(settings.media_select_margin_seconds * 10**9), publish_to=publish_to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +328,7 @@ def report(
 
 def publish(job: CorrelationJob, txn: ResultTransaction) -> PublishedOutputs | None:
     """Media from an S3 session gets its outputs back there (presigned URLs); errors are a warning, not a failure."""
-    source = job.s3_source
+    source = job.s3_source or job.publish_to
     if not job.publish or source is None:
         log.debug(NO_PUBLISH_NOTE)
         return None

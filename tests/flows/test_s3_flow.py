@@ -83,3 +83,77 @@ def test_failed_output_upload_is_completed_with_a_visible_warning(moto_server: M
     assert all(Path(p).is_file() for p in doc["outputs"].values())
     arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
     assert any(a.type == "markdown" and "Outputs not uploaded" in str(a.data) for a in arts)
+
+
+def test_s3_capture_paused_then_correlated_publishes_into_its_session(
+        moto_server: MotoServer, rpcapd, generated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 10 point 3 in S3 mode: the capture uploads to S3, the same run correlates its local raw/ after the pause,
+    and the outputs go into that S3 session with presigned links on the run (not only when media came from s3://)."""
+    import asyncio
+    import shutil
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.capture_session import capture_session
+    from tests.capture_lab import lab_hosts_yaml, send_until
+    from tests.flows.test_correlation_flows import _artifacts_and_logs
+
+    for key, value in {"RTPHELPER_S3_ENDPOINT": moto_server.endpoint, "RTPHELPER_S3_REGION": REGION,
+                       "RTPHELPER_S3_PATH": f"{BUCKET}/caps", "RTPHELPER_STORAGE_MODE": "s3",
+                       "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}.items():
+        monkeypatch.setenv(key, value)
+    call = generated("inbound-b2bua")
+    truth = load_truth(call)
+    lab = lab_hosts_yaml(tmp_path, rpcapd.port)
+    port, name = 47041, "capture-LAB-ticket-s3pause"
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("state", capture_session(
+        environment="LAB", duration_minutes=0.05, capture_filter=f"udp port {port}", hosts_file=str(lab),
+        output_folder="ticket-s3pause", post_capture="ask", return_state=True)))
+    stop = threading.Event()
+    sender = threading.Thread(target=send_until, args=(port, b"s3p-", stop))
+    runner.start()
+    sender.start()
+
+    async def paused_run_id() -> str | None:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+        return next((str(r.id) for r in runs if r.state is not None and r.state.is_paused()), None)
+
+    try:
+        deadline = time.monotonic() + 120
+        while (run_id := asyncio.run(paused_run_id())) is None:
+            assert runner.is_alive() and time.monotonic() < deadline, result.get("state")
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        sender.join()
+    (session,) = (tmp_path / "captures" / "ticket-s3pause").iterdir()
+    for chunk in (call / "media").iterdir():  # the call's media, as if the capture had caught it
+        shutil.copy(chunk, session / "raw" / chunk.name)
+    resume_flow_run(run_id, run_input={"action": "correlate", "sip_pcap": str(call / "sip.pcap"),
+                                       "direction": truth["direction"], "call_id": "", "number": ""})
+    runner.join(timeout=300)
+    state = result["state"]
+    assert state.is_completed(), state
+    doc = state.result()
+    location = doc["storage"]["location"]
+    assert doc["storage"]["status"] == "s3" and location.startswith(f"s3://{BUCKET}/caps/LAB/ticket-s3pause/")
+    prefix = location.removeprefix(f"s3://{BUCKET}/").rstrip("/")
+    urls = doc["correlation"]["urls"]
+    assert {"combined/media_raw.pcap", "combined/media_decrypted.pcap", "combined/SIP_plus_media_decrypted.pcap",
+            "combined/report.html"} <= set(urls)
+    client = moto_server.client()
+    for relative in ("combined/media_decrypted.pcap", "combined/SIP_plus_media_decrypted.pcap"):
+        stored = client.get_object(Bucket=BUCKET, Key=f"{prefix}/{relative}")["Body"].read()
+        assert stored == (session / relative).read_bytes(), relative
+        assert urllib.request.urlopen(urls[relative], timeout=10).read() == stored
+    arts, logs = _artifacts_and_logs(state.state_details.flow_run_id)
+    presigned = {a.description for a in arts if a.description and a.description.endswith("(S3, presigned)")}
+    assert "media_decrypted.pcap (S3, presigned)" in presigned, presigned
+    text = "\n".join(log.message for log in logs)
+    assert "X-Amz-Signature" not in text and SECRET_KEY not in text
