@@ -393,3 +393,44 @@ def test_missing_hosts_yaml_at_deploy_warns_once_and_leaves_free_text(tmp_path: 
     assert err.count("capture-session: warning: cannot read") == 1, err
     assert "each run checks them against the worker's hosts.yaml" in err
     assert capture["properties"]["environment"]["type"] == "string" and "enum" not in capture["properties"]["environment"]
+
+
+def test_two_captures_at_once_keep_their_own_sessions_and_counters(lab: Path, tmp_path: Path) -> None:
+    """Two engineers' capture-session runs at the same time: each its own run name, session, files and counters."""
+    from flows.capture_session import capture_session
+    from tests.capture_lab import send_until
+
+    ports = {"ticket-a": 47005, "ticket-b": 47006}
+    result: dict = {}
+    stop = threading.Event()
+
+    def run(folder: str) -> None:
+        result[folder] = capture_session(environment="LAB", duration_minutes=0.1,
+                                         capture_filter=f"udp port {ports[folder]}", output_folder=folder,
+                                         hosts_file=str(lab), post_capture="skip", return_state=True)
+
+    threads = [threading.Thread(target=run, args=(folder,)) for folder in ports]
+    senders = [threading.Thread(target=send_until, args=(port, folder.encode(), stop)) for folder, port in ports.items()]
+    for th in threads + senders:  # numbered datagrams from before the captures start until both ended
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    stop.set()
+    for th in senders:
+        th.join()
+    for folder, port in ports.items():
+        state = result[folder]
+        assert state.is_completed(), (folder, state)
+        doc = state.result()
+        session = Path(doc["session"])
+        assert session.parent == tmp_path / "captures" / folder
+        got = _payloads(doc["hosts"][0]["files"], port)
+        first = int.from_bytes(got[0][-4:], "big") if got else 0
+        assert got and got == [folder.encode() + i.to_bytes(4, "big") for i in range(first, first + len(got))], folder
+        assert _run(state.state_details.flow_run_id)[:2] == (f"capture-LAB-{folder}", [folder])
+        arts, _ = _artifacts_and_logs(state.state_details.flow_run_id)
+        key = f"{folder}-{session.name}".replace("_", "-")
+        counters = [a for a in arts if a.key and a.key.startswith("capture-counters-")]
+        assert counters and {a.key for a in counters} == {f"capture-counters-{key}"}, f"{folder}: its own counters"
+        final = counters[-1].data if isinstance(counters[-1].data, list) else __import__("json").loads(counters[-1].data)
+        assert final[0]["packets"] == len(got) and final[0]["state"] == "done", folder
