@@ -23,7 +23,7 @@ from typing import Any
 
 from rtpcore.errors import PcapError
 from rtpcore.media.candidates import RTCP_TAIL_NS
-from rtpcore.pcap.flows import FlowProblem, FlowSummary, flows_path, local_identity, read_summary, subtract_spans
+from rtpcore.pcap.flows import FLOWS_SUFFIX, FlowProblem, FlowSummary, flows_path, local_identity, read_summary, subtract_spans
 from rtpcore.pcap.index import FILE_HEADER_LEN, ChunkIndex, IndexProblem, first_timestamp, load_index, read_index
 from rtpcore.pcap.rolling import parse_chunk_name
 from rtpcore.plan import LegPlan
@@ -49,6 +49,7 @@ READ_INDEX = "index"
 READ_BOUNDED = "bounded"
 READ_FULL = "full"
 READ_SKIPPED = "skipped"
+FLOW_SKIP = "flow summary: no packet of the call's endpoints"
 
 Span = tuple[int, int]
 Endpoint = tuple[str, int]
@@ -131,7 +132,14 @@ class MediaSelection:
         lines += [f"  {c.origin or c.source}: {c.why}" for c in self.choices]
         lines.append("check the media host's clock and that the capture ran during the call; "
                      "RTPHELPER_MEDIA_SELECT=false reads every file in full")
-        return "\n".join(lines)
+        return "\n".join(lines + self._flow_hint())
+
+    def _flow_hint(self) -> list[str]:
+        """How to overrule flow summaries, when one of them made a skip (a wrong summary must be undoable)."""
+        if not any(c.why.startswith(FLOW_SKIP) for c in self.choices):
+            return []
+        return [f"skips by flow summary look wrong? delete the chunk's {FLOWS_SUFFIX} or set "
+                "RTPHELPER_FLOW_SUMMARY=false to read by time only"]
 
     def lines(self) -> list[str]:
         """The report's read/skipped section: one line per file, read ones first."""
@@ -141,7 +149,7 @@ class MediaSelection:
             name = c.origin or c.source.name
             out.append(f"{'read' if c.read else 'skipped'} {name}: {c.why}" + (f" — WARNING: {c.warning}"
                                                                               if c.warning else ""))
-        return out
+        return out + self._flow_hint()
 
     def to_json(self) -> dict[str, Any]:
         return {"windows": [list(w) for w in self.windows], "bytes_read": self.bytes_read,
@@ -257,7 +265,7 @@ def flow_choice(choice: ChunkChoice, summary: FlowSummary | None, problem: str |
     shown = ", ".join(f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}" for ip, port in wanted[:4])
     shown += f" and {len(wanted) - 4} more" if len(wanted) > 4 else ""
     ruled_out = choice.bytes_read - sum(e - b for b, e in rest)
-    none = (f"flow summary: no packet of the call's endpoints ({shown}) in its windows among {len(summary.flows)} "
+    none = (f"{FLOW_SKIP} ({shown}) in its windows among {len(summary.flows)} "
             f"flow(s) of {ruled_out} summarized bytes")
     if rest:
         return replace(choice, ranges=rest, warning=warning or None, flows=target, identity=ident,
