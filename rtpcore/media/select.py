@@ -15,6 +15,7 @@ Every raw file gets a decision with its reason, read or skipped, so a wrong skip
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -275,8 +276,9 @@ def flow_choice(choice: ChunkChoice, summary: FlowSummary | None, problem: str |
 
 
 def _local_flows(choice: ChunkChoice, endpoints: Iterable[Endpoint], windows: Sequence[Span]) -> ChunkChoice:
-    """flow_choice for a local chunk with the summary cached beside it (chunks read by seek points only)."""
-    if not choice.read or choice.ranges is None:
+    """flow_choice for a local chunk with the summary cached beside it (chunks read by seek points only; none in a
+    read-only folder, where it could not be cached and would cost a pass every time)."""
+    if not choice.read or choice.ranges is None or not os.access(choice.source.parent, os.W_OK):
         return choice
     target = flows_path(choice.source)
     identity = local_identity(choice.source)
