@@ -45,17 +45,18 @@ Endpoint = tuple[str, int]
 FlowKey = tuple[str, int, str, int]   # src ip, src port, dst ip, dst port (ip as the demux's routing spells it)
 
 # The demux's fast path (rtpcore.media.demux._route): IPv4 without options carrying UDP, by its raw bytes;
-# link type → (IP header offset, offset of an ethertype that must say IPv4, or -1). Everything else is parsed
-# by rtpcore.pcap.layers like the demux does, so every packet the demux could route has its flow here.
-_FAST_LINKS: dict[int, tuple[int, int]] = {
-    LINKTYPE_ETHERNET: (ETH_HEADER_LEN, ETH_HEADER_LEN - 2),
-    LINKTYPE_LINUX_SLL: (SLL_HEADER_LEN, SLL_HEADER_LEN - 2),
-    LINKTYPE_LINUX_SLL2: (SLL2_HEADER_LEN, 0),
-    LINKTYPE_RAW: (0, -1),
-    LINKTYPE_IPV4: (0, -1),
+# everything else is parsed by rtpcore.pcap.layers like the demux does, so every packet the demux could route
+# has its flow here. Per link type one struct from the frame's start: the ethertype that must say IPv4 (none
+# on raw IP), IPv4 ver/IHL+TOS, total length, flags+offset, TTL+protocol, addresses+ports, UDP length.
+_IP_FIELDS = "HH2xHH2x12sH"
+_FAST_LINKS: dict[int, tuple[struct.Struct, bool, int]] = {   # link type → (struct, has ethertype, IP offset)
+    LINKTYPE_ETHERNET: (struct.Struct(f"!{ETH_HEADER_LEN - 2}xH{_IP_FIELDS}"), True, ETH_HEADER_LEN),
+    LINKTYPE_LINUX_SLL: (struct.Struct(f"!{SLL_HEADER_LEN - 2}xH{_IP_FIELDS}"), True, SLL_HEADER_LEN),
+    LINKTYPE_LINUX_SLL2: (struct.Struct(f"!H{SLL2_HEADER_LEN - 2}x{_IP_FIELDS}"), True, SLL2_HEADER_LEN),
+    LINKTYPE_RAW: (struct.Struct(f"!{_IP_FIELDS}"), False, 0),
+    LINKTYPE_IPV4: (struct.Struct(f"!{_IP_FIELDS}"), False, 0),
 }
-_IPV4_UDP = struct.Struct("!HH2xHH2x12sH")
-_ETHERTYPE_IPV4 = b"\x08\x00"
+_ETHERTYPE_IPV4 = 0x0800
 _IPV4_NO_OPTIONS, _IPPROTO_UDP, _FRAGMENT_BITS, _IPV4_HEADER_LEN, _UDP_HEADER_LEN = 0x45, 17, 0x3FFF, 20, 8
 _KEY = struct.Struct("!4s4sHH")
 
@@ -244,9 +245,9 @@ def _scan(data: mmap.mmap, order: str, unit: int, linktype: int, offset: int, en
     """Count the records in [offset, end) into raw (fast path) and text flows; returns the records not UDP."""
     header = struct.Struct(order + "III").unpack_from
     fast = _FAST_LINKS.get(linktype)
-    o, e = fast if fast is not None else (0, 0)
-    ip_udp = _IPV4_UDP.unpack_from
-    need = o + _IPV4_UDP.size
+    layout, typed, o = fast if fast is not None else (_FAST_LINKS[LINKTYPE_RAW][0], False, 0)
+    fields = layout.unpack_from
+    need = layout.size if fast is not None else 1 << 62
     other = 0
     while offset + RECORD_HEADER_LEN <= end:
         sec, frac, incl = header(data, offset)
@@ -256,19 +257,24 @@ def _scan(data: mmap.mmap, order: str, unit: int, linktype: int, offset: int, en
             break  # torn tail
         offset = stop
         ts = sec * NS_PER_S + frac * unit
-        if fast is not None and incl >= need and (e < 0 or data[start + e:start + e + 2] == _ETHERTYPE_IPV4):
-            w0, total, frag, w4, key, udp_len = ip_udp(data, start + o)
-            if (w0 >> 8 == _IPV4_NO_OPTIONS and w4 & 0xFF == _IPPROTO_UDP and not frag & _FRAGMENT_BITS
-                    and _IPV4_HEADER_LEN <= total <= incl - o and _UDP_HEADER_LEN <= udp_len <= total - _IPV4_HEADER_LEN):
+        if incl >= need:
+            if typed:
+                et, w0, total, frag, w4, key, udp_len = fields(data, start)
+            else:
+                w0, total, frag, w4, key, udp_len = fields(data, start)
+                et = _ETHERTYPE_IPV4
+            if (et == _ETHERTYPE_IPV4 and w0 >> 8 == _IPV4_NO_OPTIONS and w4 & 0xFF == _IPPROTO_UDP
+                    and not frag & _FRAGMENT_BITS and _IPV4_HEADER_LEN <= total <= incl - o
+                    and _UDP_HEADER_LEN <= udp_len <= total - _IPV4_HEADER_LEN):
                 flow = raw.get(key)
                 if flow is None:
                     raw[key] = [1, ts, ts]
                 else:
                     flow[0] += 1
-                    if ts < flow[1]:
-                        flow[1] = ts
-                    elif ts > flow[2]:
+                    if ts > flow[2]:
                         flow[2] = ts
+                    elif ts < flow[1]:
+                        flow[1] = ts
                 continue
         l3 = link_payload(linktype, data[start:stop])
         ip = parse_ip(l3) if l3 else None
