@@ -326,9 +326,9 @@ def render(results: list[SizeResult], argv: list[str], capture_note: str, cost: 
     small = results[0]
     lines = [f"<!-- {SECTION}:begin -->", "## Sessions of 1/4/16 GiB: read only what the call touched "
              "(issue 12, `bench/session_bench.py`)", "",
-             f"Run {when} on {os.cpu_count()} cores, Python {platform.python_version()}, `{' '.join(argv) or '(defaults)'}`."
-             " The machine was shared with 6 other engineers' work the whole time, so every ratio below compares"
-             " numbers measured in this one run.",
+             f"Run {when} on {os.cpu_count()} cores, Python {platform.python_version()}, `{_shown_argv(argv)}`."
+             f" The machine was shared with other engineers' work the whole time (load average {os.getloadavg()[0]:.1f}"
+             " when the run ended), so every ratio below compares numbers measured in this one run.",
              f"Sessions: {HOSTS} hosts, rolling {CHUNK_BYTES // 10**6} MB chunks with their sidecar indexes, background"
              f" RTP at ≈ 0.69 MB/s per host, one {CALL_SECONDS:.0f}-s call (carrier leg SRTP) in the middle on host 1."
              " Ours = `rtpcore.pipeline.correlate` in-process (select + filter + decrypt + combine), best of the"
@@ -355,8 +355,9 @@ def render(results: list[SizeResult], argv: list[str], capture_note: str, cost: 
     worst = max(max(r.bytes_read, r.s3.get("fetched", 0)) for r in results)
     lines.append(f"- bytes read/fetched ≤ {TARGET_CHUNKS} chunks per host that carried the call (1 host: "
                  f"{carrying_bound / 2**20:.0f} MiB): worst {worst / 2**20:.0f} MiB: "
-                 f"{'met' if worst <= carrying_bound else 'missed'} — without per-flow summaries (see below) the"
-                 " other 3 hosts' ranges in the call's time are read too; all 4 hosts together stay under the bound")
+                 f"{'met' if worst <= carrying_bound else 'missed'} — this table selects by time only, so the other 3"
+                 " hosts' ranges in the call's time are read too (all 4 together stay under the bound); with flow"
+                 " summaries cached a call reads ~2 MiB of the hosts that did not carry it (below)")
     if small.identical is not None:
         lines.append(f"- outputs identical to a full scan at {small.gib:g} GiB: {small.identical} (full scan "
                      f"{small.full_s:.2f} s); tests/rtpcore/test_select.py checks it on a 40 MB session every run")
@@ -373,6 +374,15 @@ def render(results: list[SizeResult], argv: list[str], capture_note: str, cost: 
               " margin to the libpcap client was 0.89-0.99×: not kept at capture time; built lazily instead (below).", "",
               capture_note, "", f"<!-- {SECTION}:end -->"]
     return "\n".join(lines)
+
+
+def _shown_argv(argv: list[str]) -> str:
+    """The command line with the (long) capture note shortened."""
+    out, skip = [], False
+    for arg in argv:
+        out.append("…" if skip else arg)
+        skip = arg == "--capture-note"
+    return " ".join(out) or "(defaults)"
 
 
 def _flow_lines(results: list[SizeResult]) -> list[str]:
