@@ -12,7 +12,7 @@ from rtpcore.pcap.index import INDEX_SUFFIX
 from rtpcore.pipeline import correlate
 from rtpcore.settings import load_settings
 from rtpcore.storage.download import RANGES_DIR
-from tests.storage.conftest import BUCKET, SECRET_KEY, MotoServer, point_cli_at
+from tests.storage.conftest import ACCESS_KEY, BUCKET, SECRET_KEY, MotoServer, point_cli_at
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SESSION = "captures/prod-eu/ticket-12/20260115_100000"
@@ -123,3 +123,31 @@ def test_flow_summaries_go_beside_the_s3_objects_and_a_second_call_skips_the_oth
                for f in second.to_json()["media_read"]["files"] if "media-1-" in f["source"])
     assert not second.to_json()["warnings"]
     assert SECRET_KEY not in json.dumps(second.to_json())
+
+
+def test_read_only_credentials_keep_summaries_out_of_s3_and_the_run_succeeds(
+    session, moto_private: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=moto_private.endpoint, region_name="us-east-1",
+                       aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    iam.create_user(UserName="reader")
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}
+    iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
+    reader = iam.create_access_key(UserName="reader")["AccessKey"]
+    upload(moto_private, [*session.chunks, *(c.with_name(c.name + INDEX_SUFFIX) for c in session.chunks)])
+    moto_private.enable_auth()
+    point_cli_at(monkeypatch, moto_private.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", reader["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader["SecretAccessKey"])
+    full = correlate(session.sip, "inbound", [session.root / "raw"], tmp_path / "full",
+                     settings=load_settings({}).model_copy(update={"media_select": False}))
+    report = correlate(session.sip, "inbound", [f"s3://{BUCKET}/{SESSION}/"], tmp_path / "s3", settings=load_settings())
+
+    assert outputs(tmp_path / "s3") == outputs(tmp_path / "full")
+    listed = moto_private.client(reader["AccessKeyId"], reader["SecretAccessKey"]).list_objects_v2(
+        Bucket=BUCKET, Prefix=f"{SESSION}/raw/")["Contents"]
+    assert listed and not [o["Key"] for o in listed if o["Key"].endswith(".flows.json")]   # PutObject refused
+    assert reader["SecretAccessKey"] not in json.dumps(report.to_json())
