@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-for _p in (str(ROOT), str(BENCH)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
 
-import session_gen  # noqa: E402
+import session_gen  # noqa: E402  (puts the checkout on sys.path too)
+from session_gen import CALL_SECONDS, CHUNK_BYTES, HOSTS  # noqa: E402
 
 from rtpcore.media.bpf import leg_filter  # noqa: E402
 from rtpcore.pcap.index import INDEX_SUFFIX  # noqa: E402
@@ -46,9 +45,6 @@ from rtpcore.sip.legs import resolve_legs  # noqa: E402
 from rtpcore.storage.download import RANGES_DIR  # noqa: E402
 
 GIB = 2**30
-CHUNK_BYTES = 500 * 10**6
-HOSTS = 4
-CALL_SECONDS = 180.0
 WORK = BENCH / "out" / "sessions"
 RESULTS = BENCH / "RESULTS.md"
 SECTION = "session"
@@ -156,8 +152,7 @@ def _generate(gib: float, log=print) -> tuple[session_gen.Session, float]:  # no
     root = WORK / f"{gib:g}gib"
     shutil.rmtree(root, ignore_errors=True)
     began = time.perf_counter()
-    session = session_gen.generate(root, int(gib * GIB), hosts=HOSTS, chunk_bytes=CHUNK_BYTES,
-                                   call_seconds=CALL_SECONDS, second_call=True, log=log)
+    session = session_gen.generate(root, int(gib * GIB), second_call=True, log=log)
     return session, time.perf_counter() - began
 
 

@@ -41,6 +41,9 @@ RECORD_HEADER = struct.Struct("<IIII")
 PAYLOAD = 160
 STREAMS_PER_HOST = 60          # ≈ 3,000 pps ≈ 0.69 MB/s per host: 500 MB chunks hold ~12 minutes
 REGION = "eu-west-1"
+HOSTS = 4                      # the issue-12 sessions: 4 media hosts, rolling 500 MB chunks, a 3-minute call
+CHUNK_BYTES = 500 * 10**6
+CALL_SECONDS = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +138,8 @@ SECOND_CALL_PORTS = {"carrier_media_port": 32000, "core_media_port": 18384, "hos
                      "host_core_port": 46000}   # the same media host addresses, other ports: another call
 
 
-def generate(out: Path, total_bytes: int, *, hosts: int = 4, chunk_bytes: int = 500 * 10**6,
-             call_seconds: float = 180.0, streams: int = STREAMS_PER_HOST, seed: int = 12, second_call: bool = False,
+def generate(out: Path, total_bytes: int, *, hosts: int = HOSTS, chunk_bytes: int = CHUNK_BYTES,
+             call_seconds: float = CALL_SECONDS, streams: int = STREAMS_PER_HOST, seed: int = 12, second_call: bool = False,
              log=print) -> Session:
     """The session under out/: raw/ chunks with sidecars for every host, call/sip.pcap; the call mid-session."""
     began = time.perf_counter()
@@ -189,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--bytes", default="1GiB")
-    p.add_argument("--hosts", type=int, default=4)
-    p.add_argument("--chunk", default="500MB")
+    p.add_argument("--hosts", type=int, default=HOSTS)
+    p.add_argument("--chunk", default=f"{CHUNK_BYTES // 10**6}MB")
     args = p.parse_args(argv)
     generate(args.out, parse_size(args.bytes), hosts=args.hosts, chunk_bytes=parse_size(args.chunk))
     return 0
