@@ -99,6 +99,8 @@ class ChunkChoice:
             doc["ranges"] = [list(r) for r in self.ranges]
         if self.warning:
             doc["warning"] = self.warning
+        if self.flows and self.read:
+            doc["flow_summary"] = self.flows   # where this read's flow summary is cached (a path or an S3 key)
         return doc
 
 

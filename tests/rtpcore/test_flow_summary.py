@@ -62,7 +62,8 @@ def test_second_call_skips_the_host_without_its_endpoints_and_equals_a_full_scan
     by_time = run(session.sip2, raw, tmp_path / "by-time", flow_summary=False)
     assert not list(raw.glob("*.flows.json"))                     # RTPHELPER_FLOW_SUMMARY=false writes none
     first = run(session.sip, raw, tmp_path / "first")             # call 1 reads host 1 and 2 by time, summarizes
-    assert list(raw.glob("*.flows.json"))
+    built = {f["flow_summary"] for f in files(first).values() if "flow_summary" in f}
+    assert built and built == {str(p) for p in raw.glob("*.flows.json")}   # the report says where each one went
     second = run(session.sip2, raw, tmp_path / "second")
 
     assert outputs(tmp_path / "second") == outputs(tmp_path / "full") == outputs(tmp_path / "by-time")
