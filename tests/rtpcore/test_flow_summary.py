@@ -146,3 +146,26 @@ def test_summary_counts_every_udp_flow_as_tshark_does(linktype: int, vlans: tupl
         expected[(s4 or s6, int(sport), d4 or d6, int(dport))] += 1
     assert {k: v[0] for k, v in summary.flows.items()} == dict(expected)
     assert sum(expected.values()) == 600 and summary.other == 0
+
+
+@pytest.mark.parametrize(("flow", "skipped"), [
+    (("203.0.113.50", 61000, "10.77.1.1", 40000), False),   # an unknown (learned, NAT'd) peer sending to the host
+    (("10.77.1.1", 40000, "203.0.113.50", 61000), False),   # the host sending to it: either direction counts
+    (("198.51.100.10", 30000, "10.77.1.1", 40002), True),   # the call's SDP peer, but another host port
+])
+def test_learned_peer_rule_any_peer_of_a_host_endpoint_keeps_the_chunk(
+    flow: tuple[str, int, str, int], skipped: bool, tmp_path: Path,
+) -> None:
+    from rtpcore.media.select import ChunkChoice, flow_choice
+    from rtpcore.pcap.flows import FlowSummary
+
+    chunk = tmp_path / "h-0001.pcap"
+    identity = {"bytes": 10_000, "mtime_ns": 1}
+    summary = FlowSummary(chunk.name, identity, ((24, 10_000),), {flow: (50, 1_000, 2_000)})
+    choice = ChunkChoice(chunk, 10_000, ((24, 10_000),), "index", "indexed")
+    endpoints = [("10.77.1.1", 40000), ("10.77.1.1", 40001)]   # the media host's own endpoints of the call
+    got = flow_choice(choice, summary, None, endpoints, [(0, 5_000)], str(flows_path(chunk)), identity)
+    assert (got.how == "skipped") == skipped
+    assert (SKIP_WHY in got.why) == skipped
+    outside = flow_choice(choice, summary, None, endpoints, [(3_000, 5_000)], str(flows_path(chunk)), identity)
+    assert outside.how == "skipped"                              # the endpoint's packets are all outside the windows
