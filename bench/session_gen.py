@@ -2,7 +2,7 @@
 
 Like a `capture-session` leaves it: raw/<region>-media-<n>-0001.pcap … per host, each closed chunk with its
 sidecar index (what the rolling writer records: first/last time, a seek point every second), plus the call's
-SIP capture. Background streams are fixed-size RTP records; a second of them is one template whose 4-byte
+SIP capture (with second_call: a second call at the same time on host 2, other ports, call2/). Background streams are fixed-size RTP records; a second of them is one template whose 4-byte
 second field is joined in by bytes.join, so gigabytes take seconds. The call's own media (rtpcore.callgen,
 the same keys as its SIP) is merged by timestamp into host 1's records.
 
@@ -41,6 +41,9 @@ RECORD_HEADER = struct.Struct("<IIII")
 PAYLOAD = 160
 STREAMS_PER_HOST = 60          # ≈ 3,000 pps ≈ 0.69 MB/s per host: 500 MB chunks hold ~12 minutes
 REGION = "eu-west-1"
+HOSTS = 4                      # the issue-12 sessions: 4 media hosts, rolling 500 MB chunks, a 3-minute call
+CHUNK_BYTES = 500 * 10**6
+CALL_SECONDS = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,8 @@ class Session:
     call_host: str         # the host whose chunks carry the call
     seconds: float
     bytes: int
+    sip2: Path | None = None     # the second call's SIP capture (second_call=True)
+    call2_host: str | None = None
 
 
 def _template(rng: random.Random, host: int, streams: int) -> tuple[list[bytes], list[int]]:
@@ -129,8 +134,13 @@ def _merged_second(sec: int, pieces: list[bytes], offsets: list[int], call: list
     return b"".join(out), len(pieces) + len(call), first, last
 
 
-def generate(out: Path, total_bytes: int, *, hosts: int = 4, chunk_bytes: int = 500 * 10**6,
-             call_seconds: float = 180.0, streams: int = STREAMS_PER_HOST, seed: int = 12, log=print) -> Session:
+SECOND_CALL_PORTS = {"carrier_media_port": 32000, "core_media_port": 18384, "host_carrier_port": 44000,
+                     "host_core_port": 46000}   # the same media host addresses, other ports: another call
+
+
+def generate(out: Path, total_bytes: int, *, hosts: int = HOSTS, chunk_bytes: int = CHUNK_BYTES,
+             call_seconds: float = CALL_SECONDS, streams: int = STREAMS_PER_HOST, seed: int = 12, second_call: bool = False,
+             log=print) -> Session:
     """The session under out/: raw/ chunks with sidecars for every host, call/sip.pcap; the call mid-session."""
     began = time.perf_counter()
     out = Path(out)
@@ -139,22 +149,29 @@ def generate(out: Path, total_bytes: int, *, hosts: int = 4, chunk_bytes: int = 
     spec = variant("inbound-proxy", media_seconds=call_seconds, seed=seed)
     truth = render(spec, out / "call")
     call = gen_media._call_frames(spec)
+    host_calls: dict[int, dict[int, list[tuple[int, bytes]]]] = {0: {}}
+    sip2 = None
+    if second_call and hosts > 1:
+        spec2 = variant("inbound-proxy", media_seconds=call_seconds, seed=seed + 1, **SECOND_CALL_PORTS)
+        sip2 = out / "call2" / render(spec2, out / "call2")["sip"]
+        host_calls[1] = {}
+        for ts, data in gen_media._call_frames(spec2):
+            host_calls[1].setdefault(ts // NS_PER_S, []).append((ts, data))
     rng = random.Random(seed)
     templates = [_template(rng, h, streams) for h in range(hosts)]
     per_second = sum(len(p) + 4 for p in templates[0][0])
     seconds = max(int(total_bytes / hosts / per_second), int(call_seconds) + 60)
     call_mid = (call[0][0] + call[-1][0]) // 2
     start_sec = call_mid // NS_PER_S - seconds // 2
-    by_second: dict[int, list[tuple[int, bytes]]] = {}
     for ts, data in call:
-        by_second.setdefault(ts // NS_PER_S, []).append((ts, data))
+        host_calls[0].setdefault(ts // NS_PER_S, []).append((ts, data))
     chunks: list[Path] = []
     total = 0
     for h, (pieces, offsets) in enumerate(templates):
         writer = _HostWriter(raw, f"{REGION}-media-{h + 1}", chunk_bytes)
         joined = [b""] + pieces
         for sec in range(start_sec, start_sec + seconds):
-            extra = by_second.get(sec) if h == 0 else None
+            extra = host_calls.get(h, {}).get(sec)
             if extra:
                 blob, n, first, last = _merged_second(sec, pieces, offsets, extra)
             else:
@@ -167,15 +184,16 @@ def generate(out: Path, total_bytes: int, *, hosts: int = 4, chunk_bytes: int = 
     sip = out / "call" / truth["sip"]
     log(f"generated {total / 2**30:.2f} GiB in {len(chunks)} chunks ({hosts} hosts, {seconds} s) in "
         f"{time.perf_counter() - began:.1f} s")
-    return Session(out, sip, tuple(chunks), f"{REGION}-media-1", float(seconds), total)
+    return Session(out, sip, tuple(chunks), f"{REGION}-media-1", float(seconds), total, sip2,
+                   f"{REGION}-media-2" if sip2 is not None else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--bytes", default="1GiB")
-    p.add_argument("--hosts", type=int, default=4)
-    p.add_argument("--chunk", default="500MB")
+    p.add_argument("--hosts", type=int, default=HOSTS)
+    p.add_argument("--chunk", default=f"{CHUNK_BYTES // 10**6}MB")
     args = p.parse_args(argv)
     generate(args.out, parse_size(args.bytes), hosts=args.hosts, chunk_bytes=parse_size(args.chunk))
     return 0

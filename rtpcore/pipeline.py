@@ -19,6 +19,8 @@ from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
 from rtpcore.media.demux import (
     DEFAULT_MIN_PACKETS, FileResult, check_names, filter_raw_file, media_files, no_match_message,
 )
+from rtpcore.media.bpf import relay_endpoints
+from rtpcore.media.flowcache import record_flows
 from rtpcore.media.latch import adopt
 from rtpcore.media.select import ChunkChoice, MediaSelection, call_windows, select_files
 from rtpcore.parallel import map_in_processes
@@ -173,20 +175,24 @@ def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
 
 
 def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, files: Sequence[Path]) -> MediaSelection:
-    """Which raw chunks and byte ranges the call's time touches (indexes), fetching only those from S3; every
-    file's decision and reason goes into the report so a wrong skip is visible."""
+    """Which raw chunks and byte ranges the call's time touches (indexes) and, where flow summaries exist, its media
+    host endpoints; fetching only those from S3 (or leaving the ranges for cluster workers to read); every file's
+    decision and reason goes into the report so a wrong skip is visible."""
     windows = call_windows(plan, job.select_margin_ns)
     if not job.select:
         return MediaSelection(windows, tuple(ChunkChoice(f, f.stat().st_size, None, "full",
                                                          "RTPHELPER_MEDIA_SELECT=false: read in full") for f in files))
-    choices = select_files(files, windows, cache=True) if not job.sip_is_media else [
+    flows_on = job.settings.flow_summary if job.settings is not None else True   # RTPHELPER_FLOW_SUMMARY
+    endpoints = relay_endpoints(plan) if flows_on else None
+    choices = select_files(files, windows, cache=True, endpoints=endpoints) if not job.sip_is_media else [
         ChunkChoice(f, f.stat().st_size, None, "full", "the SIP capture: read in full") for f in files]
     for n, source in enumerate(s for s in job.sources if isinstance(s, str)):
         from rtpcore.storage.download import FURTHER_IMPORT, select_from_storage, storage_for_url
 
         dest = txn.final.root if n == 0 else txn.final.root / FURTHER_IMPORT.format(n=n + 1)
         assert job.settings is not None
-        choices += select_from_storage(storage_for_url(source, job.settings), source, dest, windows)
+        choices += select_from_storage(storage_for_url(source, job.settings), source, dest, windows,
+                                       endpoints=endpoints, defer=bool(job.settings.cluster_address))
     selection = MediaSelection(windows, tuple(choices))
     check_names([c.source for c in selection.reads])
     log.info("media: reading %d of %d file(s), %d of %d bytes", len(selection.reads), len(selection.choices),
@@ -201,11 +207,33 @@ def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, fil
 def filter_one(
     source: Path | ChunkChoice, job: CorrelationJob, plan: LegPlan, txn: ResultTransaction
 ) -> FileResult:
-    """One raw file (or the byte ranges select_media chose): BPF, then per-leg outputs in the staging filtered/."""
-    if isinstance(source, ChunkChoice):
-        return filter_raw_file(plan, source.source, txn.staged.filtered, min_packets=job.min_packets,
-                               ranges=source.read_ranges)
-    return filter_raw_file(plan, Path(source), txn.staged.filtered, min_packets=job.min_packets)
+    """One raw file (or the byte ranges select_media chose): BPF, then per-leg outputs in the staging filtered/;
+    an S3 chunk left in S3 is range-read here into a temporary folder of this process (a cluster worker's own
+    disk); the chunk's flow summary is cached from the bytes read when it has none yet."""
+    if not isinstance(source, ChunkChoice):
+        return filter_raw_file(plan, Path(source), txn.staged.filtered, min_packets=job.min_packets)
+    if source.deferred:
+        import tempfile
+
+        from rtpcore.storage.remote import fetch_choice
+
+        settings = job.settings if job.settings is not None else _settings()
+        with tempfile.TemporaryDirectory(prefix="rtphelper-chunk-") as folder:
+            part = fetch_choice(source, settings, Path(folder))
+            result = filter_raw_file(plan, part, txn.staged.filtered, min_packets=job.min_packets)
+            record_flows(source, part, settings)
+        error = result.error.replace(str(part), source.origin or str(source.source)) if result.error else None
+        return replace(result, source=source.source, error=error)
+    result = filter_raw_file(plan, source.source, txn.staged.filtered, min_packets=job.min_packets,
+                             ranges=source.read_ranges)
+    record_flows(source, source.source, job.settings)
+    return result
+
+
+def _settings() -> Settings:
+    from rtpcore.settings import load_settings
+
+    return load_settings()
 
 
 def learn(

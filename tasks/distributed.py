@@ -3,8 +3,13 @@
 Dask (prefect-dask) rather than Ray (prefect-ray), by measurement on the 2-core machine (bench/distributed_bench.py
 --engines): a 2-worker cluster starts in 0.35 s and holds 164 MiB; Ray's takes 3.2 s and 809 MiB, and per-task
 overhead (1.6 ms vs 0.6 ms) is noise next to one filter task (a Prefect task run alone costs 10-25 ms).
-Workers get paths, never capture bytes: they read the chunks themselves, so the raw media and the output folder
-must be on a path every worker sees (a shared mount), and the workers need this code and PREFECT_API_URL.
+Workers get paths or S3 byte ranges, never capture bytes: they read the chunks themselves. Local raw media must
+be on a path every worker sees (a shared mount); chunks of an s3:// session are left in S3 by the selection step
+(RTPHELPER_CLUSTER_ADDRESS set) and each filter task range-reads its chunk's ranges into a temporary folder of
+its worker, verified against the object's size and ETag, removed afterwards (rtpcore.storage.remote); the
+worker's S3 credentials come from its own environment (boto3 chain), never from the task. The per-leg files a
+task writes still go to the output folder's staging area, so that folder must be shared; the workers need this
+code and PREFECT_API_URL.
 """
 from __future__ import annotations
 

@@ -7,19 +7,25 @@ Every raw file gets a decision with its reason, read or skipped, so a wrong skip
   (rolling chunks follow each other in time); when that span meets a window it is indexed on first use
   (cached next to it when the folder is writable) and read from the seek point;
 - a corrupt or stale index (the chunk was repaired or rewritten): a warning, the index is rebuilt by reading
-  the chunk; anything not indexable (pcapng, foreign files): read in full.
+  the chunk; anything not indexable (pcapng, foreign files): read in full;
+- with the call's endpoints (RTPHELPER_FLOW_SUMMARY): a chunk whose flow summary (`<chunk>.flows.json`, built
+  by an earlier correlation over the ranges it read) covers the ranges chosen by time and shows no packet of a
+  media host endpoint of the call in the call's windows is skipped, saying so; a chunk without one is read
+  and summarized by the filter step (`flows` names where the summary goes).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from rtpcore.errors import PcapError
 from rtpcore.media.candidates import RTCP_TAIL_NS
-from rtpcore.pcap.index import ChunkIndex, IndexProblem, first_timestamp, load_index, read_index
+from rtpcore.pcap.flows import FLOWS_SUFFIX, FlowProblem, FlowSummary, flows_path, local_identity, read_summary, subtract_spans
+from rtpcore.pcap.index import FILE_HEADER_LEN, ChunkIndex, IndexProblem, first_timestamp, load_index, read_index
 from rtpcore.pcap.rolling import parse_chunk_name
 from rtpcore.plan import LegPlan
 
@@ -29,6 +35,7 @@ __all__ = [
     "MediaSelection",
     "bounded_choice",
     "call_windows",
+    "flow_choice",
     "index_choice",
     "merge_spans",
     "next_chunks",
@@ -43,8 +50,10 @@ READ_INDEX = "index"
 READ_BOUNDED = "bounded"
 READ_FULL = "full"
 READ_SKIPPED = "skipped"
+FLOW_SKIP = "flow summary: no packet of the call's endpoints"
 
 Span = tuple[int, int]
+Endpoint = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,14 @@ class ChunkChoice:
     warning: str | None = None
     origin: str | None = None     # the S3 object a range-read or download came from
     fetched: bool = False         # source already holds only `ranges` (range-read from S3): read it whole
+    flows: str | None = None      # where the filter step writes this chunk's flow summary (path, or S3 key)
+    identity: tuple[tuple[str, Any], ...] = ()   # what the chunk is (size, mtime or ETag) for that summary
+    deferred: bool = False        # an S3 chunk whose ranges the filter task range-reads itself (origin, identity)
+
+    @property
+    def spans(self) -> tuple[Span, ...]:
+        """The chunk's byte ranges this choice reads (all records for a whole file)."""
+        return self.ranges if self.ranges is not None else ((FILE_HEADER_LEN, self.size),)
 
     @property
     def read_ranges(self) -> tuple[Span, ...] | None:
@@ -82,6 +99,8 @@ class ChunkChoice:
             doc["ranges"] = [list(r) for r in self.ranges]
         if self.warning:
             doc["warning"] = self.warning
+        if self.flows and self.read:
+            doc["flow_summary"] = self.flows   # where this read's flow summary is cached (a path or an S3 key)
         return doc
 
 
@@ -116,7 +135,14 @@ class MediaSelection:
         lines += [f"  {c.origin or c.source}: {c.why}" for c in self.choices]
         lines.append("check the media host's clock and that the capture ran during the call; "
                      "RTPHELPER_MEDIA_SELECT=false reads every file in full")
-        return "\n".join(lines)
+        return "\n".join(lines + self._flow_hint())
+
+    def _flow_hint(self) -> list[str]:
+        """How to overrule flow summaries, when one of them made a skip (a wrong summary must be undoable)."""
+        if not any(c.why.startswith(FLOW_SKIP) for c in self.choices):
+            return []
+        return [f"skips by flow summary look wrong? delete the chunk's {FLOWS_SUFFIX} or set "
+                "RTPHELPER_FLOW_SUMMARY=false to read by time only"]
 
     def lines(self) -> list[str]:
         """The report's read/skipped section: one line per file, read ones first."""
@@ -126,7 +152,7 @@ class MediaSelection:
             name = c.origin or c.source.name
             out.append(f"{'read' if c.read else 'skipped'} {name}: {c.why}" + (f" — WARNING: {c.warning}"
                                                                               if c.warning else ""))
-        return out
+        return out + self._flow_hint()
 
     def to_json(self) -> dict[str, Any]:
         return {"windows": [list(w) for w in self.windows], "bytes_read": self.bytes_read,
@@ -218,8 +244,58 @@ def _one(source: Path, next_first: int | None, windows: Sequence[Span], cache: b
                          note or "indexed on first use", None)
 
 
-def select_files(files: Sequence[Path], windows: Sequence[Span], *, cache: bool = True) -> list[ChunkChoice]:
-    """A decision for every file, in the given order; rolling chunks of one host bound each other in time."""
+def flow_choice(choice: ChunkChoice, summary: FlowSummary | None, problem: str | None,
+                endpoints: Iterable[Endpoint], windows: Sequence[Span], target: str,
+                identity: dict[str, Any]) -> ChunkChoice:
+    """The time choice narrowed by the chunk's flow summary: skipped when the summary covers the chosen ranges and
+    holds no packet of the call's media host endpoints (any peer) in the windows; only the ranges it does not
+    cover yet when those it covers hold none; otherwise as chosen. Bytes not summarized yet get summarized."""
+    if not choice.read:
+        return choice
+    ident = tuple(sorted(identity.items()))
+    warning = "; ".join(w for w in (choice.warning, problem and f"{problem}; rebuilt from the bytes read") if w)
+    if summary is None:
+        why = choice.why + ("" if problem else "; no flow summary yet: built from the bytes read")
+        return replace(choice, why=why, warning=warning or None, flows=target, identity=ident)
+    wanted = list(endpoints)
+    hits = [(k, v) for k, v in summary.touching(wanted) if any(v[1] <= end and v[2] >= start for start, end in windows)]
+    rest = subtract_spans(choice.spans, summary.covered)
+    if hits:
+        packets = sum(v[0] for _, v in hits)
+        why = f"{choice.why}; flow summary: {packets} packet(s) of the call's endpoints in {len(hits)} flow(s)"
+        return replace(choice, why=why + ("; summary extended to these bytes" if rest else ""),
+                       warning=warning or None, flows=target if rest else None, identity=ident)
+    shown = ", ".join(f"{ip}:{port}" if ":" not in ip else f"[{ip}]:{port}" for ip, port in wanted[:4])
+    shown += f" and {len(wanted) - 4} more" if len(wanted) > 4 else ""
+    ruled_out = choice.bytes_read - sum(e - b for b, e in rest)
+    none = (f"{FLOW_SKIP} ({shown}) in its windows among {len(summary.flows)} "
+            f"flow(s) of {ruled_out} summarized bytes")
+    if rest:
+        return replace(choice, ranges=rest, warning=warning or None, flows=target, identity=ident,
+                       why=f"{choice.why}; {none}: reading only the {sum(e - b for b, e in rest)} bytes not "
+                           "summarized yet")
+    return replace(choice, ranges=(), how=READ_SKIPPED, warning=warning or None, why=f"{none} chosen by time")
+
+
+def _local_flows(choice: ChunkChoice, endpoints: Iterable[Endpoint], windows: Sequence[Span]) -> ChunkChoice:
+    """flow_choice for a local chunk with the summary cached beside it (chunks read by seek points only; none in a
+    read-only folder, where it could not be cached and would cost a pass every time)."""
+    if not choice.read or choice.ranges is None or not os.access(choice.source.parent, os.W_OK):
+        return choice
+    target = flows_path(choice.source)
+    identity = local_identity(choice.source)
+    try:
+        summary, problem = read_summary(target, choice.source.name, identity), None
+    except FlowProblem as exc:
+        summary, problem = None, str(exc)
+    return flow_choice(choice, summary, problem, endpoints, windows, str(target), identity)
+
+
+def select_files(files: Sequence[Path], windows: Sequence[Span], *, cache: bool = True,
+                 endpoints: Iterable[Endpoint] | None = None) -> list[ChunkChoice]:
+    """A decision for every file, in the given order; rolling chunks of one host bound each other in time; with
+    the call's media host endpoints, flow summaries narrow it further (None: summaries off)."""
+    wanted = list(endpoints) if endpoints is not None else None
     following = next_chunks(files)
     firsts: dict[Path, int | None] = {}
     choices = []
@@ -230,7 +306,8 @@ def select_files(files: Sequence[Path], windows: Sequence[Span], *, cache: bool 
             first = _first(path, firsts)
             following_chunk = following[path]
             next_first = _first(following_chunk, firsts) if following_chunk is not None else None
-        choices.append(_one(path, next_first, windows, cache, in_series, first))
+        choice = _one(path, next_first, windows, cache, in_series, first)
+        choices.append(choice if wanted is None else _local_flows(choice, wanted, windows))
     return choices
 
 

@@ -9,12 +9,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rtpcore.errors import PcapError
 from rtpcore.fsutil import atomic_output, new_temp
 from rtpcore.media.demux import CAPTURE_SUFFIXES
-from rtpcore.media.select import UNKNOWN_TS, ChunkChoice, bounded_choice, index_choice, next_chunks, select_files
+from rtpcore.media.select import (
+    UNKNOWN_TS, ChunkChoice, Endpoint, bounded_choice, flow_choice, index_choice, next_chunks, select_files,
+)
+from rtpcore.pcap.flows import FLOWS_SUFFIX, FlowProblem, FlowSummary, parse_summary
 from rtpcore.pcap.index import FILE_HEADER_LEN, HEAD_BYTES, INDEX_SUFFIX, ChunkIndex, head_timestamp, index_path
 
 from rtpcore.storage.base import (
@@ -32,6 +35,7 @@ __all__ = [
     "PublishedOutputs",
     "S3Url",
     "download_session",
+    "fetch_ranges",
     "is_s3_url",
     "materialize_media",
     "parse_s3_url",
@@ -268,7 +272,8 @@ def publish_outputs(
 
 
 def select_from_storage(
-    storage: Storage, source: str, dest_dir: Path, windows: Sequence[tuple[int, int]],
+    storage: Storage, source: str, dest_dir: Path, windows: Sequence[tuple[int, int]], *,
+    endpoints: Sequence[Endpoint] | None = None, defer: bool = False,
 ) -> list[ChunkChoice]:
     """Decide per raw/ chunk of a stored session from its sidecar index; fetch only what the call needs.
 
@@ -276,6 +281,8 @@ def select_from_storage(
     ranges, a valid pcap); skipped chunks cost nothing. Chunks without a usable index are bounded by the first
     timestamps of consecutive chunks of their host (40-byte range reads); those that may hold the call are
     downloaded whole into dest/raw/ (a warning) and indexed locally. Never the whole session.
+    With the call's endpoints, a chunk's flow summary in S3 (`<key>.flows.json`) may skip it (flow_choice); defer:
+    leave the ranges in S3 for the filter tasks to read themselves (cluster workers without a shared disk).
     """
     storage, prefix, _ = _session_prefix(storage, source)
     objects = {o.key[len(prefix) + 1:]: o for o in storage.list(f"{prefix}/raw/")}
@@ -303,18 +310,41 @@ def select_from_storage(
             unindexed[rel] = f"{origin}{INDEX_SUFFIX}: unusable index ({exc})"
             continue
         choice = index_choice(local, index, windows, "index", "indexed", None)
+        identity: dict[str, Any] = {"bytes": obj.size, "etag": obj.etag}
+        if endpoints is not None and choice.read and choice.ranges:
+            choice = _s3_flows(storage, objects.get(rel + FLOWS_SUFFIX), obj, choice, endpoints, windows, identity)
         if choice.read and choice.ranges:
-            choice = replace(choice, source=dest_dir / RANGES_DIR / local.name, fetched=True,
+            choice = replace(choice, source=dest_dir / RANGES_DIR / local.name, fetched=True, deferred=defer,
+                             identity=tuple(sorted(identity.items())),
                              why=choice.why.replace("bytes from", "bytes range-read from S3 at"))
-            fetches.append((obj.key, choice))
+            if not defer:
+                fetches.append((obj.key, choice))
         choices[rel] = replace(choice, origin=origin)
     with ThreadPoolExecutor(FETCH_THREADS) as pool:  # chunks in parallel; list() re-raises the first failure
-        list(pool.map(lambda job: _fetch_ranges(storage, job[0], job[1].ranges or (), job[1].source), fetches))
+        list(pool.map(lambda job: fetch_ranges(storage, job[0], job[1].ranges or (), job[1].source), fetches))
     choices.update(_unindexed(storage, dest_dir, chunks, unindexed, windows))
     return [choices[rel] for rel in sorted(choices)]
 
 
-def _fetch_ranges(storage: Storage, key: str, ranges: Sequence[tuple[int, int]], dest: Path) -> None:
+def _s3_flows(storage: Storage, summary_obj: ObjectInfo | None, obj: ObjectInfo, choice: ChunkChoice,
+              endpoints: Sequence[Endpoint], windows: Sequence[tuple[int, int]], identity: dict[str, Any]
+              ) -> ChunkChoice:
+    """flow_choice with the summary stored beside the S3 object (read whole: it is small)."""
+    target = obj.key + FLOWS_SUFFIX
+    summary: FlowSummary | None = None
+    problem = None
+    if summary_obj is not None:
+        buf = io.BytesIO()
+        storage.read_range(summary_obj.key, 0, summary_obj.size, buf)
+        try:
+            summary = parse_summary(buf.getvalue(), f"{S3_SCHEME}{getattr(storage, 'bucket', '')}/{target}",
+                                    Path(obj.key).name, identity)
+        except FlowProblem as exc:
+            problem = str(exc)
+    return flow_choice(choice, summary, problem, endpoints, windows, target, identity)
+
+
+def fetch_ranges(storage: Storage, key: str, ranges: Sequence[tuple[int, int]], dest: Path) -> None:
     """The chunk's pcap header and the given ranges, as one pcap file written atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dest, overwrite=True) as temp, open(temp, "wb") as out:

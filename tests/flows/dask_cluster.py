@@ -5,7 +5,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +42,19 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 @contextmanager
-def local_dask_cluster(workers: int, logs: Path, api_url: str) -> Iterator[LocalCluster]:
-    """Loopback scheduler + `workers` single-thread worker processes (no nanny) running this checkout's code."""
+def local_dask_cluster(workers: int, logs: Path, api_url: str, *, cwd: Path = ROOT,
+                       env: Mapping[str, str] | None = None) -> Iterator[LocalCluster]:
+    """Loopback scheduler + `workers` single-thread worker processes (no nanny) running this checkout's code;
+    cwd and env (added to this process's environment) for workers that must not see what the test sees."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": api_url}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT), "PREFECT_API_URL": api_url}
     procs: list[subprocess.Popen] = []
     with ExitStack() as files:
         def start(name: str, *args: str) -> None:
             log = files.enter_context(open(logs / f"{name}.log", "w"))
-            procs.append(subprocess.Popen([str(DASK), *args, "--no-dashboard"], cwd=ROOT, env=env,
+            procs.append(subprocess.Popen([str(DASK), *args, "--no-dashboard"], cwd=cwd, env=env,
                                           stdout=subprocess.DEVNULL, stderr=log))
         try:
             start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1])

@@ -2,6 +2,7 @@
 indexed chunks, 40-byte reads to bound unindexed ones; outputs byte-identical to a local full scan."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from rtpcore.pcap.index import INDEX_SUFFIX
 from rtpcore.pipeline import correlate
 from rtpcore.settings import load_settings
 from rtpcore.storage.download import RANGES_DIR
-from tests.storage.conftest import BUCKET, MotoServer, point_cli_at
+from tests.storage.conftest import ACCESS_KEY, BUCKET, SECRET_KEY, MotoServer, point_cli_at
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 SESSION = "captures/prod-eu/ticket-12/20260115_100000"
@@ -88,3 +89,65 @@ def test_unindexed_s3_session_is_bounded_by_first_timestamps_and_says_so(
     assert skipped and all("no index; bounded" in f["why"] for f in skipped)
     warnings = report.to_json()["warnings"]
     assert len(warnings) == len(read) and all("no index in S3" in w for w in warnings)
+
+
+def test_flow_summaries_go_beside_the_s3_objects_and_a_second_call_skips_the_other_host(
+    moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    import session_gen
+
+    two = session_gen.generate(tmp_path / "two", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6, call_seconds=20.0,
+                               streams=5, second_call=True, log=lambda *_: None)
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    where = f"{SESSION}-two-calls"
+    upload(moto_server, [*two.chunks, *(c.with_name(c.name + INDEX_SUFFIX) for c in two.chunks)], where)
+    url = f"s3://{BUCKET}/{where}/"
+    full = correlate(two.sip2, "inbound", [two.root / "raw"], tmp_path / "full",
+                     settings=load_settings({}).model_copy(update={"media_select": False, "flow_summary": False}))
+    by_time = correlate(two.sip2, "inbound", [url], tmp_path / "by-time",
+                        settings=load_settings().model_copy(update={"flow_summary": False}))
+    correlate(two.sip, "inbound", [url], tmp_path / "first", settings=load_settings())
+    listed = moto_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{where}/raw/")["Contents"]
+    summaries = [o["Key"] for o in listed if o["Key"].endswith(".flows.json")]
+    assert summaries and not list((two.root / "raw").glob("*.flows.json"))   # uploaded beside the objects
+    second = correlate(two.sip2, "inbound", [url], tmp_path / "second", settings=load_settings())
+
+    assert outputs(tmp_path / "second") == outputs(tmp_path / "full") == outputs(tmp_path / "by-time")
+    def host1(report) -> int:  # noqa: ANN001
+        return sum(f["bytes_read"] for f in report.to_json()["media_read"]["files"] if "media-1-" in f["source"])
+    assert host1(second) < host1(by_time) / 10
+    assert sum(fetched(tmp_path / "second").values()) < sum(fetched(tmp_path / "by-time").values())
+    assert any("flow summary: no packet of the call's endpoints" in f["why"]
+               for f in second.to_json()["media_read"]["files"] if "media-1-" in f["source"])
+    assert not second.to_json()["warnings"]
+    assert SECRET_KEY not in json.dumps(second.to_json())
+
+
+def test_read_only_credentials_keep_summaries_out_of_s3_and_the_run_succeeds(
+    session, moto_private: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=moto_private.endpoint, region_name="us-east-1",
+                       aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    iam.create_user(UserName="reader")
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}
+    iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
+    reader = iam.create_access_key(UserName="reader")["AccessKey"]
+    upload(moto_private, [*session.chunks, *(c.with_name(c.name + INDEX_SUFFIX) for c in session.chunks)])
+    moto_private.enable_auth()
+    point_cli_at(monkeypatch, moto_private.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", reader["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader["SecretAccessKey"])
+    full = correlate(session.sip, "inbound", [session.root / "raw"], tmp_path / "full",
+                     settings=load_settings({}).model_copy(update={"media_select": False}))
+    report = correlate(session.sip, "inbound", [f"s3://{BUCKET}/{SESSION}/"], tmp_path / "s3", settings=load_settings())
+
+    assert outputs(tmp_path / "s3") == outputs(tmp_path / "full")
+    listed = moto_private.client(reader["AccessKeyId"], reader["SecretAccessKey"]).list_objects_v2(
+        Bucket=BUCKET, Prefix=f"{SESSION}/raw/")["Contents"]
+    assert listed and not [o["Key"] for o in listed if o["Key"].endswith(".flows.json")]   # PutObject refused
+    assert reader["SecretAccessKey"] not in json.dumps(report.to_json())
