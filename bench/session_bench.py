@@ -385,7 +385,7 @@ def _flow_lines(results: list[SizeResult]) -> list[str]:
     rows = [r for r in results if r.flows]
     if not rows:
         return []
-    out = ["", "Flow summaries built lazily (RTPHELPER_FLOW_SUMMARY, default on): call 1's first correlation"
+    out = ["", "Flow summaries built lazily (RTPHELPER_FLOW_SUMMARY=true; off by default since this run showed the first correlation's cost): call 1's first correlation"
            " summarizes the bytes it reads (`<chunk>.flows.json`); a second call at the same time on host 2"
            " (other ports) then skips what the summaries rule out. Ratios against by-time runs of the same call in"
            " the same run (alternating, best of the repeats; each second-call repeat starts from call 1's summaries).",

@@ -182,7 +182,7 @@ def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, fil
     if not job.select:
         return MediaSelection(windows, tuple(ChunkChoice(f, f.stat().st_size, None, "full",
                                                          "RTPHELPER_MEDIA_SELECT=false: read in full") for f in files))
-    flows_on = job.settings.flow_summary if job.settings is not None else True   # RTPHELPER_FLOW_SUMMARY
+    flows_on = job.settings.flow_summary if job.settings is not None else False  # RTPHELPER_FLOW_SUMMARY
     endpoints = relay_endpoints(plan) if flows_on else None
     choices = select_files(files, windows, cache=True, endpoints=endpoints) if not job.sip_is_media else [
         ChunkChoice(f, f.stat().st_size, None, "full", "the SIP capture: read in full") for f in files]

@@ -263,8 +263,9 @@ class Settings(BaseModel):
     media_select_margin_seconds: Seconds = Field(
         10.0, description="extra time around the call's SIP and media windows when choosing chunks (clock offsets)")
     flow_summary: Flag = Field(
-        True, description="cache a flow summary per chunk (<chunk>.flows.json) from the bytes a correlation reads, "
-                          "and skip chunks whose summary shows none of a later call's endpoints")
+        False, description="cache a flow summary per chunk (<chunk>.flows.json) from the bytes a correlation reads, "
+                           "and skip chunks whose summary shows none of a later call's endpoints (the first "
+                           "correlation of a time range then costs ~2.2x: worth it for sessions with many calls)")
     # --- call assembly (issue 8) ---
     number_country_code: CountryCode = Field(
         None, description="country code of national numbers on the core side (44: 020… is +4420…)")

@@ -40,7 +40,9 @@ def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
 
 
 def run(sip: Path, raw: Path, out: Path, **settings: object) -> CorrelationReport:
-    return correlate(sip, "inbound", [raw], out, settings=load_settings({}).model_copy(update=settings))
+    """A correlation with RTPHELPER_FLOW_SUMMARY on (its default is off) unless the test says otherwise."""
+    update = {"flow_summary": True, **settings}
+    return correlate(sip, "inbound", [raw], out, settings=load_settings({}).model_copy(update=update))
 
 
 def outputs(out: Path) -> dict[str, bytes]:

@@ -108,11 +108,12 @@ def test_flow_summaries_go_beside_the_s3_objects_and_a_second_call_skips_the_oth
                      settings=load_settings({}).model_copy(update={"media_select": False, "flow_summary": False}))
     by_time = correlate(two.sip2, "inbound", [url], tmp_path / "by-time",
                         settings=load_settings().model_copy(update={"flow_summary": False}))
-    correlate(two.sip, "inbound", [url], tmp_path / "first", settings=load_settings())
+    on = load_settings().model_copy(update={"flow_summary": True})   # RTPHELPER_FLOW_SUMMARY=true
+    correlate(two.sip, "inbound", [url], tmp_path / "first", settings=on)
     listed = moto_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{where}/raw/")["Contents"]
     summaries = [o["Key"] for o in listed if o["Key"].endswith(".flows.json")]
     assert summaries and not list((two.root / "raw").glob("*.flows.json"))   # uploaded beside the objects
-    second = correlate(two.sip2, "inbound", [url], tmp_path / "second", settings=load_settings())
+    second = correlate(two.sip2, "inbound", [url], tmp_path / "second", settings=on)
 
     assert outputs(tmp_path / "second") == outputs(tmp_path / "full") == outputs(tmp_path / "by-time")
     def host1(report) -> int:  # noqa: ANN001
@@ -144,7 +145,8 @@ def test_read_only_credentials_keep_summaries_out_of_s3_and_the_run_succeeds(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader["SecretAccessKey"])
     full = correlate(session.sip, "inbound", [session.root / "raw"], tmp_path / "full",
                      settings=load_settings({}).model_copy(update={"media_select": False}))
-    report = correlate(session.sip, "inbound", [f"s3://{BUCKET}/{SESSION}/"], tmp_path / "s3", settings=load_settings())
+    report = correlate(session.sip, "inbound", [f"s3://{BUCKET}/{SESSION}/"], tmp_path / "s3",
+                       settings=load_settings().model_copy(update={"flow_summary": True}))
 
     assert outputs(tmp_path / "s3") == outputs(tmp_path / "full")
     listed = moto_private.client(reader["AccessKeyId"], reader["SecretAccessKey"]).list_objects_v2(
