@@ -19,7 +19,7 @@ from typing import Any
 
 from rtpcore.errors import PcapError
 from rtpcore.media.candidates import RTCP_TAIL_NS
-from rtpcore.pcap.index import ChunkIndex, IndexProblem, first_timestamp, load_index, read_index
+from rtpcore.pcap.index import FILE_HEADER_LEN, ChunkIndex, IndexProblem, first_timestamp, load_index, read_index
 from rtpcore.pcap.rolling import parse_chunk_name
 from rtpcore.plan import LegPlan
 
@@ -62,8 +62,11 @@ class ChunkChoice:
 
     @property
     def read_ranges(self) -> tuple[Span, ...] | None:
-        """What the demux reads of source: None for all of it."""
-        return None if self.fetched else self.ranges
+        """What the demux reads of source: None for all of it (also when the ranges are every record: libpcap then
+        reads the file itself, 2x faster than through the ranges pipe)."""
+        if self.fetched or self.ranges == ((FILE_HEADER_LEN, self.size),):
+            return None
+        return self.ranges
 
     @property
     def read(self) -> bool:
