@@ -301,12 +301,14 @@ def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int, before:
     for fn in contenders.values():  # one untimed run each: the exported "before" code compiles its .pyc files
         fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     last: dict[str, object] = {}
     for _ in range(repeat):
         for name, fn in contenders.items():
-            began = time.perf_counter()
+            began, used = time.perf_counter(), cpu_seconds(name)
             last[name] = fn()
             times[name].append(time.perf_counter() - began)
+            cpu[name].append(cpu_seconds(name) - used)
     out: dict[str, dict] = {}
     for name in contenders:
         result = last[name]
@@ -317,19 +319,25 @@ def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int, before:
         else:
             assert isinstance(result, subprocess.CompletedProcess)
             packets = report_packets(json.loads(result.stdout))
-        out[name] = {"seconds": min(times[name]), "times": times[name], "packets": packets}
+        out[name] = {"seconds": min(times[name]), "times": times[name], "packets": packets, "cpu": min(cpu[name])}
     out["cli"]["raw_packets"] = count_packets(WORK / "cli" / "combined" / "media_raw.pcap")
+    pairs = [("cli", "tcpdump"), ("cli_noan", "tcpdump"), ("lib_noan", "tcpdump"), ("cli", "cli_before"),
+             ("cli_noan", "cli_before_noan")]
+    out["paired"] = {f"{a}/{b}": statistics.median(x / y for x, y in zip(times[a], times[b]))
+                     for a, b in pairs if a in times and b in times}
     return out
 
 
-def same_outputs(after: Path, before: Path) -> bool | str:
-    """True when both runs wrote the same pcap files, byte for byte (combined/ and decrypted/); else what differs."""
-    def pcaps(root: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("*/*.pcap"))}
+def cpu_seconds(name: str) -> float:
+    """CPU (user + sys) used so far by this process and its waited-for children: subprocesses with their filter
+    processes, tcpdump and mergecap under bash, the library's pool workers (`name` only labels the call)."""
+    import resource
 
-    a, b = pcaps(after), pcaps(before)
-    differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
-    return True if a and not differ else ", ".join(differ) or "no outputs"
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
 
 
 def export(ref: str, into: Path) -> Path:
@@ -558,6 +566,14 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
            " Outputs of the CLI runs before and after (combined/*.pcap, decrypted/*.pcap): "
            + ("byte-identical." if r["same_outputs"] is True else f"**differ**: {r['same_outputs']}.")),
         "",
+        "Under load the best-of figures above move with the other work; each round runs every contender once, so the "
+        "median over rounds of the ratio within a round is steadier: "
+        + "; ".join(f"{k.replace('_noan', ' (analysis off)').replace('_', ' ')} = {v:.2f}×"
+                    for k, v in r["paired"].items()) + ". "
+        "CPU seconds (user + sys of the bench process and its children, best of the rounds; filter processes "
+        "included): " + ", ".join(f"{name.replace('_noan', ' (analysis off)').replace('_', ' ')} {r[name]['cpu']:.3f}"
+                                        for name in E2E_NAMES if name in r) + ".",
+        "",
         f"Seed pipeline: count pass {seed['count_pass']:.1f} s, write pass {seed['write_pass']:.1f} s per 256 MiB file; "
         f"{seed['passes']} passes; mergecap {seed['merge']:.2f} s"
         + (f"; measured 1 leg × 1 file ({seed['wall']:.1f} s wall) and extrapolated to all passes "
@@ -636,7 +652,9 @@ def main(argv: list[str] | None = None) -> int:
         before = export(args.before, Path(scratch.name) / "before")
         r["before_ref"] = args.before
     began = time.perf_counter()
-    r.update(end_to_end(plan, ds.sip, media, args.repeat, before))
+    e2e = end_to_end(plan, ds.sip, media, args.repeat, before)
+    r["paired"] = e2e.pop("paired")
+    r.update(e2e)
     r["load"] = os.getloadavg()
     r["same_outputs"] = same_outputs(WORK / "cli", WORK / "cli-before") if before is not None else None
     print(f"  end to end: {time.perf_counter() - began:.1f} s", flush=True)
