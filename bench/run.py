@@ -340,6 +340,16 @@ def cpu_seconds(name: str) -> float:
     return total
 
 
+def same_outputs(after: Path, before: Path) -> bool | str:
+    """True when both runs wrote the same pcap files, byte for byte (combined/ and decrypted/); else what differs."""
+    def pcaps(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("*/*.pcap"))}
+
+    a, b = pcaps(after), pcaps(before)
+    differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
+    return True if a and not differ else ", ".join(differ) or "no outputs"
+
+
 def export(ref: str, into: Path) -> Path:
     """The tracked files of `ref` (git archive, no worktree): the "before" code, run from its own folder."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref], check=True,
