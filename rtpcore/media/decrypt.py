@@ -32,7 +32,7 @@ from rtpcore.media.keying import DUPLICATE, NEVER_NS, KeyState, SenderKeys
 from rtpcore.pcap.build import frame, replace_udp_payload
 from rtpcore.pcap.layers import ETH_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
-from rtpcore.pcap.merge import IN_MEMORY_BYTES, LE_MAGIC_NS, LE_MAGIC_US, NS_PER_US, PCAP_FILE_HEADER_LEN, common_linktype
+from rtpcore.pcap.merge import LE_MAGIC_NS, LE_MAGIC_US, NS_PER_US, PCAP_FILE_HEADER_LEN, common_linktype
 from rtpcore.pcap.reader import CaptureReader, open_capture
 from rtpcore.pcap.writer import RECORD_HEADER, PcapWriter
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide
@@ -176,7 +176,8 @@ IPPROTO_UDP = 17
 ONES = 0xFFFF                                            # a one's-complement sum is the value modulo 0xFFFF
 NS_PER_S = 1_000_000_000
 FLUSH_RECORDS = 8192                                     # packed output records held before a write
-SCAN_MAX_BYTES = IN_MEMORY_BYTES                         # filtered inputs up to this are read whole (_scan)
+SCAN_MAX_BYTES = 64 << 20                                # filtered inputs up to this are read whole (_scan);
+                                                         # bigger ones (`rtphelper decrypt` of a capture) stream
 RTCP_LIKE_MIN, RTCP_LIKE_MAX = RTCP_PT_RANGE[0], RTCP_PT_RANGE[-1]   # the analysis leaves these payload types to RTCP
 
 
