@@ -25,7 +25,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ for p in (str(CODE), str(BENCH)):
         sys.path.insert(0, p)
 
 import assembly_bench  # noqa: E402
+from before_after import cli_command, cpu_seconds, default_before, export, same_outputs  # noqa: E402
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import session_bench  # noqa: E402
@@ -65,13 +65,6 @@ from rtpcore.sip.legs import resolve_legs  # noqa: E402
 
 WORK = gen_media.OUT / "work"
 RESULTS = BENCH / "RESULTS.md"
-# `rtphelper correlate` as the console script runs it (main() without argv), from a given checkout's code;
-# NO_ANALYSIS runs it with CorrelationJob.analysis=False (there is no CLI switch: only to measure its cost).
-CLI_DRIVER = "import sys; sys.path.insert(0, {code!r}); from rtpcore.cli import main; sys.exit(main())"
-CLI_DRIVER_NO_ANALYSIS = (
-    "import sys, dataclasses; sys.path.insert(0, {code!r}); import rtpcore.pipeline as p; _make = p.make_job; "
-    "p.make_job = lambda *a, **k: dataclasses.replace(_make(*a, **k), analysis=False); "
-    "from rtpcore.cli import main; sys.exit(main())")
 DIRECTION = "inbound"
 SEED_MIN_PACKETS = 10          # the seed keeps a leg's file only above this count
 EXTRA_LEGS = 6                 # 2 real legs + 6 → the "8 legs" plan
@@ -267,13 +260,6 @@ def seed_pipeline(plan: LegPlan, media: list[Path], *, quick: bool, kept_pairs: 
             "measured_passes": len(passes), "merge": merge, "packets": packets, "raw": proc.stdout}
 
 
-def cli_command(code: Path, sip: Path, media: list[Path], out: Path, *, analysis: bool = True) -> list[str]:
-    """`rtphelper correlate … --json` with the rtpcore of `code`, analysis as shipped or off."""
-    driver = (CLI_DRIVER if analysis else CLI_DRIVER_NO_ANALYSIS).format(code=str(code))
-    return [sys.executable, "-c", driver, "correlate", "--sip", str(sip), "--direction", DIRECTION,
-            "--media", *map(str, media), "--out", str(out), "--overwrite", "--json"]
-
-
 def correlate_no_analysis(sip: Path, media: list[Path], out: Path) -> CorrelationReport:
     """correlate() with CorrelationJob.analysis=False: the correlation alone."""
     job = dataclasses.replace(make_job(sip, DIRECTION, media, out, overwrite=True), analysis=False, publish=False)
@@ -288,12 +274,12 @@ def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int, before:
     tcpdump_out = WORK / "tcpdump"
     tcpdump_cmd = ["bash", str(BENCH / "tcpdump_anchor.sh"), str(tcpdump_out), str(bpf), *map(str, media)]
     commands: dict[str, list[str]] = {
-        "cli": cli_command(ROOT, sip, media, WORK / "cli"),
-        "cli_noan": cli_command(ROOT, sip, media, WORK / "cli-noan", analysis=False),
+        "cli": cli_command(ROOT, sip, DIRECTION, media, WORK / "cli"),
+        "cli_noan": cli_command(ROOT, sip, DIRECTION, media, WORK / "cli-noan", analysis=False),
     }
     if before is not None:
-        commands["cli_before"] = cli_command(before, sip, media, WORK / "cli-before")
-        commands["cli_before_noan"] = cli_command(before, sip, media, WORK / "cli-before-noan", analysis=False)
+        commands["cli_before"] = cli_command(before, sip, DIRECTION, media, WORK / "cli-before")
+        commands["cli_before_noan"] = cli_command(before, sip, DIRECTION, media, WORK / "cli-before-noan", analysis=False)
     contenders: dict[str, Callable[[], object]] = {name: (lambda c=cmd: run(c)) for name, cmd in commands.items()}
     contenders["lib"] = lambda: correlate(sip, DIRECTION, media, WORK / "lib", overwrite=True)
     contenders["lib_noan"] = lambda: correlate_no_analysis(sip, media, WORK / "lib-noan")
@@ -326,49 +312,6 @@ def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int, before:
     out["paired"] = {f"{a}/{b}": statistics.median(x / y for x, y in zip(times[a], times[b]))
                      for a, b in pairs if a in times and b in times}
     return out
-
-
-def cpu_seconds(name: str) -> float:
-    """CPU (user + sys) used so far by this process and its waited-for children: subprocesses with their filter
-    processes, tcpdump and mergecap under bash, the library's pool workers (`name` only labels the call)."""
-    import resource
-
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
-
-
-def same_outputs(after: Path, before: Path) -> bool | str:
-    """True when both runs wrote the same pcap files, byte for byte (combined/ and decrypted/); else what differs."""
-    def pcaps(root: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("*/*.pcap"))}
-
-    a, b = pcaps(after), pcaps(before)
-    differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
-    return True if a and not differ else ", ".join(differ) or "no outputs"
-
-
-def export(ref: str, into: Path) -> Path:
-    """The tracked files of `ref` (git archive, no worktree): the "before" code, run from its own folder."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref], check=True,
-                             capture_output=True).stdout
-    into.mkdir(parents=True)
-    tar = into / "src.tar"
-    tar.write_bytes(archive)
-    with tarfile.open(tar) as t:
-        t.extractall(into, filter="data")
-    tar.unlink()
-    return into
-
-
-def default_before() -> str | None:
-    """The commit this branch left main at (its merge base), so "before" is main without this branch's work."""
-    done = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], capture_output=True, text=True)
-    if done.returncode != 0 or not done.stdout.strip():
-        return None
-    return done.stdout.strip()[:12]
 
 
 def legs_2_vs_8(plan: LegPlan, sip: Path, media: list[Path], repeat: int) -> dict:
@@ -629,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions = p.add_mutually_exclusive_group()
     sessions.add_argument("--skip-sessions", action="store_true", help="no 1/4/16 GiB session benchmark (issue 12)")
     sessions.add_argument("--skip-16gib", action="store_true", help="session benchmark at 1 and 4 GiB only (quick)")
-    p.add_argument("--before", default=default_before(), metavar="REF",
+    p.add_argument("--before", default=default_before(ROOT), metavar="REF",
                    help="git ref whose code runs as the 'before' CLI and decrypt_call, interleaved with this "
                         "checkout's (default: the merge base with main; 'none' to skip)")
     p.add_argument("--skip-others", action="store_true",
@@ -659,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="bench-before-")
     before = None
     if args.before and args.before != "none":
-        before = export(args.before, Path(scratch.name) / "before")
+        before = export(ROOT, args.before, Path(scratch.name) / "before")
         r["before_ref"] = args.before
     began = time.perf_counter()
     e2e = end_to_end(plan, ds.sip, media, args.repeat, before)
