@@ -1,6 +1,7 @@
 """`make bench`: our correlation against the seed's tshark pipeline and a tcpdump anchor, on the same data, in one run.
 
     .venv/bin/python bench/run.py [--full-seed] [--skip-flow] [--no-write] [--repeat N] [--skip-capture | --capture-only]
+                                  [--before REF] [--skip-others]
                                   [--skip-sessions | --skip-16gib]
 
 Generates (or reuses) bench/out/ with gen_media.py, measures every contender best-of-N with the file cache
@@ -24,17 +25,22 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-for p in (str(ROOT), str(BENCH)):
+# BENCH_CODE: another checkout's rtpcore under the same measurement code (decrypt_rounds' "before" subprocess).
+CODE = Path(os.environ.get("BENCH_CODE") or ROOT)
+for p in (str(CODE), str(BENCH)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
 import assembly_bench  # noqa: E402
+from before_after import cli_command, cpu_seconds, default_before, export, same_outputs  # noqa: E402
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import session_bench  # noqa: E402
@@ -43,14 +49,15 @@ import wrong_key_bench  # noqa: E402
 
 from rtpcore.media.bpf import leg_filter  # noqa: E402
 from rtpcore.media.demux import filter_for_file  # noqa: E402
-from rtpcore.media.decrypt import FilteredInput, decrypt_call  # noqa: E402
+from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call  # noqa: E402
 from rtpcore.media.demux import filter_raw_file, media_files  # noqa: E402
 from rtpcore.pcap import libpcap  # noqa: E402
 from rtpcore.pcap.layers import link_payload, parse_ip, parse_udp  # noqa: E402
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET  # noqa: E402
 from rtpcore.pcap.reader import open_capture  # noqa: E402
 from rtpcore.pipeline import (  # noqa: E402
-    InProcessRunner, combine, commit, correlate, decrypt, filter_one, learn, make_job, merge_raw, open_results, report,
+    InProcessRunner, analyze, combine, commit, correlate, decrypt, filter_one, learn, list_media, make_job, merge_raw,
+    open_results, report, run_steps, select_media,
 )
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide  # noqa: E402
 from rtpcore.report import CorrelationReport  # noqa: E402
@@ -58,7 +65,6 @@ from rtpcore.sip.legs import resolve_legs  # noqa: E402
 
 WORK = gen_media.OUT / "work"
 RESULTS = BENCH / "RESULTS.md"
-RTPHELPER = Path(sys.executable).with_name("rtphelper")
 DIRECTION = "inbound"
 SEED_MIN_PACKETS = 10          # the seed keeps a leg's file only above this count
 EXTRA_LEGS = 6                 # 2 real legs + 6 → the "8 legs" plan
@@ -66,6 +72,7 @@ EXTRA_PORT_STEP = 2            # a re-INVITE moving ports moves them by 2 (RTP+R
 EXTRA_PORT_BASE = {"carrier": (29000, 39000), "core": (29500, 39500)}   # (peer, host): unused in the data
 
 FLOW_RUNS = 3
+E2E_NAMES = ("cli", "cli_noan", "cli_before", "cli_before_noan", "lib", "lib_noan", "tcpdump")
 TARGET_VS_TCPDUMP = 1.0        # ours / (c) ≤ this
 TARGET_VS_SEED = 300.0         # (b) / ours ≥ this
 TARGET_DECRYPT = 0.7           # ours pps / tight-loop pps ≥ this
@@ -168,9 +175,10 @@ def report_packets(doc: dict) -> int:
 
 
 def breakdown(sip: Path, media: list[Path], repeat: int) -> dict:
-    """Where (a)'s time goes: interpreter + imports, and each pipeline step in-process (best of N each)."""
-    startup = [sys.executable, "-c", "import rtpcore.cli, rtpcore.pipeline, rtpcore.settings; "
-               "rtpcore.settings.load_settings()"]
+    """Where (a)'s time goes: interpreter + imports, and each step of run_steps in-process (best of N each), the
+    analysis as shipped (its step timed too)."""
+    startup = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+               "import rtpcore.cli, rtpcore.pipeline, rtpcore.settings; rtpcore.settings.load_settings()"]
     steps: dict[str, list[float]] = {}
     out = WORK / "steps"
 
@@ -181,20 +189,26 @@ def breakdown(sip: Path, media: list[Path], repeat: int) -> dict:
 
     for _ in range(repeat):
         t = time.perf_counter()
-        sources = media_files(media)
-        plan = resolve_legs(sip, DIRECTION)
+        plan = sdp_plan = resolve_legs(sip, DIRECTION)
         job = make_job(sip, DIRECTION, media, out, min_packets=SEED_MIN_PACKETS, overwrite=True)
         txn = open_results(job)
         t = lap("plan (SIP → legs)", t)
-        results = InProcessRunner().map(filter_one, sources, job, plan, txn)
+        selection = select_media(job, plan, txn, list_media(job, txn))
+        t = lap("list + select media (chunk indexes)", t)
+        results = InProcessRunner().map(filter_one, selection.reads, job, plan, txn)
         t = lap("filter: BPF + route + write per file (2 processes)", t)
+        plan, results = learn(job, plan, results)
         merge_raw(job, plan, results, txn)
-        t = lap("merge → media_raw.pcap", t)
-        decrypt(plan, results, txn)
-        t = lap("decrypt → decrypted/ + media_decrypted.pcap", t)
+        t = lap("learn + merge → media_raw.pcap", t)
+        decrypted = decrypt(plan, results, txn, True)
+        t = lap("decrypt → decrypted/ + media_decrypted.pcap (headers collected for the analysis)", t)
         combine(job, txn)
+        t = lap("combine → SIP_plus_media_decrypted.pcap", t)
+        analyze(job, sdp_plan, plan, decrypted, txn)
+        t = lap("analyze → analysis.json, report.html, SVGs, WAVs (as shipped; not this work's)", t)
         commit(txn)
-        lap("combine → SIP_plus_media_decrypted.pcap", t)
+        lap("commit (swap the staged results in)", t)
+    sources = media_files(media)
     serial = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -246,37 +260,58 @@ def seed_pipeline(plan: LegPlan, media: list[Path], *, quick: bool, kept_pairs: 
             "measured_passes": len(passes), "merge": merge, "packets": packets, "raw": proc.stdout}
 
 
-def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int) -> dict[str, dict]:
-    """(a) CLI, (a) library and (c) tcpdump, round-robin so load from elsewhere hits all three alike."""
+def correlate_no_analysis(sip: Path, media: list[Path], out: Path) -> CorrelationReport:
+    """correlate() with CorrelationJob.analysis=False: the correlation alone."""
+    job = dataclasses.replace(make_job(sip, DIRECTION, media, out, overwrite=True), analysis=False, publish=False)
+    return run_steps(job, InProcessRunner()).report
+
+
+def end_to_end(plan: LegPlan, sip: Path, media: list[Path], repeat: int, before: Path | None) -> dict[str, dict]:
+    """(a) CLI and library (analysis as shipped and off), the "before" code's CLI, and (c) tcpdump, round-robin
+    so load from elsewhere hits all alike."""
     bpf = WORK / "legs.bpf"
     bpf.write_text(filter_for_file(plan, media[0]) + "\n")  # the same expression our demux compiles
-    tcpdump_out, cli_out, lib_out = WORK / "tcpdump", WORK / "cli", WORK / "lib"
+    tcpdump_out = WORK / "tcpdump"
     tcpdump_cmd = ["bash", str(BENCH / "tcpdump_anchor.sh"), str(tcpdump_out), str(bpf), *map(str, media)]
-    cli_cmd = [str(RTPHELPER), "correlate", "--sip", str(sip), "--direction", DIRECTION, "--media", *map(str, media),
-               "--out", str(cli_out), "--overwrite", "--json"]
-    contenders: dict[str, Callable[[], object]] = {
-        "cli": lambda: run(cli_cmd),
-        "lib": lambda: correlate(sip, DIRECTION, media, lib_out, overwrite=True),
-        "tcpdump": lambda: run(tcpdump_cmd),
+    commands: dict[str, list[str]] = {
+        "cli": cli_command(ROOT, sip, DIRECTION, media, WORK / "cli"),
+        "cli_noan": cli_command(ROOT, sip, DIRECTION, media, WORK / "cli-noan", analysis=False),
     }
+    if before is not None:
+        commands["cli_before"] = cli_command(before, sip, DIRECTION, media, WORK / "cli-before")
+        commands["cli_before_noan"] = cli_command(before, sip, DIRECTION, media, WORK / "cli-before-noan", analysis=False)
+    contenders: dict[str, Callable[[], object]] = {name: (lambda c=cmd: run(c)) for name, cmd in commands.items()}
+    contenders["lib"] = lambda: correlate(sip, DIRECTION, media, WORK / "lib", overwrite=True)
+    contenders["lib_noan"] = lambda: correlate_no_analysis(sip, media, WORK / "lib-noan")
+    contenders["tcpdump"] = lambda: run(tcpdump_cmd)
+    for fn in contenders.values():  # one untimed run each: the exported "before" code compiles its .pyc files
+        fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     last: dict[str, object] = {}
     for _ in range(repeat):
         for name, fn in contenders.items():
-            began = time.perf_counter()
+            began, used = time.perf_counter(), cpu_seconds(name)
             last[name] = fn()
             times[name].append(time.perf_counter() - began)
-    cli_proc = last["cli"]
-    assert isinstance(cli_proc, subprocess.CompletedProcess)
-    lib_report = last["lib"]
-    assert isinstance(lib_report, CorrelationReport)
-    return {
-        "cli": {"seconds": min(times["cli"]), "times": times["cli"], "packets": report_packets(json.loads(cli_proc.stdout)),
-                "raw_packets": count_packets(cli_out / "combined" / "media_raw.pcap")},
-        "lib": {"seconds": min(times["lib"]), "times": times["lib"], "packets": report_packets(lib_report.to_json())},
-        "tcpdump": {"seconds": min(times["tcpdump"]), "times": times["tcpdump"],
-                    "packets": count_packets(tcpdump_out / "media_raw.pcap")},
-    }
+            cpu[name].append(cpu_seconds(name) - used)
+    out: dict[str, dict] = {}
+    for name in contenders:
+        result = last[name]
+        if isinstance(result, CorrelationReport):
+            packets = report_packets(result.to_json())
+        elif name == "tcpdump":
+            packets = count_packets(tcpdump_out / "media_raw.pcap")
+        else:
+            assert isinstance(result, subprocess.CompletedProcess)
+            packets = report_packets(json.loads(result.stdout))
+        out[name] = {"seconds": min(times[name]), "times": times[name], "packets": packets, "cpu": min(cpu[name])}
+    out["cli"]["raw_packets"] = count_packets(WORK / "cli" / "combined" / "media_raw.pcap")
+    pairs = [("cli", "tcpdump"), ("cli_noan", "tcpdump"), ("lib_noan", "tcpdump"), ("cli", "cli_before"),
+             ("cli_noan", "cli_before_noan")]
+    out["paired"] = {f"{a}/{b}": statistics.median(x / y for x, y in zip(times[a], times[b]))
+                     for a, b in pairs if a in times and b in times}
+    return out
 
 
 def legs_2_vs_8(plan: LegPlan, sip: Path, media: list[Path], repeat: int) -> dict:
@@ -331,13 +366,41 @@ def decrypt_throughput(repeat: int) -> dict:
             done += len(packets)
         return done
 
-    t_tight, tight_times, _ = best_of(repeat, tight)
     inputs = [FilteredInput("carrier", carrier.output, ds.media)]
-    t_ours, ours_times, res = best_of(repeat, lambda: decrypt_call(plan, inputs, work / "decrypted", work / "merged.pcap"))
+    tight_times: list[float] = []
+    ours_times: list[float] = []
+    for _ in range(repeat):  # alternating, so load from elsewhere hits both alike
+        t_tight, _, _ = best_of(1, tight)
+        tight_times.append(t_tight)
+        t_ours, _, res = best_of(1, lambda: decrypt_call(plan, inputs, work / "decrypted", work / "merged.pcap"))
+        ours_times.append(t_ours)
+    t_tight, t_ours = min(tight_times), min(ours_times)
+    assert isinstance(res, DecryptResult)
     decrypted = sum(s.decrypted for s in res.streams)
     return {"tight_s": t_tight, "tight_pps": n_tight / t_tight, "tight_packets": n_tight,
             "ours_s": t_ours, "ours_pps": res.packets / t_ours, "ours_packets": res.packets, "decrypted": decrypted,
             "tight_times": tight_times, "ours_times": ours_times}
+
+
+def decrypt_rounds(repeat: int, before: Path | None, rounds: int = 2) -> dict:
+    """decrypt_throughput of this checkout (in-process) and of the "before" code (its own bench/run.py in a
+    subprocess), alternating; each ratio is against the tight loop in the same process, so load cancels."""
+    ours: list[dict] = []
+    theirs: list[dict] = []
+    for _ in range(rounds):
+        ours.append(decrypt_throughput(repeat))
+        if before is not None:
+            done = run([sys.executable, str(BENCH / "run.py"), "--decrypt-json", "--repeat", str(repeat)],
+                       env={**os.environ, "BENCH_CODE": str(before)})
+            theirs.append(json.loads(done.stdout.rpartition("\nJSON ")[2]))
+
+    def best(runs: list[dict]) -> dict:
+        return max(runs, key=lambda d: d["ours_pps"] / d["tight_pps"])
+
+    result = best(ours)
+    if theirs:
+        result["before"] = best(theirs)
+    return result
 
 
 # -- Prefect flow -------------------------------------------------------------------------------
@@ -378,13 +441,17 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
     total = sum(info["packets_per_file"])
     sizes = [(gen_media.OUT / "media" / name).stat().st_size for name in info["files"]]
     a, lib, c, s = r["cli"]["seconds"], r["lib"]["seconds"], r["tcpdump"]["seconds"], r["seed"]["seconds"]
+    a0, lib0 = r["cli_noan"]["seconds"], r["lib_noan"]["seconds"]
     seed_label = "extrapolated" if r["seed"]["extrapolated"] else "full run"
+    load = " / ".join(f"{x:.1f}" for x in r["load"])
+    before = r.get("before_ref")
     lines = [
         "# Benchmark results (`make bench`)",
         "",
         f"Run {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {m['nproc']} cores, {m['cpu']}; "
         f"Python {m['python']}; {m['tshark']}; {m['tcpdump']}; {m['libpcap']}; pylibsrtp {m['pylibsrtp']}; "
-        f"kernel {m['kernel']}. Best of {args.repeat} (CLI, library and tcpdump round-robin), file cache warm; the machine was shared with other work.",
+        f"kernel {m['kernel']}. Best of {args.repeat} (every end-to-end contender round-robin), file cache warm; "
+        f"the machine was shared with other work: load average {load} (1/5/15 min) at the end of the end-to-end part.",
         "",
         f"Data (bench/gen_media.py, seed {gen_media.SEED}): {len(sizes)} files of "
         f"{' + '.join(f'{x / 2**20:.1f}' for x in sizes)} MiB, {total:,} packets over {info['seconds']:.0f} s: "
@@ -395,10 +462,26 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
         "",
         "| measurement | seconds | packets found | ratio | target | |",
         "|---|---:|---:|---:|---|---|",
-        f"| (a) `rtphelper correlate` (subprocess, interpreter start included) | {a:.3f} | {r['cli']['packets']:,} | | | |",
-        f"| (a) `rtpcore.pipeline.correlate()` in-process | {lib:.3f} | {r['lib']['packets']:,} | | | |",
-        f"| (c) `tcpdump -r` per file with the legs' BPF + mergecap | {c:.3f} | {r['tcpdump']['packets']:,} | "
-        f"(a)/(c) = {a / c:.2f}× | ≤ {TARGET_VS_TCPDUMP:.1f}× | {verdict(a / c <= TARGET_VS_TCPDUMP)} |",
+        f"| (a) `rtphelper correlate` as shipped (subprocess, interpreter start included; with the call analysis + report) "
+        f"| {a:.3f} | {r['cli']['packets']:,} | (a)/(c) = {a / c:.2f}× | ≤ {TARGET_VS_TCPDUMP:.1f}× | "
+        f"{verdict(a / c <= TARGET_VS_TCPDUMP)} |",
+        f"| (a) `rtphelper correlate`, analysis off (`CorrelationJob.analysis=False`) | {a0:.3f} | "
+        f"{r['cli_noan']['packets']:,} | (a)/(c) = {a0 / c:.2f}× | ≤ {TARGET_VS_TCPDUMP:.1f}× | "
+        f"{verdict(a0 / c <= TARGET_VS_TCPDUMP)} |",
+    ]
+    if before:
+        b, b0 = r["cli_before"]["seconds"], r["cli_before_noan"]["seconds"]
+        lines += [
+            f"| (a) before (main at {before}): `rtphelper correlate` as shipped | {b:.3f} | {r['cli_before']['packets']:,} "
+            f"| (a)/(c) = {b / c:.2f}×; after/before = {a / b:.2f}× | | |",
+            f"| (a) before (main at {before}): analysis off | {b0:.3f} | {r['cli_before_noan']['packets']:,} | "
+            f"(a)/(c) = {b0 / c:.2f}×; after/before = {a0 / b0:.2f}× | | |",
+        ]
+    lines += [
+        f"| (a) `rtpcore.pipeline.correlate()` in-process, as shipped | {lib:.3f} | {r['lib']['packets']:,} | "
+        f"(a)/(c) = {lib / c:.2f}× | | |",
+        f"| (a) in-process, analysis off | {lib0:.3f} | {r['lib_noan']['packets']:,} | (a)/(c) = {lib0 / c:.2f}× | | |",
+        f"| (c) `tcpdump -r` per file with the legs' BPF + mergecap | {c:.3f} | {r['tcpdump']['packets']:,} | | | |",
         f"| (b) seed pipeline: tshark count + write per leg × file, mergecap ({seed_label}) | {s:.1f} | "
         f"{r['seed']['packets'] if r['seed']['packets'] is not None else '–'} | (b)/(a) = {s / a:.0f}× | "
         f"≥ {TARGET_VS_SEED:.0f}× | {verdict(s / a >= TARGET_VS_SEED)} |",
@@ -417,6 +500,10 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
     lines.append(f"| SRTP ours: `decrypt_call` read+decrypt+rewrite+write ({d['ours_packets']:,} packets, "
                  f"{d['decrypted']:,} decrypted) | {d['ours_s']:.3f} | {d['ours_pps']:,.0f} pkt/s | "
                  f"{ratio:.2f}× | ≥ {TARGET_DECRYPT:.1f}× | {verdict(ratio >= TARGET_DECRYPT)} |")
+    if "before" in d:
+        db = d["before"]
+        lines.append(f"| SRTP before (main at {before}): `decrypt_call` | {db['ours_s']:.3f} | {db['ours_pps']:,.0f} pkt/s | "
+                     f"{db['ours_pps'] / db['tight_pps']:.2f}× its tight loop ({db['tight_pps']:,.0f} pkt/s) | | |")
     if "flow" in r:
         f = r["flow"]
         lines.append(f"| `correlate-call` flow run (best of runs 2–{FLOW_RUNS} under one temporary server) | "
@@ -427,7 +514,18 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
     lines += [
         "",
         f"Expected packets (callgen truth): {truth_packets:,}; our `media_raw.pcap` (CLI run): "
-        f"{r['cli']['raw_packets']:,}; tcpdump's: {r['tcpdump']['packets']:,}.",
+        f"{r['cli']['raw_packets']:,}; tcpdump's: {r['tcpdump']['packets']:,}."
+        + ("" if r.get("same_outputs") is None else
+           " Outputs of the CLI runs before and after (combined/*.pcap, decrypted/*.pcap): "
+           + ("byte-identical." if r["same_outputs"] is True else f"**differ**: {r['same_outputs']}.")),
+        "",
+        "Under load the best-of figures above move with the other work; each round runs every contender once, so the "
+        "median over rounds of the ratio within a round is steadier: "
+        + "; ".join(f"{k.replace('_noan', ' (analysis off)').replace('_', ' ')} = {v:.2f}×"
+                    for k, v in r["paired"].items()) + ". "
+        "CPU seconds (user + sys of the bench process and its children, best of the rounds; filter processes "
+        "included): " + ", ".join(f"{name.replace('_noan', ' (analysis off)').replace('_', ' ')} {r[name]['cpu']:.3f}"
+                                        for name in E2E_NAMES if name in r) + ".",
         "",
         f"Seed pipeline: count pass {seed['count_pass']:.1f} s, write pass {seed['write_pass']:.1f} s per 256 MiB file; "
         f"{seed['passes']} passes; mergecap {seed['merge']:.2f} s"
@@ -450,7 +548,7 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
         "",
         "All runs (s): " + "; ".join(
             f"{name} {', '.join(f'{t:.3f}' for t in times)}" for name, times in (
-                ("cli", r["cli"]["times"]), ("lib", r["lib"]["times"]), ("tcpdump", r["tcpdump"]["times"]),
+                *((name, r[name]["times"]) for name in E2E_NAMES if name in r),
                 ("2 legs", legs["t2"]), ("8 legs", legs["t8"]), ("tight", d["tight_times"]),
                 ("decrypt_call", d["ours_times"]))
             + ((("flow", r["flow"]["times"]),) if "flow" in r else ())),
@@ -474,7 +572,16 @@ def main(argv: list[str] | None = None) -> int:
     sessions = p.add_mutually_exclusive_group()
     sessions.add_argument("--skip-sessions", action="store_true", help="no 1/4/16 GiB session benchmark (issue 12)")
     sessions.add_argument("--skip-16gib", action="store_true", help="session benchmark at 1 and 4 GiB only (quick)")
+    p.add_argument("--before", default=default_before(ROOT), metavar="REF",
+                   help="git ref whose code runs as the 'before' CLI and decrypt_call, interleaved with this "
+                        "checkout's (default: the merge base with main; 'none' to skip)")
+    p.add_argument("--skip-others", action="store_true",
+                   help="only this file's correlation parts: no wrong-key, assembly, session or capture benchmark")
+    p.add_argument("--decrypt-json", action="store_true", help=argparse.SUPPRESS)  # decrypt_rounds' subprocess
     args = p.parse_args(argv)
+    if args.decrypt_json:
+        print("\nJSON " + json.dumps(decrypt_throughput(args.repeat)))
+        return 0
     capture_args = ["--no-write"] if args.no_write else []
     if args.capture_only:
         return capture_bench.main(capture_args)
@@ -491,13 +598,22 @@ def main(argv: list[str] | None = None) -> int:
             while fh.read(1 << 24):
                 pass
 
-    r: dict[str, dict] = {}
+    r: dict[str, Any] = {}
+    scratch = tempfile.TemporaryDirectory(prefix="bench-before-")
+    before = None
+    if args.before and args.before != "none":
+        before = export(ROOT, args.before, Path(scratch.name) / "before")
+        r["before_ref"] = args.before
     began = time.perf_counter()
-    r.update(end_to_end(plan, ds.sip, media, args.repeat))
-    print(f"  cli, lib, tcpdump: {time.perf_counter() - began:.1f} s", flush=True)
+    e2e = end_to_end(plan, ds.sip, media, args.repeat, before)
+    r["paired"] = e2e.pop("paired")
+    r.update(e2e)
+    r["load"] = os.getloadavg()
+    r["same_outputs"] = same_outputs(WORK / "cli", WORK / "cli-before") if before is not None else None
+    print(f"  end to end: {time.perf_counter() - began:.1f} s", flush=True)
     steps: list[tuple[str, Callable[[], dict]]] = [
         ("legs", lambda: legs_2_vs_8(plan, ds.sip, media, 2 * args.repeat)),
-        ("decrypt", lambda: decrypt_throughput(args.repeat)),
+        ("decrypt", lambda: decrypt_rounds(args.repeat, before)),
         ("steps", lambda: breakdown(ds.sip, media, args.repeat)),
     ]
     for name, step in steps:
@@ -513,9 +629,12 @@ def main(argv: list[str] | None = None) -> int:
         r["flow"] = flow_runs(ds.sip, media)
         print(f"  flow: {time.perf_counter() - began:.1f} s", flush=True)
 
+    scratch.cleanup()
     expected = ds.truth["media_packets"]
     problems = [f"{name}: found {r[name]['packets']} packets, the call has {expected}"
-                for name in ("cli", "lib", "tcpdump", "flow") if name in r and r[name]["packets"] != expected]
+                for name in (*E2E_NAMES, "flow") if name in r and r[name]["packets"] != expected]
+    if r["same_outputs"] is not None and r["same_outputs"] is not True:
+        problems.append(f"outputs differ from the before code's: {r['same_outputs']}")
     if r["legs"]["packets2"] != expected or r["legs"]["packets8"] != expected:
         problems.append(f"legs: 2-leg {r['legs']['packets2']} / 8-leg {r['legs']['packets8']} packets, expected {expected}")
     if r["decrypt"]["decrypted"] < r["decrypt"]["tight_packets"]:
@@ -533,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
             m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->\n?", old, re.S))
         RESULTS.write_text(text + ("\n" + kept if kept else ""))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+    if args.skip_others:
+        return 1 if problems else 0
     print("\nwrong-key benchmark (bench/wrong_key_bench.py):", flush=True)
     if wrong_key_bench.main(["--no-write"] if args.no_write else []) != 0:
         problems.append("wrong-key: a wrong key cost more than 2x the right key")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ AWS_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 Handler = Callable[[argparse.Namespace], int]
 _UNTOUCHED = {"correlate": "; the previous results in --out are untouched"}
+QUICK_EXIT = frozenset({"correlate"})  # one-shot commands whose program exit skips the interpreter's teardown
 
 
 def _legs(args: argparse.Namespace) -> int:
@@ -387,8 +389,28 @@ def _call_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`rtphelper ARGS`; as the program itself (argv None), correlate leaves at once when done (_quick_exit)."""
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    code = _run(args)
+    if argv is None and args.command in QUICK_EXIT:
+        _quick_exit(code)
+    return code
+
+
+def _quick_exit(code: int) -> None:
+    """Leave without the interpreter's teardown (module and GC cleanup: ~35 ms on the bench set): the command is
+    complete (outputs committed, worker pool joined, log handlers closed); only stdout/stderr are flushed."""
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stdout: the normal exit reports it
+        return
+    os._exit(code)
+
+
+def _run(args: argparse.Namespace) -> int:
     from rtpcore.logs import RedactFilter, correlation, setup_logging, teardown_logging
     from rtpcore.settings import load_settings
 

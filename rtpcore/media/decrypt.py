@@ -32,7 +32,7 @@ from rtpcore.media.keying import DUPLICATE, NEVER_NS, KeyState, SenderKeys
 from rtpcore.pcap.build import frame, replace_udp_payload
 from rtpcore.pcap.layers import ETH_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
-from rtpcore.pcap.merge import common_linktype
+from rtpcore.pcap.merge import LE_MAGIC_NS, LE_MAGIC_US, NS_PER_US, PCAP_FILE_HEADER_LEN, common_linktype
 from rtpcore.pcap.reader import CaptureReader, open_capture
 from rtpcore.pcap.writer import RECORD_HEADER, PcapWriter
 from rtpcore.plan import Endpoint, Leg, LegPlan, MediaSide
@@ -176,6 +176,8 @@ IPPROTO_UDP = 17
 ONES = 0xFFFF                                            # a one's-complement sum is the value modulo 0xFFFF
 NS_PER_S = 1_000_000_000
 FLUSH_RECORDS = 8192                                     # packed output records held before a write
+SCAN_MAX_BYTES = 64 << 20                                # filtered inputs up to this are read whole (_scan);
+                                                         # bigger ones (`rtphelper decrypt` of a capture) stream
 RTCP_LIKE_MIN, RTCP_LIKE_MAX = RTCP_PT_RANGE[0], RTCP_PT_RANGE[-1]   # the analysis leaves these payload types to RTCP
 
 
@@ -215,7 +217,7 @@ def _run(
             linktype = common_linktype(lt for lt, item in zip(lts, inputs) if item.source == src)
             writers.append(stack.enter_context(PcapWriter(tmp, linktype, nanosecond=True)))
         try:
-            total = _loop(_records(readers), inputs, sources, route, streams, warnings, merged_w, writers,
+            total = _loop(_records(readers, [item.path for item in inputs]), inputs, sources, route, streams, warnings, merged_w, writers,
                           decrypted_per_file, out_linktype, collector)
         except BaseException:
             for tmp in tmp_paths:
@@ -242,16 +244,46 @@ def _run(
     return DecryptResult(stats, tuple(outputs), merged, total, tuple(dict.fromkeys(warnings)), media)
 
 
-def _records(readers: Sequence[CaptureReader]) -> Iterable[_Record]:
+def _records(readers: Sequence[CaptureReader], paths: Sequence[Path] = ()) -> Iterable[_Record]:
     """All filtered frames of the call in timestamp order across files (ties keep input order)."""
+    scanned = [_scan(p, r.linktype, i) if r.format == "pcap" else None for i, (p, r) in enumerate(zip(paths, readers))]
     if len(readers) == 1:
+        if scanned and scanned[0] is not None:
+            return scanned[0]
         return ((ts, 0, lt, data) for ts, lt, data, _ in readers[0].records())
-    lists = [[(ts, i, lt, data) for ts, lt, data, _ in r.records()] for i, r in enumerate(readers)]
+    lists = [part if part is not None else [(ts, i, lt, data) for ts, lt, data, _ in r.records()]
+             for i, (r, part) in enumerate(zip(readers, scanned or [None] * len(readers)))]
     key = itemgetter(0)
     if all(_ordered(part) for part in lists):
         # A stable sort of time-ordered runs is the k-way merge, at C speed.
         return sorted(chain.from_iterable(lists), key=key)
     return heapq.merge(*lists, key=key)
+
+
+def _scan(path: Path, linktype: int, index: int) -> list[_Record] | None:
+    """A small little-endian classic pcap's records, read in one go (what the reader yields, without its buffering
+    and generator per record); None for any other file or anything odd, which the reader then reads or reports."""
+    if path.stat().st_size > SCAN_MAX_BYTES:
+        return None
+    data = path.read_bytes()
+    magic = data[:4]
+    if magic not in (LE_MAGIC_US, LE_MAGIC_NS):
+        return None
+    mul = 1 if magic == LE_MAGIC_NS else NS_PER_US
+    unpack, hlen = RECORD_HEADER.unpack_from, RECORD_HEADER.size
+    records: list[_Record] = []
+    append = records.append
+    pos, size = PCAP_FILE_HEADER_LEN, len(data)
+    while pos < size:
+        if pos + hlen > size:
+            return None
+        sec, frac, incl, _ = unpack(data, pos)
+        begin = pos + hlen
+        pos = begin + incl
+        if pos > size:
+            return None
+        append((sec * NS_PER_S + frac * mul, index, linktype, data[begin:pos]))
+    return records
 
 
 def _ordered(records: list[_Record]) -> bool:

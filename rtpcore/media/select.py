@@ -79,8 +79,11 @@ class ChunkChoice:
 
     @property
     def read_ranges(self) -> tuple[Span, ...] | None:
-        """What the demux reads of source: None for all of it."""
-        return None if self.fetched else self.ranges
+        """What the demux reads of source: None for all of it (also when the ranges are every record: libpcap then
+        reads the file itself, 2x faster than through the ranges pipe)."""
+        if self.fetched or self.ranges == ((FILE_HEADER_LEN, self.size),):
+            return None
+        return self.ranges
 
     @property
     def read(self) -> bool:

@@ -14,13 +14,18 @@ from rtpcore.pcap.build import frame
 from rtpcore.pcap.layers import link_payload
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
 from rtpcore.pcap.reader import CaptureReader, open_capture
-from rtpcore.pcap.writer import DEFAULT_SNAPLEN, PcapWriter
+from rtpcore.pcap.writer import DEFAULT_SNAPLEN, RECORD_HEADER, PcapWriter
 
 __all__ = ["common_linktype", "merge_captures"]
 
 PCAP_MAGIC_NS = (b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 IN_MEMORY_BYTES = 256 << 20     # inputs up to this size are merged in memory; larger ones stream
+PCAP_FILE_HEADER_LEN = 24
+LE_MAGIC_US, LE_MAGIC_NS = b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"   # little-endian classic pcap, as we write it
+NS_PER_S = 1_000_000_000
+US_PER_S = 1_000_000
+NS_PER_US = 1_000
 
 def common_linktype(linktypes: Iterable[int]) -> int:
     """The one link type several captures share, or Ethernet when they differ (frames are then re-framed)."""
@@ -86,6 +91,57 @@ def merge_captures(inputs: Sequence[Path], output: Path) -> int:
             for r in readers
         ]
         small = sum(p.stat().st_size for p in paths) <= IN_MEMORY_BYTES
+        verbatim = _verbatim(paths, nanosecond, snaplen) if small and all(
+            r.format == "pcap" and r.linktype == out_linktype for r in readers) else None
         with atomic_output(output) as temp, PcapWriter(temp, out_linktype, snaplen=snaplen, nanosecond=nanosecond) as w:
-            w.write_many(_in_order(streams) if small else heapq.merge(*streams, key=itemgetter(0)))
+            if verbatim is not None:
+                w.write_packed([record for _, record in _in_order_lists(verbatim)])
+            else:
+                w.write_many(_in_order(streams) if small else heapq.merge(*streams, key=itemgetter(0)))
             return w.packets
+
+
+def _verbatim(paths: Sequence[Path], nanosecond: bool, snaplen: int) -> list[list[tuple[int, bytes]]] | None:
+    """Each input's (ts_ns, record as the writer would write it), or None when one needs the general path.
+
+    For little-endian classic pcaps whose records the writer would not change (time fraction in range,
+    orig_len ≥ incl_len ≤ snaplen) the record bytes are copied as they are (a µs record into a ns output
+    only gets its fraction scaled): no per-record parse into frames and re-pack, the same output bytes.
+    """
+    out: list[list[tuple[int, bytes]]] = []
+    unpack, pack = RECORD_HEADER.unpack_from, RECORD_HEADER.pack
+    hlen = RECORD_HEADER.size
+    for path in paths:
+        data = path.read_bytes()
+        magic = data[:4]
+        if magic not in (LE_MAGIC_US, LE_MAGIC_NS):
+            return None
+        ns_in = magic == LE_MAGIC_NS
+        unit, mul, rescale = (NS_PER_S, 1, False) if ns_in else (US_PER_S, NS_PER_US, nanosecond)
+        records: list[tuple[int, bytes]] = []
+        append = records.append
+        pos, size = PCAP_FILE_HEADER_LEN, len(data)
+        while pos < size:
+            if pos + hlen > size:
+                return None                              # truncated: the reader says where
+            sec, frac, incl, orig = unpack(data, pos)
+            end = pos + hlen + incl
+            if end > size or frac >= unit or orig < incl or incl > snaplen:
+                return None
+            if rescale:
+                append((sec * NS_PER_S + frac * mul, pack(sec, frac * mul, incl, orig) + data[pos + hlen:end]))
+            else:
+                append((sec * NS_PER_S + frac * mul, data[pos:end]))
+            pos = end
+        out.append(records)
+    return out
+
+
+def _in_order_lists(lists: list[list[tuple[int, bytes]]]) -> Iterable[tuple[int, bytes]]:
+    """_in_order for lists already read: a stable sort of time-ordered runs, else the exact k-way merge."""
+    key = itemgetter(0)
+    for records in lists:
+        times = [r[0] for r in records]
+        if times != sorted(times):
+            return heapq.merge(*lists, key=key)
+    return sorted(chain.from_iterable(lists), key=key)
