@@ -28,8 +28,8 @@ def message(npkt: int, sec: int, usec: int, data: bytes, wire_len: int | None = 
     return struct.pack(">BBHI", 0, 7, 0, (20 + len(data)) & 0xFFFF) + pkthdr + data
 
 
-def rpcap_stream(n: int, seed: int) -> tuple[bytes, list[tuple[int, bytes, int]]]:
-    """n packets over ~6 s with random sizes, a few steps back in time, one giant packet and odd headers.
+def rpcap_stream(n: int, seed: int, disorder: float = 0.02) -> tuple[bytes, list[tuple[int, bytes, int]]]:
+    """n packets over ~6 s with random sizes, some steps back in time, one giant packet and odd headers.
 
     Returns the byte stream and the (ts_ns, data, orig_len) a correct chunk holds for each packet.
     """
@@ -38,7 +38,7 @@ def rpcap_stream(n: int, seed: int) -> tuple[bytes, list[tuple[int, bytes, int]]
     usec_total = 0
     for i in range(n):
         usec_total += rng.randrange(0, 12_000)
-        ts = usec_total - (rng.randrange(1, 50_000) if rng.random() < 0.02 else 0)  # out of order now and then
+        ts = usec_total - (rng.randrange(1, 50_000) if rng.random() < disorder else 0)  # out of order now and then
         sec, usec = SEC0 + ts // 1_000_000, ts % 1_000_000
         data = rng.randbytes(rng.choice((0, 1, 60, 172, 214, 1514, rng.randrange(0, 1600))))
         wire = len(data) + rng.choice((0, 0, 0, 4, 1000))
@@ -98,15 +98,17 @@ def read_back(chunks: list[ChunkInfo]) -> list[tuple[int, bytes, int]]:
     return out
 
 
-@pytest.mark.parametrize(("seed", "writer_kw"), [
-    (1, {"max_bytes": 60_000, "max_seconds": 1.5}),
-    (2, {"max_bytes": 250_000}),
-    (3, {"max_seconds": 0.7, "flush_bytes": 0}),
-    (4, {}),
+@pytest.mark.parametrize(("seed", "disorder", "writer_kw"), [
+    (1, 0.02, {"max_bytes": 60_000, "max_seconds": 1.5}),
+    (2, 0.02, {"max_bytes": 250_000}),
+    (3, 0.02, {"max_seconds": 0.7, "flush_bytes": 0}),
+    (4, 0.02, {}),
+    (5, 0.0, {"max_bytes": 250_000, "max_seconds": 1.5}),  # in time order: whole batches take the bisect path
+    (6, 0.003, {}),  # rare steps back: most batches in order, a few not
 ])
-def test_batch_and_per_record_paths_write_the_same_chunks(tmp_path: Path, seed: int,
+def test_batch_and_per_record_paths_write_the_same_chunks(tmp_path: Path, seed: int, disorder: float,
                                                           writer_kw: dict[str, object]) -> None:
-    stream, expected = rpcap_stream(1500, seed)
+    stream, expected = rpcap_stream(1500, seed, disorder)
     bounds = cuts(len(stream), seed)
     per_record, counted = capture(tmp_path / "per-record", stream, bounds, False, **writer_kw)
     batched, batch_counted = capture(tmp_path / "batch", stream, bounds, True, **writer_kw)
@@ -122,7 +124,7 @@ def test_batch_and_per_record_paths_write_the_same_chunks(tmp_path: Path, seed: 
         counted.packets, counted.bytes, counted.client_drops) == (1500, sum(len(d) for _, d, _ in expected), 0)
     if writer_kw:
         assert len(batched) > 2 and {c.closed_reason for c in batched[:-1]} <= {"size", "time"}
-    assert any(c.backstep_ns for c in batched)
+    assert any(c.backstep_ns for c in batched) == bool(disorder)
 
 
 def test_batch_path_counts_npkt_holes_and_keeps_snaplen(tmp_path: Path) -> None:
