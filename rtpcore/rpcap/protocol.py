@@ -629,16 +629,20 @@ class PacketStreamParser:
         keys: list[int] = []
         caplens: list[int] = []
         key_append, caplen_append = keys.append, caplens.append
-        prefix, word, usec_limit = _PACKET_PREFIX.unpack_from, _PACKET_WORD, _USEC_LIMIT
-        off, last = 0, total - FRAME_LEN
-        while off <= last:
-            head, key, caplen, length = prefix(buf, off)
-            end = off + FRAME_LEN + caplen
-            if head - caplen != word or end > total or length < caplen or key & 0xFFFFFFFF >= usec_limit:
-                break
-            key_append(key)
-            caplen_append(caplen)
-            off = end
+        prefix, word, usec_limit, frame = _PACKET_PREFIX.unpack_from, _PACKET_WORD, _USEC_LIMIT, FRAME_LEN
+        off = 0
+        try:
+            while True:  # ends where fewer than 28 bytes are left (struct.error) or at an unusual message
+                head, key, caplen, length = prefix(buf, off)
+                if head - caplen != word or length < caplen or key & 0xFFFFFFFF >= usec_limit:
+                    break
+                key_append(key)
+                caplen_append(caplen)
+                off += frame + caplen
+        except struct.error:
+            if off > total:  # only the last message can be incomplete: it waits for the next read
+                off -= frame + caplens.pop()
+                keys.pop()
         if caplens and max(caplens) > self.max_caplen:
             return RecordBatch(b"", [], [], 0, self._exact(buf, 0))  # the exact parse names the culprit
         tail = self._exact(buf, off) if off < total else []
