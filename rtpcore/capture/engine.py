@@ -28,7 +28,7 @@ from rtpcore.capture.stats import (
 )
 from rtpcore.errors import CaptureError, RtpCoreError
 from rtpcore.hosts import HostEntry
-from rtpcore.pcap.rolling import DEFAULT_MAX_BYTES, ChunkInfo, RollingPcapWriter
+from rtpcore.pcap.rolling import BIG_ENDIAN_LINKTYPES, DEFAULT_MAX_BYTES, ChunkInfo, RollingPcapWriter
 from rtpcore.rpcap.client import (
     RpcapAuthError,
     RpcapClient,
@@ -230,9 +230,11 @@ class _HostCapture:
             self.counters.files.append(info.path.resolve())
             s.chunk_closed(info)
 
-        # Big-endian chunks: rpcap_pkthdr is a big-endian pcap record header, so records are copied as they come.
+        # Big-endian chunks: rpcap_pkthdr is a big-endian pcap record header, so records are copied as they come
+        # (link types with host-byte-order headers stay little-endian and are written record by record).
         return RollingPcapWriter(s.raw, t.label, linktype, snaplen=s.snaplen, max_bytes=s.max_bytes,
-                                 max_seconds=s.max_seconds, on_open=opened, on_close=closed, big_endian=True)
+                                 max_seconds=s.max_seconds, on_open=opened, on_close=closed,
+                                 big_endian=linktype in BIG_ENDIAN_LINKTYPES)
 
     def _stream(self, conn: Connection) -> None:
         """Read and write until the deadline or the stop flag; connection trouble propagates."""

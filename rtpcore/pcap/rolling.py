@@ -14,9 +14,19 @@ from types import TracebackType
 
 from rtpcore.errors import StorageError
 from rtpcore.fsutil import fsync_dir
+from rtpcore.pcap.linktypes import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_RAW,
+)
 from rtpcore.pcap.writer import DEFAULT_SNAPLEN, NS_PER_S, NS_PER_US, PCAP_MAGIC_NS, PCAP_MAGIC_US, PCAP_VERSION
 
 __all__ = [
+    "BIG_ENDIAN_LINKTYPES",
     "CLOSE_REASONS",
     "ChunkInfo",
     "RollingPcapWriter",
@@ -38,6 +48,11 @@ _PCAP_FILE_HEADER = struct.Struct("<IHHiIII")    # same layout PcapWriter writes
 _PCAP_RECORD_HEADER = struct.Struct("<IIII")
 _BE_RECORD_HEADER = struct.Struct(">IIII")
 _LOW32 = 0xFFFFFFFF
+# Link types whose frames hold no field in the capturing host's byte order, so a big-endian file reads the
+# same everywhere; libpcap's BPF and readers take NULL/ENC's AF_ word, PFLOG, USB and NFLOG headers in the
+# file's byte order (gencode.c, pcap-util.c), so those stay little-endian. (SLL/SLL2 swap only SocketCAN ids.)
+BIG_ENDIAN_LINKTYPES = frozenset({LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_IPV4,
+                                  LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2})
 _CHUNK_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{4,})\.pcap$")
 
 
