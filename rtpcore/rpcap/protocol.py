@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rtpcore.rpcap.records import RecordBatch, RemotePacket, scan
+
 __all__ = [
     "AuthReply",
     "AuthRequest",
@@ -116,8 +118,6 @@ MAXIMUM_SNAPLEN = 262144  # libpcap's cap, and so rpcapd's
 _HEADER = struct.Struct(">BBHI")
 _PACKET_FRAME = struct.Struct(">BBHIIIIII")  # rpcap_header + rpcap_pkthdr, parsed in one call
 _PKTHDR = struct.Struct(">IIIII")
-# The batch path reads rpcap_header as one word, ts_sec/ts_usec as one key, then caplen and len.
-_PACKET_PREFIX = struct.Struct(">QQII")
 _NPKT = struct.Struct(">I")
 _AUTH = struct.Struct(">HHHH")
 _AUTHREPLY_OLD = struct.Struct(">BB")
@@ -554,50 +554,6 @@ class ControlReader:
         return Message(header, payload)
 
 
-# (ts_ns, caplen, orig_len, npkt, data): plain tuples, because this runs once per packet at 100k pps.
-RemotePacket = tuple[int, int, int, int, bytes]
-
-FRAME_LEN = HEADER_LEN + PACKET_HEADER_LEN
-# rpcap_header as a 64-bit word minus caplen for a plain packet: ver 0, PACKET, value 0, plen = 20 + caplen.
-_PACKET_WORD = (RPCAP_MSG_PACKET << 48) + PACKET_HEADER_LEN
-_USEC_LIMIT = 1_000_000
-_GROUP = 2048          # records per compiled struct: bounds its size whatever the read size
-
-
-class _Formats(dict[int, str]):
-    """struct codes that cut one RPCAP packet message into (pcap record header, data), per caplen."""
-
-    def __missing__(self, caplen: int) -> str:
-        if len(self) >= 4096:  # bounded whatever sizes arrive
-            self.clear()
-        code = self[caplen] = f"8x16s4x{caplen}s"
-        return code
-
-
-_FORMATS = _Formats()
-
-
-@dataclass(frozen=True, slots=True)
-class RecordBatch:
-    """Packets of one read as big-endian µs pcap records, then any `tail` the exact per-packet parse took.
-
-    rpcap_pkthdr starts with ts_sec, ts_usec, caplen, len in network order: a big-endian pcap record
-    header as it stands, so `records` is the messages with their 8-byte rpcap_header and 4-byte npkt
-    cut out. keys[i] is record i's ts_sec << 32 | ts_usec (ordered as its time; ts_usec < 10^6).
-    """
-
-    records: bytes
-    keys: list[int]
-    caplens: list[int]
-    last_npkt: int
-    tail: list[RemotePacket]
-
-    @property
-    def count(self) -> int:
-        """Packets in the batch: the records and the tail."""
-        return len(self.keys) + len(self.tail)
-
-
 class PacketStreamParser:
     """Splits the TCP data channel into packets, many RPCAP_MSG_PACKET messages per feed, keeping a partial tail.
 
@@ -626,23 +582,7 @@ class PacketStreamParser:
         """The same packets as feed() as one RecordBatch; a message that is not a plain PACKET ends the fast walk."""
         buf = self._take(data)
         total = len(buf)
-        keys: list[int] = []
-        caplens: list[int] = []
-        key_append, caplen_append = keys.append, caplens.append
-        prefix, word, usec_limit, frame = _PACKET_PREFIX.unpack_from, _PACKET_WORD, _USEC_LIMIT, FRAME_LEN
-        off = 0
-        try:
-            while True:  # ends where fewer than 28 bytes are left (struct.error) or at an unusual message
-                head, key, caplen, length = prefix(buf, off)
-                if head - caplen != word or length < caplen or key & 0xFFFFFFFF >= usec_limit:
-                    break
-                key_append(key)
-                caplen_append(caplen)
-                off += frame + caplen
-        except struct.error:
-            if off > total:  # only the last message can be incomplete: it waits for the next read
-                off -= frame + caplens.pop()
-                keys.pop()
+        off, keys, caplens, records = scan(buf, self.max_caplen)
         if caplens and max(caplens) > self.max_caplen:
             return RecordBatch(b"", [], [], 0, self._exact(buf, 0))  # the exact parse names the culprit
         tail = self._exact(buf, off) if off < total else []
@@ -650,7 +590,7 @@ class PacketStreamParser:
             return RecordBatch(b"", keys, caplens, 0, tail)
         self.packets += len(keys)
         npkt = _NPKT.unpack_from(buf, off - caplens[-1] - 4)[0]
-        return RecordBatch(_cut_records(buf, caplens), keys, caplens, npkt, tail)
+        return RecordBatch(records, keys, caplens, npkt, tail)
 
     def _take(self, data: bytes | bytearray | memoryview) -> bytes:
         """The held-back partial message followed by the new bytes."""
@@ -693,16 +633,3 @@ class PacketStreamParser:
             return ValueError(f"RPCAP data channel: {message_type_name(msg_type)} message where PACKET expected {where}")
         return ValueError(f"RPCAP data channel: caplen {caplen} exceeds {self.max_caplen} {where} (out of sync)")
 
-
-def _cut_records(buf: bytes, caplens: list[int]) -> bytes:
-    """The records of consecutive packet messages from buf's start: rpcap_header and npkt cut out, in C loops."""
-    formats, Struct = _FORMATS, struct.Struct
-    if len(caplens) <= _GROUP:
-        return b"".join(Struct(">" + "".join(map(formats.__getitem__, caplens))).unpack_from(buf))
-    parts = []
-    off = 0
-    for start in range(0, len(caplens), _GROUP):
-        group = caplens[start:start + _GROUP]
-        parts.append(b"".join(Struct(">" + "".join(map(formats.__getitem__, group))).unpack_from(buf, off)))
-        off += FRAME_LEN * len(group) + sum(group)
-    return b"".join(parts)

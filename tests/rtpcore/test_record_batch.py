@@ -28,7 +28,8 @@ def message(npkt: int, sec: int, usec: int, data: bytes, wire_len: int | None = 
     return struct.pack(">BBHI", 0, 7, 0, (20 + len(data)) & 0xFFFF) + pkthdr + data
 
 
-def rpcap_stream(n: int, seed: int, disorder: float = 0.02) -> tuple[bytes, list[tuple[int, bytes, int]]]:
+def rpcap_stream(n: int, seed: int, disorder: float = 0.02, same_size: float = 0.0) -> tuple[
+        bytes, list[tuple[int, bytes, int]]]:
     """n packets over ~6 s with random sizes, some steps back in time, one giant packet and odd headers.
 
     Returns the byte stream and the (ts_ns, data, orig_len) a correct chunk holds for each packet.
@@ -40,8 +41,11 @@ def rpcap_stream(n: int, seed: int, disorder: float = 0.02) -> tuple[bytes, list
         usec_total += rng.randrange(0, 12_000)
         ts = usec_total - (rng.randrange(1, 50_000) if rng.random() < disorder else 0)  # out of order now and then
         sec, usec = SEC0 + ts // 1_000_000, ts % 1_000_000
-        data = rng.randbytes(rng.choice((0, 1, 60, 172, 214, 1514, rng.randrange(0, 1600))))
-        wire = len(data) + rng.choice((0, 0, 0, 4, 1000))
+        if rng.random() < same_size:  # RTP of one codec: runs of equal-size packets
+            data, wire = rng.randbytes(214), 214
+        else:
+            data = rng.randbytes(rng.choice((0, 1, 60, 172, 214, 1514, rng.randrange(0, 1600))))
+            wire = len(data) + rng.choice((0, 0, 0, 4, 1000))
         if i == n // 3:
             data = rng.randbytes(70_000)  # over 65515 bytes: rpcapd's plen wraps
             wire = len(data)
@@ -98,17 +102,19 @@ def read_back(chunks: list[ChunkInfo]) -> list[tuple[int, bytes, int]]:
     return out
 
 
-@pytest.mark.parametrize(("seed", "disorder", "writer_kw"), [
-    (1, 0.02, {"max_bytes": 60_000, "max_seconds": 1.5}),
-    (2, 0.02, {"max_bytes": 250_000}),
-    (3, 0.02, {"max_seconds": 0.7, "flush_bytes": 0}),
-    (4, 0.02, {}),
-    (5, 0.0, {"max_bytes": 250_000, "max_seconds": 1.5}),  # in time order: whole batches take the bisect path
-    (6, 0.003, {}),  # rare steps back: most batches in order, a few not
+@pytest.mark.parametrize(("seed", "disorder", "same_size", "writer_kw"), [
+    (1, 0.02, 0.0, {"max_bytes": 60_000, "max_seconds": 1.5}),
+    (2, 0.02, 0.0, {"max_bytes": 250_000}),
+    (3, 0.02, 0.0, {"max_seconds": 0.7, "flush_bytes": 0}),
+    (4, 0.02, 0.0, {}),
+    (5, 0.0, 0.0, {"max_bytes": 250_000, "max_seconds": 1.5}),  # in time order: whole batches take the bisect path
+    (6, 0.003, 0.0, {}),  # rare steps back: most batches in order, a few not
+    (7, 0.0, 0.995, {"max_bytes": 250_000, "max_seconds": 1.5}),  # long equal-size runs: checked and cut in groups
+    (8, 0.003, 0.97, {}),
 ])
 def test_batch_and_per_record_paths_write_the_same_chunks(tmp_path: Path, seed: int, disorder: float,
-                                                          writer_kw: dict[str, object]) -> None:
-    stream, expected = rpcap_stream(1500, seed, disorder)
+                                                          same_size: float, writer_kw: dict[str, object]) -> None:
+    stream, expected = rpcap_stream(1500, seed, disorder, same_size)
     bounds = cuts(len(stream), seed)
     per_record, counted = capture(tmp_path / "per-record", stream, bounds, False, **writer_kw)
     batched, batch_counted = capture(tmp_path / "batch", stream, bounds, True, **writer_kw)
@@ -140,20 +146,23 @@ def test_batch_path_counts_npkt_holes_and_keeps_snaplen(tmp_path: Path) -> None:
         assert [(data, orig) for _, _, data, orig in reader.records()] == [(d[:100], 300) for d in datas]
 
 
+@pytest.mark.parametrize("run", [0, 300])
 @pytest.mark.parametrize("make", [
     lambda good: good + bytes([0, 0x89, 0, 0, 0, 0, 0, 20]) + bytes(20),
     lambda good: good + message(3, SEC0, 0, b"efgh")[:4] + (99).to_bytes(4, "big") + message(3, SEC0, 0, b"efgh")[8:],
     lambda good: good + bytes([0, 7, 0, 0]) + bytes(4) + struct.pack(">IIIII", 0, 0, 300000, 0, 1),
 ])
-def test_batch_path_raises_the_per_record_desync_errors(make: Callable[[bytes], bytes]) -> None:
-    stream = make(message(1, SEC0, 0, b"abcd") + message(2, SEC0, 1, b"x" * 40))
+def test_batch_path_raises_the_per_record_desync_errors(make: Callable[[bytes], bytes], run: int) -> None:
+    """Also after a run of equal-size messages (the grouped check) and with the bad one inside such a run."""
+    same = b"".join(message(3 + i, SEC0, 2 + i, b"s" * 200) for i in range(run))
+    stream = make(message(1, SEC0, 0, b"abcd") + message(2, SEC0, 1, b"x" * 40) + same) + same
     errors = []
     for feed in (p.PacketStreamParser().feed, p.PacketStreamParser().feed_records):
         with pytest.raises(ValueError) as caught:
             feed(stream)
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
-    assert errors[0].startswith("RPCAP") and str(len(message(1, SEC0, 0, b"abcd")) + 68) in errors[0]
+    assert errors[0].startswith("RPCAP") and str(len(message(1, SEC0, 0, b"abcd")) + 68 + len(same)) in errors[0]
 
 
 def test_big_endian_chunk_reads_in_tshark_and_capinfos(tmp_path: Path, tshark: str) -> None:
@@ -224,3 +233,36 @@ def test_null_link_chunks_stay_little_endian_and_match_bpf(tmp_path: Path) -> No
             w.write_records(got.records, got.keys, got.caplens)
         matched = filter_file(w.chunks[0].path, tmp_path / f"{big}.pcap", "udp port 5000").packets_matched
         assert matched == (0 if big else 5)  # why NULL chunks are never written big-endian
+
+
+@pytest.mark.parametrize("at", [0, 7, 300, 599])
+@pytest.mark.parametrize("odd", ["usec", "len", "size", "giant"])
+def test_an_odd_message_inside_an_equal_size_run_is_written_as_per_record(tmp_path: Path, at: int, odd: str) -> None:
+    """One read of 600 equal-size messages (checked in groups of 256 and 16) with one odd message in it."""
+    parts = []
+    for i in range(600):
+        sec, usec, data, wire = SEC0 + i // 1000, (i % 1000) * 1000, bytes([i % 251]) * 214, 214
+        if i == at:
+            sec, usec, data, wire = {"usec": (sec - 1, usec + 1_000_000, data, wire), "len": (sec, usec, data, 100),
+                                     "size": (sec, usec, data[:213], 213), "giant": (sec, usec, data * 320, 68480)}[odd]
+        parts.append(message(i + 1, sec, usec, data, wire))
+    stream = b"".join(parts)
+    per_record, _ = capture(tmp_path / "per-record", stream, [0, len(stream)], False)
+    batched, counted = capture(tmp_path / "batch", stream, [0, len(stream)], True)
+    assert [c.path.read_bytes() for c in batched] == [c.path.read_bytes() for c in per_record]
+    assert counted.packets == 600 and counted.client_drops == 0
+
+
+@pytest.mark.parametrize("at", [0, 7, 300, 599])
+def test_a_caplen_that_disagrees_with_plen_inside_an_equal_size_run_is_a_desync(at: int) -> None:
+    parts = [message(i + 1, SEC0, i, bytes(214)) for i in range(600)]
+    bad = bytearray(parts[at])
+    bad[16:20] = (100).to_bytes(4, "big")  # plen still says 214 + 20
+    parts[at] = bytes(bad)
+    errors = []
+    for feed in (p.PacketStreamParser().feed, p.PacketStreamParser().feed_records):
+        with pytest.raises(ValueError) as caught:
+            feed(b"".join(parts))
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] == (f"RPCAP packet {at + 1}: plen 234 does not match caplen 100 + 20"
+                                      f" (data channel out of sync at byte {at * 242})")
