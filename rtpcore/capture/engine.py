@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rtpcore.capture.manifest import MANIFEST_NAME, Manifest, record_index
 from rtpcore.capture.repair import RAW_DIR
@@ -27,7 +28,6 @@ from rtpcore.capture.stats import (
     HostSummary,
 )
 from rtpcore.errors import CaptureError, RtpCoreError
-from rtpcore.hosts import HostEntry
 from rtpcore.pcap.rolling import BIG_ENDIAN_LINKTYPES, DEFAULT_MAX_BYTES, ChunkInfo, RollingPcapWriter
 from rtpcore.rpcap.client import (
     RpcapAuthError,
@@ -38,6 +38,9 @@ from rtpcore.rpcap.client import (
     RpcapProtocolError,
 )
 from rtpcore.rpcap.protocol import MAXIMUM_SNAPLEN, RPCAP_DEFAULT_PORT, RemotePacket
+
+if TYPE_CHECKING:  # hosts.yaml's pydantic models cost ~0.1 s of CPU to import: `capture --address` needs none
+    from rtpcore.hosts import HostEntry
 
 __all__ = [
     "ADHOC",
