@@ -2,12 +2,14 @@
 """Capture benchmark (issue 4): `rtphelper capture` vs libpcap's own rpcap:// client, same rpcapd, same load on lo.
 
     .venv/bin/python bench/capture_bench.py [--rates 20000 50000 100000] [--seconds 10] [--repeat 2]
-                                            [--no-write] [--profile]
+                                            [--no-write] [--profile] [--before TREE]
 
 Per rate and client: a fresh rpcapd (scripts/build-rpcapd.sh), the client started and capturing, then
 bench/udp_load.c sends 200-byte UDP datagrams carrying a counter to 127.0.0.1 at the rate; the client's
 files are read back with rtpcore.pcap.reader and the distinct counters counted. CPU is user+sys of the
 client process (wait4) and of rpcapd's process group, kernel drops come from /proc/net/softnet_stat.
+With --before TREE (e.g. a `git worktree` of main) a third client, "before", runs `rtphelper capture` with
+PYTHONPATH=TREE, interleaved with ours and the reference in the same run, for an after/before ratio.
 Writes the "Capture" section of bench/RESULTS.md (the correlation section is left as it is).
 """
 from __future__ import annotations
@@ -237,14 +239,17 @@ class Run:
         return self.sent / self.send_seconds if self.send_seconds else 0.0
 
 
-def start_ours(port: int, dport: int, seconds: float, out: Path, profile: Path | None) -> subprocess.Popen:
+def start_ours(port: int, dport: int, seconds: float, out: Path, profile: Path | None,
+               tree: Path | None = None) -> subprocess.Popen:
+    """`rtphelper capture` from this tree, or from `tree` (the "before" client) through PYTHONPATH."""
     args = ["capture", "--address", "127.0.0.1", "--interface", "lo", "--port", str(port),
             "--filter", f"udp port {dport}", "--duration", f"{seconds:g}", "--out", str(out),
             "--storage", "local", "--quiet", "--json"]
     cmd = [str(RTPHELPER), *args]
     if profile is not None:
         cmd = [sys.executable, str(BENCH / "profile_threads.py"), str(profile), "--", *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONPATH": str(tree or ROOT)}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
 
 
 def start_ref(binary: Path, port: int, dport: int, seconds: float, out: Path) -> subprocess.Popen:
@@ -269,7 +274,7 @@ def wait_ready(client: str, proc: subprocess.Popen, out: Path) -> None:
 
 
 def run_once(client: str, pps: int, seconds: float, tools: tuple[Path, Path], rpcapd_bin: Path,
-             profile: Path | None = None) -> Run:
+             profile: Path | None = None, before: Path | None = None) -> Run:
     load, ref = tools
     out = OUT / "runs" / f"{client}-{pps}"
     shutil.rmtree(out, ignore_errors=True)
@@ -282,8 +287,10 @@ def run_once(client: str, pps: int, seconds: float, tools: tuple[Path, Path], rp
     try:
         daemon_before = daemon.cpu()
         duration = seconds + SPARE
-        proc = (start_ours(daemon.port, dport, duration, out, profile) if client == "ours"
-                else start_ref(ref, daemon.port, dport, duration, out))
+        if client == "ref":
+            proc = start_ref(ref, daemon.port, dport, duration, out)
+        else:
+            proc = start_ours(daemon.port, dport, duration, out, profile, before if client == "before" else None)
         wait_ready(client, proc, out)
         time.sleep(LEAD_IN)
         cpu_ready = proc_cpu(proc.pid)
@@ -305,7 +312,7 @@ def run_once(client: str, pps: int, seconds: float, tools: tuple[Path, Path], rp
         sink.close()
         daemon.stop()
     doc = json.loads(stdout.strip().splitlines()[-1])
-    if client == "ours":
+    if client != "ref":
         host = doc["hosts"][0]
         files = [out / "raw" / Path(f).name for f in host["files"]]
         stats = {"packets": host["packets"], **host["drops"]}
@@ -379,13 +386,14 @@ def render(results: dict[int, dict[str, list[Run]]], args: argparse.Namespace, p
         "(/proc/PID/stat); \"total\" = the whole process (wait4), including start-up: ours spends "
         f"{o.cpu_startup:.2f} s of it importing and connecting before the first packet, the reference "
         f"{r.cpu_startup:.2f} s.",
+        *before_table(results, args),
         "",
         "Every run (client pps: written/sent, loss, CPU load/total s (user+sys), rpcapd CPU s, sender CPU s, "
         "kernel backlog drops, client-side stats):",
         "",
     ]
     for pps in sorted(results):
-        for name in ("ours", "ref"):
+        for name in results[pps]:
             for x in results[pps][name]:
                 lines.append(
                     f"- {name} {pps:,}: {x.distinct:,}/{x.sent:,} ({x.records - x.distinct} duplicates, "
@@ -397,6 +405,36 @@ def render(results: dict[int, dict[str, list[Run]]], args: argparse.Namespace, p
         lines += ["", *profile]
     lines += ["", END, ""]
     return "\n".join(lines)
+
+
+def before_table(results: dict[int, dict[str, list[Run]]], args: argparse.Namespace) -> list[str]:
+    """Ours against the "before" tree, both measured in this run (clients interleaved): the after/before ratio."""
+    if not any("before" in by_client for by_client in results.values()):
+        return []
+    lines = ["", f"A/B in the same run: \"before\" = `rtphelper capture` from {args.before} "
+             f"({tree_commit(args.before)}), \"after\" = this tree ({tree_commit(ROOT)}); best of {args.repeat}, "
+             "all three clients alternating.", "",
+             "| rate (pps) | after: loss % | CPU s load (user+sys) | before: loss % | CPU s load (user+sys) | "
+             "after/before (load / total) | after/ref load |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for pps in sorted(results):
+        a, b, r = best(results[pps]["ours"]), best(results[pps]["before"]), best(results[pps]["ref"])
+        lines.append(f"| {pps:,} | {a.loss_pct:.3f} | {a.cpu_load:.2f} ({a.cpu_user:.2f}+{a.cpu_sys:.2f} whole) | "
+                     f"{b.loss_pct:.3f} | {b.cpu_load:.2f} ({b.cpu_user:.2f}+{b.cpu_sys:.2f} whole) | "
+                     f"{a.cpu_load / max(b.cpu_load, 1e-9):.2f}× / {a.cpu_total / max(b.cpu_total, 1e-9):.2f}× | "
+                     f"{a.cpu_load / max(r.cpu_load, 1e-9):.2f}× |")
+    return lines
+
+
+def tree_commit(tree: Path) -> str:
+    """Short commit of a git tree (with "+changes" when its work tree differs), for the record."""
+    try:
+        head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git tree"
+    return head + ("+changes" if dirty else "")
 
 
 def write_section(text: str) -> None:
@@ -439,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=2, help="runs per client and rate (best is kept)")
     p.add_argument("--profile", action="store_true", help="add a cProfile run of ours at the top rate")
     p.add_argument("--no-write", action="store_true", help=f"do not write {RESULTS.relative_to(ROOT)}")
+    p.add_argument("--before", type=Path, metavar="TREE",
+                   help="also run `rtphelper capture` from this source tree (PYTHONPATH), interleaved: after/before")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("capture bench: needs root (rpcapd captures on lo)", file=sys.stderr)
@@ -452,12 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"capture bench: {machine()}", flush=True)
     results: dict[int, dict[str, list[Run]]] = {}
     for pps in args.rates:
-        results[pps] = {"ours": [], "ref": []}
+        clients = ["ours", "ref", *(["before"] if args.before else [])]
+        results[pps] = {name: [] for name in clients}
         for i in range(args.repeat):
-            for client in (("ours", "ref") if i % 2 == 0 else ("ref", "ours")):
-                r = run_once(client, pps, args.seconds, tools, rpcapd_bin)
+            for client in clients[i % len(clients):] + clients[:i % len(clients)]:
+                r = run_once(client, pps, args.seconds, tools, rpcapd_bin, before=args.before)
                 results[pps][client].append(r)
-                print(f"  {client:>4} {pps:>7} pps: sent {r.sent:>9,} ({r.achieved:,.0f}/s) written {r.distinct:>9,} "
+                print(f"  {client:>6} {pps:>7} pps: sent {r.sent:>9,} ({r.achieved:,.0f}/s) written {r.distinct:>9,} "
                       f"loss {r.loss_pct:6.3f} %  CPU load {r.cpu_load:5.2f} s total {r.cpu_total:5.2f} s "
                       f"({r.cpu_user:.2f}+{r.cpu_sys:.2f})  "
                       f"rpcapd {r.rpcapd_cpu:5.2f} s  backlog drops {r.softnet_drops}  {json.dumps(r.stats)}",

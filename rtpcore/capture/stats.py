@@ -119,13 +119,16 @@ class HostCounters:
 
     def count(self, packets: list[tuple[int, int, int, int, builtins.bytes]]) -> None:
         """Add one batch; rpcapd numbers its packets 1, 2, … per capture, so a hole is a packet we never got."""
-        self.packets += len(packets)
-        self.bytes += sum([p[1] for p in packets])
-        last = packets[-1][3]
-        missed = (last - self.last_npkt - len(packets)) % _UINT32  # npkt is a uint32 on the wire
+        self.count_batch(len(packets), sum([p[1] for p in packets]), packets[-1][3])  # npkt: a uint32 on the wire
+
+    def count_batch(self, packets: int, nbytes: int, last_npkt: int) -> None:
+        """count() from a batch's totals: the npkt hole rule needs only the count and the last npkt."""
+        self.packets += packets
+        self.bytes += nbytes
+        missed = (last_npkt - self.last_npkt - packets) % _UINT32
         if 0 < missed < _UINT32 // 2:
             self.client_drops += missed
-        self.last_npkt = last
+        self.last_npkt = last_npkt
 
     def final_stats(self, stats: Stats) -> None:
         """rpcapd's last counters of a capture: packets it sent after our last one were lost on the way."""

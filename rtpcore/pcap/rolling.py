@@ -6,21 +6,33 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from rtpcore.errors import StorageError
 from rtpcore.fsutil import fsync_dir
+from rtpcore.pcap.linktypes import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_RAW,
+)
 from rtpcore.pcap.writer import DEFAULT_SNAPLEN, NS_PER_S, NS_PER_US, PCAP_MAGIC_NS, PCAP_MAGIC_US, PCAP_VERSION
 
 __all__ = [
+    "BIG_ENDIAN_LINKTYPES",
     "CLOSE_REASONS",
     "ChunkInfo",
     "RollingPcapWriter",
     "chunk_name",
     "existing_indices",
+    "decode_be_records",
     "parse_chunk_name",
 ]
 
@@ -34,6 +46,13 @@ CLOSE_REASONS = frozenset({"size", "time", "stop", "repair"})
 _MAX_NAME_ATTEMPTS = 1000             # another process racing us for names: give up after this many
 _PCAP_FILE_HEADER = struct.Struct("<IHHiIII")    # same layout PcapWriter writes
 _PCAP_RECORD_HEADER = struct.Struct("<IIII")
+_BE_RECORD_HEADER = struct.Struct(">IIII")
+_LOW32 = 0xFFFFFFFF
+# Link types whose frames hold no field in the capturing host's byte order, so a big-endian file reads the
+# same everywhere; libpcap's BPF and readers take NULL/ENC's AF_ word, PFLOG, USB and NFLOG headers in the
+# file's byte order (gencode.c, pcap-util.c), so those stay little-endian. (SLL/SLL2 swap only SocketCAN ids.)
+BIG_ENDIAN_LINKTYPES = frozenset({LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_IPV4,
+                                  LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2})
 _CHUNK_NAME = re.compile(r"^(?P<stem>.+)-(?P<index>\d{4,})\.pcap$")
 
 
@@ -79,10 +98,36 @@ def existing_indices(folder: Path, stem: str) -> list[int]:
     return sorted(found)
 
 
-def pcap_file_header(linktype: int, snaplen: int = DEFAULT_SNAPLEN, *, nanosecond: bool = False) -> bytes:
-    """The 24-byte global header every chunk starts with."""
+def pcap_file_header(
+    linktype: int, snaplen: int = DEFAULT_SNAPLEN, *, nanosecond: bool = False, big_endian: bool = False
+) -> bytes:
+    """The 24-byte global header every chunk starts with (big-endian: magic bytes a1 b2 c3 d4, every field BE)."""
     magic = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
-    return _PCAP_FILE_HEADER.pack(magic, *PCAP_VERSION, 0, 0, snaplen, linktype)
+    header = struct.Struct(">IHHiIII") if big_endian else _PCAP_FILE_HEADER
+    return header.pack(magic, *PCAP_VERSION, 0, 0, snaplen, linktype)
+
+
+def decode_be_records(records: bytes, count: int) -> list[tuple[int, bytes, int]]:
+    """(ts_ns, data, orig_len) of `count` big-endian µs pcap records: the per-record form of a record batch."""
+    out = []
+    off = 0
+    for _ in range(count):
+        sec, usec, caplen, length = _BE_RECORD_HEADER.unpack_from(records, off)
+        out.append((sec * NS_PER_S + usec * NS_PER_US, records[off + RECORD_HEADER_LEN:off + RECORD_HEADER_LEN + caplen],
+                    length))
+        off += RECORD_HEADER_LEN + caplen
+    return out
+
+
+def _key_ns(key: int) -> int:
+    """ns of a record key (ts_sec << 32 | ts_usec)."""
+    return (key >> 32) * NS_PER_S + (key & _LOW32) * NS_PER_US
+
+
+def _key_at_least(ts_ns: int) -> int:
+    """The smallest record key whose time is at least ts_ns: key >= it exactly when key's ns >= ts_ns."""
+    usec = -(-ts_ns // NS_PER_US)
+    return (usec // 1_000_000) << 32 | usec % 1_000_000
 
 
 class RollingPcapWriter:
@@ -106,6 +151,7 @@ class RollingPcapWriter:
         on_open: Callable[[Path], None] | None = None,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         flush_bytes: int = DEFAULT_FLUSH_BYTES,
+        big_endian: bool = False,
     ) -> None:
         if not 0 <= linktype <= 0xFFFF:
             raise ValueError(f"link type {linktype} is outside 0..65535")
@@ -134,7 +180,9 @@ class RollingPcapWriter:
         self.on_open = on_open
         self.current = None
         self.chunks = []
-        self._header = pcap_file_header(linktype, snaplen, nanosecond=nanosecond)
+        self.big_endian = big_endian
+        self._header = pcap_file_header(linktype, snaplen, nanosecond=nanosecond, big_endian=big_endian)
+        self._record_header = _BE_RECORD_HEADER if big_endian else _PCAP_RECORD_HEADER
         self._divisor = 1 if nanosecond else NS_PER_US
         self._max_ns = int(max_seconds * NS_PER_S)
         self._closed = False
@@ -165,7 +213,7 @@ class RollingPcapWriter:
         """Append (ts_ns, data, orig_len) records; the per-record path stays in locals for 100k+ pps."""
         if self._closed:
             raise ValueError(f"{self.stem}: write after close")
-        pack = _PCAP_RECORD_HEADER.pack
+        pack = self._record_header.pack
         div, snaplen, max_bytes, max_ns = self._divisor, self.snaplen, self.max_bytes, self._max_ns
         flush_bytes = self.flush_bytes
         buf = self._buf
@@ -222,6 +270,108 @@ class RollingPcapWriter:
             self._next_seek, self._top, self._backstep = next_seek, top, backstep
         if buf and time.monotonic() - self._last_flush >= self.flush_interval:
             self._flush()
+
+    def write_records(self, records: bytes, keys: Sequence[int], caplens: Sequence[int]) -> None:
+        """Append big-endian µs pcap records as one block (keys[i] = ts_sec << 32 | ts_usec): what write_many
+        would write, with the bookkeeping done per batch; other writers and caplens over snaplen go through it."""
+        if self._closed:
+            raise ValueError(f"{self.stem}: write after close")
+        n = len(keys)
+        if not n:
+            return
+        if not self.big_endian or self.nanosecond or max(caplens) > self.snaplen:
+            self.write_many(decode_be_records(records, n))
+            return
+        start, pos = 0, 0
+        while start < n:
+            if self._fd is None:
+                self._open_next()
+            stop, reason = self._room(keys, caplens, start)
+            if stop > start:
+                pos = self._append_records(records, keys, caplens, start, stop, pos)
+            if stop < n:
+                self._close_chunk(reason)
+                self._open_next()
+            start = stop
+        if self._buf and time.monotonic() - self._last_flush >= self.flush_interval:
+            self._flush()
+
+    def _room(self, keys: Sequence[int], caplens: Sequence[int], start: int) -> tuple[int, str]:
+        """(index of the first record from `start` that must go to a new chunk, or len(keys); "size" or "time")."""
+        n = len(keys)
+        first_may_roll = start if self._packets else start + 1  # an empty chunk takes its first record
+        if first_may_roll >= n:
+            return n, ""
+        stop, reason = n, ""
+        room = self.max_bytes - self._bytes
+        if RECORD_HEADER_LEN * (n - start) + sum(caplens[start:]) > room:
+            used = 0
+            for j in range(start, n):
+                used += RECORD_HEADER_LEN + caplens[j]
+                if used > room and j >= first_may_roll:
+                    stop, reason = j, "size"
+                    break
+        if self._max_ns and first_may_roll < stop:
+            first = self._first_raw if self._packets else _key_ns(keys[start])
+            due = _key_at_least(first + self._max_ns)
+            if max(keys[first_may_roll:stop]) >= due:
+                stop = next(j for j in range(first_may_roll, stop) if keys[j] >= due)
+                reason = "time"
+        return stop, reason
+
+    def _append_records(
+        self, records: bytes, keys: Sequence[int], caplens: Sequence[int], a: int, b: int, pos: int
+    ) -> int:
+        """Copy records a..b-1 (starting at byte pos of records) into the chunk; returns the byte after them."""
+        whole = a == 0 and b == len(keys)
+        size = len(records) if whole else RECORD_HEADER_LEN * (b - a) + sum(caplens[a:b])
+        at = self._bytes  # chunk offset of record a
+        if whole:
+            self._buf += records
+        else:
+            with memoryview(records) as view:
+                self._buf += view[pos:pos + size]
+        if not self._packets:
+            self._first_raw = _key_ns(keys[a])
+        self._last_raw = _key_ns(keys[b - 1])
+        span = keys if whole else keys[a:b]
+        if b - a == 1 or span == sorted(span):
+            self._ordered_index(keys, caplens, a, b, at)
+        else:
+            self._unordered_index(keys, caplens, a, b, at)
+        self._packets += b - a
+        self._bytes += size
+        if len(self._buf) >= self.flush_bytes:
+            self._flush()
+        return pos + size
+
+    def _ordered_index(self, keys: Sequence[int], caplens: Sequence[int], a: int, b: int, at: int) -> None:
+        """Seek points and time order of records in time order: bisect to each second instead of a loop."""
+        if keys[a] < _key_at_least(self._top):
+            self._unordered_index(keys, caplens, a, b, at)
+            return
+        self._top = _key_ns(keys[b - 1])
+        j = bisect_left(keys, _key_at_least(self._next_seek), a, b)
+        while j < b:
+            ts = _key_ns(keys[j])
+            self._seeks.append((ts, at + RECORD_HEADER_LEN * (j - a) + sum(caplens[a:j])))
+            self._next_seek = ts + SEEK_INTERVAL_NS
+            j = bisect_left(keys, _key_at_least(self._next_seek), j + 1, b)
+
+    def _unordered_index(self, keys: Sequence[int], caplens: Sequence[int], a: int, b: int, at: int) -> None:
+        """Seek points and the largest step back, record by record, as write_many keeps them."""
+        seeks, next_seek, top, backstep = self._seeks, self._next_seek, self._top, self._backstep
+        for j in range(a, b):
+            ts = _key_ns(keys[j])
+            if ts >= next_seek:
+                seeks.append((ts, at))
+                next_seek = ts + SEEK_INTERVAL_NS
+            if ts >= top:
+                top = ts
+            elif top - ts > backstep:
+                backstep = top - ts
+            at += RECORD_HEADER_LEN + caplens[j]
+        self._next_seek, self._top, self._backstep = next_seek, top, backstep
 
     def tick(self, now_ns: int) -> ChunkInfo | None:
         """Roll a chunk whose time is up although no packet came, and flush on wall time; call it ~1/s."""

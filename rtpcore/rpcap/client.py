@@ -344,6 +344,26 @@ class RpcapClient:
 
     def read_packets(self, max_bytes: int = RECV_SIZE, timeout: float | None = None) -> list[RemotePacket]:
         """Packets from one large read of the data channel; [] when nothing came within timeout."""
+        parser, chunk = self._read(max_bytes, timeout)
+        if not chunk:
+            return []
+        try:
+            return parser.feed(chunk)
+        except ValueError as exc:
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
+
+    def read_batch(self, max_bytes: int = RECV_SIZE, timeout: float | None = None) -> p.RecordBatch | None:
+        """read_packets() as big-endian pcap records ready for a chunk (see RecordBatch); None when nothing came."""
+        parser, chunk = self._read(max_bytes, timeout)
+        if not chunk:
+            return None
+        try:
+            return parser.feed_records(chunk)
+        except ValueError as exc:
+            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
+
+    def _read(self, max_bytes: int, timeout: float | None) -> tuple[p.PacketStreamParser, bytes]:
+        """One read of the data channel (b"" when nothing came within timeout); a broken channel raises."""
         data, parser = self._data, self._parser
         if data is None or parser is None:
             raise RpcapError(f"{self.url}: no capture running (start_capture() first)")
@@ -353,11 +373,11 @@ class RpcapClient:
             if self._ctrl in ready:
                 self._check_control()
             if data not in ready:
-                return []
+                return parser, b""
         try:
             chunk = data.recv(max_bytes)
         except ssl.SSLWantReadError:
-            return []
+            return parser, b""
         except OSError as exc:
             raise RpcapConnectionLostError(
                 f"{self.url}: data channel broke during the capture: {exc.strerror or exc}"
@@ -366,10 +386,7 @@ class RpcapClient:
             raise RpcapConnectionLostError(
                 f"{self.url}: rpcapd closed the data channel during the capture (daemon stopped or killed?)"
             )
-        try:
-            return parser.feed(chunk)
-        except ValueError as exc:
-            raise RpcapProtocolError(f"{self.url}: {exc}") from exc
+        return parser, chunk
 
     def _check_control(self) -> None:
         """During a capture the control channel only speaks up to report an error or to hang up."""

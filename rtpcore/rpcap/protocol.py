@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from rtpcore.rpcap.records import RecordBatch, RemotePacket, scan
+
 __all__ = [
     "AuthReply",
     "AuthRequest",
@@ -25,6 +27,7 @@ __all__ = [
     "OpenRequest",
     "PacketHeader",
     "PacketStreamParser",
+    "RecordBatch",
     "RemoteInterface",
     "RemotePacket",
     "SamplingRequest",
@@ -115,6 +118,7 @@ MAXIMUM_SNAPLEN = 262144  # libpcap's cap, and so rpcapd's
 _HEADER = struct.Struct(">BBHI")
 _PACKET_FRAME = struct.Struct(">BBHIIIIII")  # rpcap_header + rpcap_pkthdr, parsed in one call
 _PKTHDR = struct.Struct(">IIIII")
+_NPKT = struct.Struct(">I")
 _AUTH = struct.Struct(">HHHH")
 _AUTHREPLY_OLD = struct.Struct(">BB")
 _AUTHREPLY = struct.Struct(">BBxxI")
@@ -550,10 +554,6 @@ class ControlReader:
         return Message(header, payload)
 
 
-# (ts_ns, caplen, orig_len, npkt, data): plain tuples, because this runs once per packet at 100k pps.
-RemotePacket = tuple[int, int, int, int, bytes]
-
-
 class PacketStreamParser:
     """Splits the TCP data channel into packets, many RPCAP_MSG_PACKET messages per feed, keeping a partial tail.
 
@@ -575,16 +575,37 @@ class PacketStreamParser:
         return len(self._pending)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[RemotePacket]:
+        """Every complete packet of the stream so far, one tuple each (the per-record path)."""
+        return self._exact(self._take(data), 0)
+
+    def feed_records(self, data: bytes | bytearray | memoryview) -> RecordBatch:
+        """The same packets as feed() as one RecordBatch; a message that is not a plain PACKET ends the fast walk."""
+        buf = self._take(data)
+        total = len(buf)
+        off, keys, caplens, records = scan(buf, self.max_caplen)
+        if caplens and max(caplens) > self.max_caplen:
+            return RecordBatch(b"", [], [], 0, self._exact(buf, 0))  # the exact parse names the culprit
+        tail = self._exact(buf, off) if off < total else []
+        if not keys:
+            return RecordBatch(b"", keys, caplens, 0, tail)
+        self.packets += len(keys)
+        npkt = _NPKT.unpack_from(buf, off - caplens[-1] - 4)[0]
+        return RecordBatch(records, keys, caplens, npkt, tail)
+
+    def _take(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The held-back partial message followed by the new bytes."""
         self.bytes_fed += len(data)
         buf = self._pending + data if self._pending else data
-        if not isinstance(buf, bytes):
-            buf = bytes(buf)
+        self._pending = b""
+        return buf if isinstance(buf, bytes) else bytes(buf)
+
+    def _exact(self, buf: bytes, off: int) -> list[RemotePacket]:
+        """Parse from `off` one message at a time, checking each; keeps the partial tail for the next feed."""
         total = len(buf)
         frame = _PACKET_FRAME.size
         unpack_from = _PACKET_FRAME.unpack_from
         out: list[RemotePacket] = []
         append = out.append
-        off = 0
         while total - off >= frame:
             _, msg_type, _, plen, sec, usec, caplen, length, npkt = unpack_from(buf, off)
             if msg_type != RPCAP_MSG_PACKET or caplen > self.max_caplen:
@@ -611,3 +632,4 @@ class PacketStreamParser:
         if msg_type != RPCAP_MSG_PACKET:
             return ValueError(f"RPCAP data channel: {message_type_name(msg_type)} message where PACKET expected {where}")
         return ValueError(f"RPCAP data channel: caplen {caplen} exceeds {self.max_caplen} {where} (out of sync)")
+
