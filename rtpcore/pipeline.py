@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +33,8 @@ from rtpcore.sip.signalling import write_signalling
 
 if TYPE_CHECKING:
     from rtpcore.analysis.insight import CallInsight
+    from rtpcore.analysis.packets import RtpPacket
+    from rtpcore.analysis.stats import StreamId
     from rtpcore.settings import Settings
     from rtpcore.storage.download import PublishedOutputs
 
@@ -271,14 +273,15 @@ def analyze(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: De
 
 
 def _insight(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
-             txn: ResultTransaction) -> CallInsight | None:
+             txn: ResultTransaction, groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> CallInsight | None:
     """The analysis and its verdicts → combined/analysis.json (forced to disk: `rtphelper report` rebuilds from it)."""
     from rtpcore.analysis.insight import ANALYSIS_FILE, call_insight
 
     paths = txn.staged
     try:
         insight = call_insight(job.sip, sdp_plan, plan, decrypted, paths.media_decrypted,
-                               final_name=Path(MEDIA_DECRYPTED))  # beside analysis.json: the same bytes anywhere
+                               final_name=Path(MEDIA_DECRYPTED),  # beside analysis.json: the same bytes anywhere
+                               groups=groups)
     except (ValueError, InputError) as exc:
         log.warning("call analysis of %s skipped: %s", paths.media_decrypted.name, exc)
         return None
@@ -313,11 +316,12 @@ def write_report(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths
 
 
 def analyze_apart(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
-                  txn: ResultTransaction) -> tuple[CallInsight | None, bool]:
+                  txn: ResultTransaction, groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None,
+                  ) -> tuple[CallInsight | None, bool]:
     """`analyze` in another process while the caller writes the WAVs (the report names them): the insight without
     the collected packets (sending them back would cost more than the analysis saves) and whether the report
-    was written."""
-    insight = _insight(job, sdp_plan, plan, decrypted, txn)
+    was written. groups: the collected RTP per stream, grouped once for both processes."""
+    insight = _insight(job, sdp_plan, plan, decrypted, txn, groups)
     if insight is None:
         return None, False
     reported = write_report(job, plan, insight, txn.staged, audio_apart=insight.analysis.packets is not None)
@@ -337,23 +341,25 @@ def analysis_beside(runner: StepRunner, job: CorrelationJob, sdp_plan: LegPlan, 
     if start is None:
         yield lambda: runner.run(analyze, job, sdp_plan, plan, decrypted, txn)
         return
-    with start(analyze_apart, job, sdp_plan, plan, decrypted, txn) as running:
-        yield lambda: _joined(running, decrypted, txn)
+    import rtpcore.analysis.insight  # noqa: F401  # loaded once, here: the other process gets them with its memory
+    import rtpcore.analysis.report_html  # noqa: F401
+    from rtpcore.analysis.stats import group_streams
+
+    groups = group_streams(decrypted.media.rtp) if decrypted.media is not None else None
+    with start(analyze_apart, job, sdp_plan, plan, decrypted, txn, groups) as running:
+        yield lambda: _joined(running, groups, txn)
 
 
-def _joined(running: Beside[tuple[CallInsight | None, bool]], decrypted: DecryptResult,
+def _joined(running: Beside[tuple[CallInsight | None, bool]], groups: Mapping[StreamId, Sequence[RtpPacket]] | None,
             txn: ResultTransaction) -> CallInsight | None:
     """This process writes the WAVs while the other one analyses; the report and its audio go in together or not
     at all. If that process died (killed, out of memory), the outputs go out without the analysis."""
-    import rtpcore.analysis.insight  # noqa: F401  # its classes load here while the other process still works
     from rtpcore.analysis.report_html import place_call_audio, remove_call_report, write_call_audio
-    from rtpcore.analysis.stats import group_streams
 
     combined = txn.staged.combined
     staged: Path | None = None
     failed: Exception | None = None
     try:
-        groups = group_streams(decrypted.media.rtp) if decrypted.media is not None else None
         staged, _wavs = write_call_audio(combined, txn.staged.media_decrypted, groups)
     except (ValueError, InputError, OSError) as exc:   # the other process finds the same, or says it
         failed = exc

@@ -106,10 +106,12 @@ def payload_map_from_sip(sip_pcap: Path | Sequence[SipPacket]) -> dict[int, tupl
 
 def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None = None,
                     payloads: Mapping[int, tuple[str, int]] | None = None,
-                    emodel: EModelConfig | None = None, media: CaptureMedia | None = None) -> CallAnalysis:
+                    emodel: EModelConfig | None = None, media: CaptureMedia | None = None,
+                    groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> CallAnalysis:
     """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF.
 
-    media: the capture's RTP/RTCP already collected (the correlation's decrypt pass), instead of reading it again.
+    media: the capture's RTP/RTCP already collected (the correlation's decrypt pass), instead of reading it again;
+    groups: its RTP already grouped per stream (group_streams(media.rtp)), when the caller needed them too.
     """
     path = Path(path)
     emodel = emodel or EModelConfig()
@@ -124,7 +126,7 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
     event_pts = event_payload_types(dynamic or None)
     streams = []
     stats = []
-    groups = group_streams(media.rtp)
+    groups = groups if groups is not None and collected is not None else group_streams(media.rtp)
     for packets in groups.values():
         s = stream_stats(packets, media.first_ts_ns, dynamic or None)
         stats.append(s)
