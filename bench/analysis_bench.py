@@ -115,21 +115,25 @@ def best(fn: Callable[[], object], repeat: int) -> tuple[float, Any]:
     return min(times), result
 
 
-def correlations(job: CorrelationJob, sip: Path, media: Sequence[Path], work: Path) -> dict[str, Callable[[], object]]:
-    """The four contenders: in-process and CLI, analysis off and on."""
+def correlations(job: CorrelationJob, sip: Path, media: Sequence[Path], work: Path,
+                 before: Path | None = None) -> dict[str, Callable[[], object]]:
+    """The four contenders: in-process and CLI, analysis off and on; before: also the CLI of that source tree."""
     def in_process(analysis: bool) -> Callable[[], object]:
         out = work / f"lib-{analysis}"
         return lambda: run_steps(dataclasses.replace(job, analysis=analysis, out=out, overwrite=True),
                                  InProcessRunner()).report
 
-    def cli(analysis: bool) -> Callable[[], object]:
-        out = work / f"cli-{analysis}"
+    def cli(analysis: bool, tree: Path = ROOT) -> Callable[[], object]:
+        out = work / f"cli-{analysis}-{tree.name}"
         argv = [sys.executable, "-c", CLI_WRAPPER, "on" if analysis else "off", "correlate", "--sip", str(sip),
                 "--direction", DIRECTION, "--media", *map(str, media), "--out", str(out), "--overwrite", "--json"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONPATH": str(tree)}
         return lambda: subprocess.run(argv, check=True, capture_output=True, text=True, env=env)
 
-    return {"lib off": in_process(False), "lib on": in_process(True), "cli off": cli(False), "cli on": cli(True)}
+    contenders = {"lib off": in_process(False), "lib on": in_process(True), "cli off": cli(False), "cli on": cli(True)}
+    if before is not None:
+        contenders["cli on before"] = cli(True, before)
+    return contenders
 
 
 def parts(job: CorrelationJob, work: Path, repeat: int) -> dict[str, float]:
@@ -170,7 +174,8 @@ def verdict(added: float) -> str:
     return f"**{'met' if added <= TARGET else 'missed'}**"
 
 
-def render(runs: dict[str, Runs], found: dict[str, float], repeat: int, packets: int, streams: int) -> str:
+def render(runs: dict[str, Runs], found: dict[str, float], repeat: int, packets: int, streams: int,
+           before: str = "") -> str:
     """The table between the analysis-run markers."""
     rows: list[tuple[str, str, str, str]] = []
     for where, label in (("lib", "in-process `run_steps(job, InProcessRunner())`"),
@@ -182,6 +187,11 @@ def render(runs: dict[str, Runs], found: dict[str, float], repeat: int, packets:
             (f"{label}, analysis + report on", f"{on.wall:.3f}", f"{on.cpu:.3f}",
              f"wall +{wall:.1%} (≤ {TARGET:.0%}: {verdict(wall)}); CPU +{cpu:.1%}"),
         ]
+    if "cli on before" in runs:
+        off, then, now = runs["cli off"], runs["cli on before"], runs["cli on"]
+        rows.append((f"CLI, analysis + report on, before this work (`--before`: {before})", f"{then.wall:.3f}",
+                     f"{then.cpu:.3f}", f"wall +{(then.wall - off.wall) / off.wall:.1%}; CPU "
+                     f"+{(then.cpu - off.cpu) / off.cpu:.1%} (same anchor); after/before wall {now.wall / then.wall:.2f}×"))
     anchor = runs["lib off"].wall
     names = [
         ("collect", "… parts: header collection in the decrypt pass (decrypt with − without)"),
@@ -220,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=9, help="best of N (default 9)")
     p.add_argument("--no-write", action="store_true", help=f"do not update {RESULTS.relative_to(ROOT)}")
     p.add_argument("--skip-parts", action="store_true", help="only the four correlations")
+    p.add_argument("--before", type=Path, help="a source tree (its rtpcore/) whose CLI runs as a fifth contender")
+    p.add_argument("--before-label", default="", help="what --before is (a commit), for the table")
     args = p.parse_args(argv)
     ds = gen_media.generate()
     media = list(ds.media)
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="analysis-bench-"))
     try:
         job = make_job(ds.sip, DIRECTION, media, work / "out")
-        runs = interleaved(correlations(job, ds.sip, media, work), args.repeat)
+        runs = interleaved(correlations(job, ds.sip, media, work, args.before), args.repeat)
         report = runs["lib on"].last
         insight = report.insight  # type: ignore[attr-defined]
         assert insight is not None, "the analysis did not run"
@@ -245,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_parts:
         found = {key: float("nan") for key in ("collect", "insight", "json", "svgs", "wavs", "report", "analyze step",
                                               "decrypt", "combine", "read back")}
-    text = render(runs, found, args.repeat, packets, len(insight.analysis.streams))
+    text = render(runs, found, args.repeat, packets, len(insight.analysis.streams),
+                  args.before_label or str(args.before))
     print(text)
     summary = {f"{w}_added_{k}": round((getattr(runs[f"{w} on"], k) - getattr(runs[f"{w} off"], k))
                                         / getattr(runs[f"{w} off"], k), 3) for w in ("lib", "cli") for k in ("wall", "cpu")}
