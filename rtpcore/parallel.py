@@ -6,6 +6,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -46,7 +47,6 @@ def map_in_processes(fn: Callable[..., T], items: Sequence[Any], *args: Any, wor
 def _die_with_parent() -> None:
     """A worker ends when rtphelper is killed (SIGKILL): no orphan keeps writing or holds the terminal."""
     import ctypes
-    import signal
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -143,7 +143,13 @@ class _Records(logging.Handler):
 
 
 def _run_beside(send: Any, fn: Callable[..., Any], args: tuple[Any, ...], forked: bool) -> None:
-    """In the child: fn(*args), its records captured (the parent's handlers and filters decide what shows)."""
+    """In the child: fn(*args), its records captured (the parent's handlers and filters decide what shows).
+
+    Interrupts are the parent's to handle: Ctrl-C (SIGINT to the group) is ignored here, and the parent ends
+    an unanswered child with SIGTERM, which kills it quietly (no traceback on the user's terminal).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     kept = _Records()
     root = logging.getLogger()
@@ -157,5 +163,8 @@ def _run_beside(send: Any, fn: Callable[..., Any], args: tuple[Any, ...], forked
     try:
         send.send(answer)
     except Exception as exc:  # noqa: BLE001 - an answer that does not pickle still ends the wait
-        send.send(("raised", (BesideError(f"the answer could not be sent back: {exc}"), kept.records)))
+        try:
+            send.send(("raised", (BesideError(f"the answer could not be sent back: {exc}"), kept.records)))
+        except OSError:   # the parent is gone or stopped listening: nobody to tell
+            pass
     send.close()
