@@ -19,6 +19,7 @@ __all__ = ["BesideError", "Beside", "beside", "default_workers", "map_in_process
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+TERMINATE_GRACE_S = 5.0       # a stopped child that has not ended by then is killed
 FORK_PLATFORMS = ("linux",)   # macOS can fork, but a forked child may crash in system frameworks: it spawns
 
 
@@ -113,7 +114,10 @@ class Beside(Generic[T]):
         if self._answer is None and self._process.is_alive():
             self._process.terminate()
         with signals_deferred():
-            self._process.join()
+            self._process.join(TERMINATE_GRACE_S)
+            if self._process.is_alive():   # SIGTERM did not end it: it must not outlive the run
+                self._process.kill()
+                self._process.join()
         self._recv.close()
 
 
@@ -150,6 +154,8 @@ def _run_beside(send: Any, fn: Callable[..., Any], args: tuple[Any, ...], forked
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):   # forked inside signals_deferred: the parent's mask came along
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _die_with_parent()
     kept = _Records()
     root = logging.getLogger()

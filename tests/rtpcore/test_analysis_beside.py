@@ -19,6 +19,7 @@ from rtpcore.pipeline import InProcessRunner, make_job, run_steps
 from tests.conftest import load_truth
 
 T = TypeVar("T")
+TERMINATE_SOON_S = 3.0   # well inside parallel.TERMINATE_GRACE_S: SIGTERM itself ended it, not the kill after
 REPORT_FILES = ("analysis.json", "report.html", "report.md", "ladder.svg", "timeline.svg")
 
 
@@ -118,3 +119,27 @@ def test_wavs_that_cannot_be_written_take_the_report_with_them(generated, tmp_pa
     assert left == ["analysis.json", "filtered"]
     assert not (combined / "report.html").exists() and not (combined / "audio").exists()
     assert "call report (report.html) not written: [Errno 28] No space left on device" in caplog.text
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def _big_answer() -> bytes:
+    return bytes(1 << 20)   # more than a pipe holds: the child blocks until someone reads
+
+
+@pytest.mark.parametrize("fn, args", [(_sleep, (30.0,)), (_big_answer, ())], ids=["busy", "blocked-sending"])
+def test_an_interrupted_caller_stops_the_other_process_at_once(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    import time
+
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with parallel.beside(fn, *args) as running:
+            time.sleep(0.3)
+            raise KeyboardInterrupt   # as Ctrl-C in this process: the result is never asked for
+    assert time.monotonic() - began < TERMINATE_SOON_S
+    assert not running._process.is_alive()
