@@ -8,7 +8,8 @@ run, best of N, file cache warm, the contenders taking turns in every round so t
 
 - in-process: `run_steps(job, InProcessRunner())` with `CorrelationJob.analysis=False` (the anchor) and as every
   correlation runs (the decrypt pass collects the RTP headers; statistics, MOS, DTMF, RTCP, verdicts,
-  combined/analysis.json and the call report: SVGs, report.html/md, WAVs);
+  combined/analysis.json and the call report: SVGs, report.html/md, WAVs — in another process beside combine);
+  and with a runner without `beside`, which runs the same analysis in this process after combine;
 - the CLI: `rtphelper correlate` in a subprocess (interpreter start included), its analysis off through
   `rtpcore.cli.main` with `run_steps` given `analysis=False` (the CLI has no switch: it is off only to measure);
 - wall seconds, and CPU seconds of the process *and its child processes* (the filter step's 2 worker processes,
@@ -115,13 +116,26 @@ def best(fn: Callable[[], object], repeat: int) -> tuple[float, Any]:
     return min(times), result
 
 
+class InOrder:
+    """InProcessRunner without `beside`: the analysis after combine in this process, as before (and as a flow's)."""
+
+    def __init__(self) -> None:
+        self._runner = InProcessRunner()
+
+    def run(self, step: Callable[..., Any], *args: Any) -> Any:
+        return self._runner.run(step, *args)
+
+    def map(self, step: Callable[..., Any], items: Sequence[Any], *args: Any) -> list[Any]:
+        return self._runner.map(step, items, *args)
+
+
 def correlations(job: CorrelationJob, sip: Path, media: Sequence[Path], work: Path,
                  before: Path | None = None) -> dict[str, Callable[[], object]]:
     """The four contenders: in-process and CLI, analysis off and on; before: also the CLI of that source tree."""
-    def in_process(analysis: bool) -> Callable[[], object]:
-        out = work / f"lib-{analysis}"
+    def in_process(analysis: bool, runner: Callable[[], Any] = InProcessRunner) -> Callable[[], object]:
+        out = work / f"lib-{analysis}-{runner.__name__}"
         return lambda: run_steps(dataclasses.replace(job, analysis=analysis, out=out, overwrite=True),
-                                 InProcessRunner()).report
+                                 runner()).report
 
     def cli(analysis: bool, tree: Path = ROOT) -> Callable[[], object]:
         out = work / f"cli-{analysis}-{tree.name}"
@@ -130,7 +144,8 @@ def correlations(job: CorrelationJob, sip: Path, media: Sequence[Path], work: Pa
         env = {**os.environ, "PYTHONPATH": str(tree)}
         return lambda: subprocess.run(argv, check=True, capture_output=True, text=True, env=env)
 
-    contenders = {"lib off": in_process(False), "lib on": in_process(True), "cli off": cli(False), "cli on": cli(True)}
+    contenders = {"lib off": in_process(False), "lib on": in_process(True), "lib in order": in_process(True, InOrder),
+                  "cli off": cli(False), "cli on": cli(True)}
     if before is not None:
         contenders["cli on before"] = cli(True, before)
     return contenders
@@ -187,6 +202,10 @@ def render(runs: dict[str, Runs], found: dict[str, float], repeat: int, packets:
             (f"{label}, analysis + report on", f"{on.wall:.3f}", f"{on.cpu:.3f}",
              f"wall +{wall:.1%} (≤ {TARGET:.0%}: {verdict(wall)}); CPU +{cpu:.1%}"),
         ]
+    off, serial = runs["lib off"], runs["lib in order"]
+    rows.insert(2, ("in-process, analysis + report in this process after combine (no other process, as flows run it)",
+                    f"{serial.wall:.3f}", f"{serial.cpu:.3f}", f"wall +{(serial.wall - off.wall) / off.wall:.1%}; "
+                    f"CPU +{(serial.cpu - off.cpu) / off.cpu:.1%}"))
     if "cli on before" in runs:
         off, then, now = runs["cli off"], runs["cli on before"], runs["cli on"]
         rows.append((f"CLI, analysis + report on, before this work (`--before`: {before})", f"{then.wall:.3f}",
