@@ -10,6 +10,7 @@ import errno
 import logging
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -273,9 +274,11 @@ def analyze(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: De
 
 
 def _insight(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
-             txn: ResultTransaction, groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> CallInsight | None:
-    """The analysis and its verdicts → combined/analysis.json (forced to disk: `rtphelper report` rebuilds from it)."""
-    from rtpcore.analysis.insight import ANALYSIS_FILE, call_insight
+             txn: ResultTransaction, groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None,
+             *, write: bool = True) -> CallInsight | None:
+    """The analysis and its verdicts → combined/analysis.json (forced to disk: `rtphelper report` rebuilds from it);
+    write=False: the caller writes it (_write_insight)."""
+    from rtpcore.analysis.insight import call_insight
 
     paths = txn.staged
     try:
@@ -285,12 +288,20 @@ def _insight(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: D
     except (ValueError, InputError) as exc:
         log.warning("call analysis of %s skipped: %s", paths.media_decrypted.name, exc)
         return None
-    insight.write(paths.combined / ANALYSIS_FILE,
-                  facts={"sip": str(job.sip.resolve()), "direction": job.direction, "call_id": plan.call_id})
+    if write:
+        _write_insight(job, plan, insight, paths)
     for v in insight.verdicts:
         if v.severity != "info":
             log.warning("%s %s: %s", v.leg, v.direction, v.text)
     return insight
+
+
+def _write_insight(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths: SessionPaths) -> None:
+    """combined/analysis.json with the facts `rtphelper report` needs to rebuild the report."""
+    from rtpcore.analysis.insight import ANALYSIS_FILE
+
+    insight.write(paths.combined / ANALYSIS_FILE,
+                  facts={"sip": str(job.sip.resolve()), "direction": job.direction, "call_id": plan.call_id})
 
 
 def write_report(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths: SessionPaths,
@@ -321,10 +332,13 @@ def analyze_apart(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypt
     """`analyze` in another process while the caller writes the WAVs (the report names them): the insight without
     the collected packets (sending them back would cost more than the analysis saves) and whether the report
     was written. groups: the collected RTP per stream, grouped once for both processes."""
-    insight = _insight(job, sdp_plan, plan, decrypted, txn, groups)
+    insight = _insight(job, sdp_plan, plan, decrypted, txn, groups, write=False)
     if insight is None:
         return None, False
-    reported = write_report(job, plan, insight, txn.staged, audio_apart=insight.analysis.packets is not None)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-json") as pool:
+        written = pool.submit(_write_insight, job, plan, insight, txn.staged)  # its fsyncs wait while the report renders
+        reported = write_report(job, plan, insight, txn.staged, audio_apart=insight.analysis.packets is not None)
+        written.result()   # its error (a full disk) fails the run, as in order
     return replace(insight, analysis=replace(insight.analysis, packets=None)), reported
 
 
