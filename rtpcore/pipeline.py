@@ -337,7 +337,7 @@ def analyze_apart(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypt
         return None, False
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-json") as pool:
         written = pool.submit(_write_insight, job, plan, insight, txn.staged)  # its fsyncs wait while the report renders
-        reported = write_report(job, plan, insight, txn.staged, audio_apart=insight.analysis.packets is not None)
+        reported = write_report(job, plan, insight, txn.staged, audio_apart=groups is not None)
         written.result()   # its error (a full disk) fails the run, as in order
     return replace(insight, analysis=replace(insight.analysis, packets=None)), reported
 
@@ -373,10 +373,11 @@ def _joined(running: Beside[tuple[CallInsight | None, bool]], groups: Mapping[St
     combined = txn.staged.combined
     staged: Path | None = None
     failed: Exception | None = None
-    try:
-        staged, _wavs = write_call_audio(combined, txn.staged.media_decrypted, groups)
-    except (ValueError, InputError, OSError) as exc:   # the other process finds the same, or says it
-        failed = exc
+    if groups is not None:   # else nothing was collected: the other process writes the WAVs with its report
+        try:
+            staged, _wavs = write_call_audio(combined, txn.staged.media_decrypted, groups)
+        except (ValueError, InputError, OSError) as exc:   # the other process finds the same, or says it
+            failed = exc
     try:
         insight, reported = running.result()
     except BesideError as exc:
@@ -388,6 +389,8 @@ def _joined(running: Beside[tuple[CallInsight | None, bool]], groups: Mapping[St
         log.warning("call analysis of %s skipped: %s; `rtphelper analyze` and `rtphelper report` on the committed "
                     "results give it", MEDIA_DECRYPTED, exc)
         return None
+    if groups is None:
+        return insight
     if reported and staged is not None:
         place_call_audio(staged, combined)
         return insight

@@ -143,3 +143,17 @@ def test_an_interrupted_caller_stops_the_other_process_at_once(fn: Callable[...,
             raise KeyboardInterrupt   # as Ctrl-C in this process: the result is never asked for
     assert time.monotonic() - began < TERMINATE_SOON_S
     assert not running._process.is_alive()
+
+
+def test_without_collected_packets_the_other_process_reads_the_capture_and_writes_the_wavs(
+        generated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    folder = generated("inbound-b2bua")
+    correlate(folder, tmp_path / "collected")
+    real = pipeline.decrypt
+    monkeypatch.setattr(pipeline, "decrypt", lambda *args: dataclasses.replace(real(*args), media=None))
+    correlate(folder, tmp_path / "read-back")
+    found = files_of(tmp_path / "read-back")
+    assert any(n.startswith("audio/") for n in found) and "report.html" in found
+    assert found == files_of(tmp_path / "collected")
