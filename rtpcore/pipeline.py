@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -23,7 +26,7 @@ from rtpcore.media.bpf import relay_endpoints
 from rtpcore.media.flowcache import record_flows
 from rtpcore.media.latch import adopt
 from rtpcore.media.select import ChunkChoice, MediaSelection, call_windows, select_files
-from rtpcore.parallel import map_in_processes
+from rtpcore.parallel import Beside, BesideError, beside, map_in_processes
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
 from rtpcore.report import CorrelationReport, build_report
@@ -33,6 +36,8 @@ from rtpcore.sip.signalling import write_signalling
 
 if TYPE_CHECKING:
     from rtpcore.analysis.insight import CallInsight
+    from rtpcore.analysis.packets import RtpPacket
+    from rtpcore.analysis.stats import StreamId
     from rtpcore.settings import Settings
     from rtpcore.storage.download import PublishedOutputs
 
@@ -290,41 +295,145 @@ def combine(job: CorrelationJob, txn: ResultTransaction) -> int:
 
 def analyze(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
             txn: ResultTransaction) -> CallInsight | None:
-    """Statistics, MOS and verdicts of the decrypted media → combined/analysis.json, inside the staged results.
+    """Statistics, MOS and verdicts of the decrypted media → combined/analysis.json, and the call report, inside
+    the staged results.
 
     The analysis adds to the outputs; when it fails on a capture it cannot read, the correlation's outputs
     still go out and the report says why the analysis is missing.
     """
-    from rtpcore.analysis.insight import ANALYSIS_FILE, call_insight
+    insight = _insight(job, sdp_plan, plan, decrypted, txn)
+    if insight is not None:
+        write_report(job, plan, insight, txn.staged)
+    return insight
+
+
+def _insight(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
+             txn: ResultTransaction, groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None,
+             *, write: bool = True) -> CallInsight | None:
+    """The analysis and its verdicts → combined/analysis.json (forced to disk: `rtphelper report` rebuilds from it);
+    write=False: the caller writes it (_write_insight)."""
+    from rtpcore.analysis.insight import call_insight
 
     paths = txn.staged
     try:
         insight = call_insight(job.sip, sdp_plan, plan, decrypted, paths.media_decrypted,
-                               final_name=Path(MEDIA_DECRYPTED))  # beside analysis.json: the same bytes anywhere
+                               final_name=Path(MEDIA_DECRYPTED),  # beside analysis.json: the same bytes anywhere
+                               groups=groups)
     except (ValueError, InputError) as exc:
         log.warning("call analysis of %s skipped: %s", paths.media_decrypted.name, exc)
         return None
-    insight.write(paths.combined / ANALYSIS_FILE,
-                  facts={"sip": str(job.sip.resolve()), "direction": job.direction, "call_id": plan.call_id})
+    if write:
+        _write_insight(job, plan, insight, paths)
     for v in insight.verdicts:
         if v.severity != "info":
             log.warning("%s %s: %s", v.leg, v.direction, v.text)
-    write_report(job, plan, insight, paths)
     return insight
 
 
-def write_report(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths: SessionPaths) -> None:
-    """report.html/md, ladder/timeline SVGs and WAVs beside the outputs; a report that fails is a warning only."""
+def _write_insight(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths: SessionPaths) -> None:
+    """combined/analysis.json with the facts `rtphelper report` needs to rebuild the report."""
+    from rtpcore.analysis.insight import ANALYSIS_FILE
+
+    insight.write(paths.combined / ANALYSIS_FILE,
+                  facts={"sip": str(job.sip.resolve()), "direction": job.direction, "call_id": plan.call_id})
+
+
+def write_report(job: CorrelationJob, plan: LegPlan, insight: CallInsight, paths: SessionPaths,
+                 audio_apart: bool = False) -> bool:
+    """report.html/md, ladder/timeline SVGs and WAVs beside the outputs; a report that fails is a warning only.
+
+    audio_apart: the WAVs are written by the caller meanwhile (analysis_beside), so they are only named here.
+    """
+    from rtpcore.analysis.call import audio_files
     from rtpcore.analysis.report_html import write_call_report
 
     analysis = replace(insight.analysis, capture=paths.media_decrypted)  # the staged file: the final one is not there yet
     try:
+        audio = audio_files(analysis.packets) if audio_apart and analysis.packets is not None else None
         written = write_call_report(paths.root, analysis=analysis, verdicts=[v.to_json() for v in insight.verdicts],
-                                    plan=plan, sip_pcap=job.sip, dtmf_relay=[c.to_json() for c in insight.dtmf_relay])
+                                    plan=plan, sip_pcap=job.sip, dtmf_relay=[c.to_json() for c in insight.dtmf_relay],
+                                    audio=audio, pcaps=(MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA))
     except (ValueError, InputError, OSError) as exc:
         log.warning("call report (report.html) not written: %s", exc)
-        return
+        return False
     log.info("call report: %s", ", ".join(p.name for p in written if p.parent == paths.combined))
+    return True
+
+
+def analyze_apart(job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
+                  txn: ResultTransaction, groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None,
+                  ) -> tuple[CallInsight | None, bool]:
+    """`analyze` in another process while the caller writes the WAVs (the report names them): the insight without
+    the collected packets (sending them back would cost more than the analysis saves) and whether the report
+    was written. groups: the collected RTP per stream, grouped once for both processes."""
+    insight = _insight(job, sdp_plan, plan, decrypted, txn, groups, write=False)
+    if insight is None:
+        return None, False
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-json") as pool:
+        written = pool.submit(_write_insight, job, plan, insight, txn.staged)  # its fsyncs wait while the report renders
+        reported = write_report(job, plan, insight, txn.staged, audio_apart=groups is not None)
+        written.result()   # its error (a full disk) fails the run, as in order
+    return replace(insight, analysis=replace(insight.analysis, packets=None)), reported
+
+
+@contextmanager
+def analysis_beside(runner: StepRunner, job: CorrelationJob, sdp_plan: LegPlan, plan: LegPlan,
+                    decrypted: DecryptResult, txn: ResultTransaction) -> Iterator[Callable[[], CallInsight | None]]:
+    """The analysis step, answered by the callable the block gets: started now in another process when the runner
+    can (the CLI's: the second core is idle while this process combines, then writes the WAVs), else run when
+    asked, as its own step (a flow's task). The other process is gone when the block ends, also on a failure."""
+    if not job.analysis:
+        yield lambda: None
+        return
+    start = getattr(runner, "beside", None)
+    if start is None:
+        yield lambda: runner.run(analyze, job, sdp_plan, plan, decrypted, txn)
+        return
+    import rtpcore.analysis.insight  # noqa: F401  # loaded once, here: the other process gets them with its memory
+    import rtpcore.analysis.report_html  # noqa: F401
+    from rtpcore.analysis.stats import group_streams
+
+    groups = group_streams(decrypted.media.rtp) if decrypted.media is not None else None
+    with start(analyze_apart, job, sdp_plan, plan, decrypted, txn, groups) as running:
+        yield lambda: _joined(running, groups, txn)
+
+
+def _joined(running: Beside[tuple[CallInsight | None, bool]], groups: Mapping[StreamId, Sequence[RtpPacket]] | None,
+            txn: ResultTransaction) -> CallInsight | None:
+    """This process writes the WAVs while the other one analyses; the report and its audio go in together or not
+    at all. If that process died (killed, out of memory), the outputs go out without the analysis."""
+    from rtpcore.analysis.report_html import place_call_audio, remove_call_report, write_call_audio
+
+    combined = txn.staged.combined
+    staged: Path | None = None
+    failed: Exception | None = None
+    if groups is not None:   # else nothing was collected: the other process writes the WAVs with its report
+        try:
+            staged, _wavs = write_call_audio(combined, txn.staged.media_decrypted, groups)
+        except (ValueError, InputError, OSError) as exc:   # the other process finds the same, or says it
+            failed = exc
+    try:
+        insight, reported = running.result()
+    except BesideError as exc:
+        for part in combined.glob(".*.part"):   # what either process had begun to write
+            if part.is_dir():
+                shutil.rmtree(part, ignore_errors=True)
+            else:
+                part.unlink(missing_ok=True)
+        log.warning("call analysis of %s skipped: %s; `rtphelper analyze` and `rtphelper report` on the committed "
+                    "results give it", MEDIA_DECRYPTED, exc)
+        return None
+    if groups is None:
+        return insight
+    if reported and staged is not None:
+        place_call_audio(staged, combined)
+        return insight
+    if staged is not None:
+        shutil.rmtree(staged, ignore_errors=True)
+    if reported:
+        remove_call_report(combined)
+        log.warning("call report (report.html) not written: %s", failed)
+    return insight
 
 
 def commit(txn: ResultTransaction) -> None:
@@ -389,6 +498,10 @@ class InProcessRunner:
     def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
         return map_in_processes(step, items, *args, workers=self.workers)
 
+    def beside(self, step: Callable[..., T], *args: Any) -> AbstractContextManager[Beside[T]]:
+        """The step started in another process, while this one goes on with the next steps."""
+        return beside(step, *args)
+
 
 STEPS: tuple[Callable[..., Any], ...] = (
     plan_call, open_results, list_media, select_media, filter_one, learn, merge_raw, decrypt, combine, analyze,
@@ -412,8 +525,9 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
         except NoMediaMatchError as exc:  # a wrong skip must show where the user looks: in this error
             raise NoMediaMatchError("\n".join([str(exc), *selection.lines()])) from None
         decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
-        runner.run(combine, job, txn)
-        insight = runner.run(analyze, job, sdp_plan, plan, decrypted, txn) if job.analysis else None
+        with analysis_beside(runner, job, sdp_plan, plan, decrypted, txn) as analysis:
+            runner.run(combine, job, txn)
+            insight = analysis()
         runner.run(commit, txn)
     except OSError as exc:
         abort(txn)

@@ -80,6 +80,11 @@ def decodable(pt: int) -> bool:
     return pt in DECODERS or pt == PT_G722
 
 
+def audio_rate(pt: int) -> int:
+    """Samples per second of a decodable payload type's track (G.722: 16 kHz, G.711: 8 kHz)."""
+    return g722.RATE if pt == PT_G722 else G711_RATE
+
+
 @dataclass(frozen=True, slots=True)
 class StreamAudio:
     """One stream's PCM (mono, 16-bit little-endian) and how it was assembled."""
@@ -128,7 +133,7 @@ def stream_audio(key: str, packets: Sequence[RtpPacket]) -> StreamAudio | None:
             placed.append((ext, payload))
     origin = min(e for e, _payload in placed)
     if pt == PT_G722:
-        codec, rate, pcm, spans = "G722", g722.RATE, *_place_g722(placed, origin)
+        codec, rate, pcm, spans = "G722", audio_rate(pt), *_place_g722(placed, origin)
     else:
         codec, table = DECODERS[pt]
         rate, (pcm, spans) = G711_RATE, _place_g711(placed, origin, table)

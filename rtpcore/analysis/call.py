@@ -3,15 +3,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtpcore.analysis.audio import decodable, stream_audio, write_stereo_wav, write_wav
+from rtpcore.analysis.audio import StreamAudio, audio_rate, decodable, stream_audio, write_stereo_wav, write_wav
 from rtpcore.analysis.dtmf import DtmfEvent, SipInfoDigit, event_payload_types, rtp_events, sip_info_digits
 from rtpcore.analysis.emodel import EModelConfig, Quality, stream_quality
 from rtpcore.analysis.packets import CaptureMedia, RtpPacket, read_media
 from rtpcore.analysis.rtcp import ReportBlock, parse_reports
-from rtpcore.analysis.stats import StreamId, StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats
+from rtpcore.analysis.stats import (
+    PT_FIELD, StreamId, StreamStats, dynamic_payloads_from_sdp, group_streams, stream_stats,
+)
 
 if TYPE_CHECKING:
     from rtpcore.sip.capture import SipPacket
@@ -103,10 +106,12 @@ def payload_map_from_sip(sip_pcap: Path | Sequence[SipPacket]) -> dict[int, tupl
 
 def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None = None,
                     payloads: Mapping[int, tuple[str, int]] | None = None,
-                    emodel: EModelConfig | None = None, media: CaptureMedia | None = None) -> CallAnalysis:
+                    emodel: EModelConfig | None = None, media: CaptureMedia | None = None,
+                    groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> CallAnalysis:
     """Statistics, MOS, DTMF and RTCP of every stream in a capture; `sip` adds SDP payload names and SIP INFO DTMF.
 
-    media: the capture's RTP/RTCP already collected (the correlation's decrypt pass), instead of reading it again.
+    media: the capture's RTP/RTCP already collected (the correlation's decrypt pass), instead of reading it again;
+    groups: its RTP already grouped per stream (group_streams(media.rtp)), when the caller needed them too.
     """
     path = Path(path)
     emodel = emodel or EModelConfig()
@@ -121,7 +126,7 @@ def analyze_capture(path: str | Path, *, sip: Path | Sequence[SipPacket] | None 
     event_pts = event_payload_types(dynamic or None)
     streams = []
     stats = []
-    groups = group_streams(media.rtp)
+    groups = groups if groups is not None and collected is not None else group_streams(media.rtp)
     for packets in groups.values():
         s = stream_stats(packets, media.first_ts_ns, dynamic or None)
         stats.append(s)
@@ -141,30 +146,64 @@ def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-" else "_" for c in text)
 
 
+@dataclass(frozen=True, slots=True)
+class AudioFile:
+    """One WAV write_audio makes: its file name and its streams (one: mono; two: stereo, one per channel)."""
+
+    name: str
+    streams: tuple[StreamId, ...]
+
+
+def audio_files(packets_by_stream: Mapping[StreamId, Sequence[RtpPacket]]) -> list[AudioFile]:
+    """The WAVs write_audio writes for these streams, in its order, without decoding any (the report can name them
+    while another process writes them). A pair of opposite streams of different sample rates is a ValueError."""
+    rates = {}
+    for key, packets in packets_by_stream.items():
+        pts = set(map(itemgetter(PT_FIELD), packets))
+        main = next((p.pt for p in packets if decodable(p.pt)), None) if any(map(decodable, pts)) else None
+        if main is not None:
+            rates[key] = audio_rate(main)
+    files = [AudioFile(_file_part(f"{src}_{sport}-{dst}_{dport}-{ssrc:08x}") + ".wav", ((src, sport, dst, dport, ssrc),))
+             for src, sport, dst, dport, ssrc in rates]
+    paired: set[StreamId] = set()
+    for key in rates:
+        if key in paired:
+            continue
+        back = next((k for k in rates if k[:4] == (key[2], key[3], key[0], key[1]) and k not in paired), None)
+        if back is not None:
+            paired.update((key, back))
+            if rates[key] != rates[back]:
+                raise ValueError(f"cannot pair {_label(key)} ({rates[key]} Hz) with {_label(back)} ({rates[back]} Hz) "
+                                 "in one WAV")
+            files.append(AudioFile(_file_part(f"{key[0]}_{key[1]}-{key[2]}_{key[3]}") + "-stereo.wav", (key, back)))
+    return files
+
+
+def _label(key: StreamId) -> str:
+    """A stream's key as stream_audio labels it."""
+    src, sport, dst, dport, ssrc = key
+    return _file_part(f"{src}_{sport}-{dst}_{dport}-{ssrc:08x}")
+
+
 def write_audio(path: str | Path, out_dir: Path,
                 packets_by_stream: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> list[Path]:
     """A WAV per decodable stream, and a stereo WAV per pair of opposite streams (one direction per channel).
 
     packets_by_stream: path's RTP already collected and grouped (CallAnalysis.packets), so it is not read again.
+    Writes exactly the files audio_files names, in its order.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = packets_by_stream if packets_by_stream is not None else group_streams(read_media(path).rtp)
-    tracks = {}
+    tracks: dict[StreamId, StreamAudio] = {}
     written: list[Path] = []
-    for key, packets in groups.items():
-        src, sport, dst, dport, ssrc = key
-        label = _file_part(f"{src}_{sport}-{dst}_{dport}-{ssrc:08x}")
-        audio = stream_audio(label, packets)
-        if audio is not None:
+    for planned in audio_files(groups):
+        if len(planned.streams) == 1:
+            key = planned.streams[0]
+            audio = stream_audio(_label(key), groups[key])
+            assert audio is not None, f"{planned.name}: audio_files named a stream stream_audio cannot decode"
             tracks[key] = audio
-            written.append(write_wav(out_dir / f"{label}.wav", audio))
-    paired: set[StreamId] = set()
-    for key, audio in tracks.items():
-        if key in paired:
-            continue
-        back = next((k for k in tracks if k[:4] == (key[2], key[3], key[0], key[1]) and k not in paired), None)
-        if back is not None:
-            paired.update((key, back))
-            name = _file_part(f"{key[0]}_{key[1]}-{key[2]}_{key[3]}") + "-stereo.wav"
-            written.append(write_stereo_wav(out_dir / name, audio, tracks[back]))
+            written.append(write_wav(out_dir / planned.name, audio))
+        else:
+            left, right = planned.streams
+            written.append(write_stereo_wav(out_dir / planned.name, tracks[left], tracks[right]))
     return written

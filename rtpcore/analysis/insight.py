@@ -12,7 +12,9 @@ from typing import Any
 
 from rtpcore.analysis.call import CallAnalysis, SrtpResult, StreamAnalysis, analyze_capture
 from rtpcore.analysis.dtmfrelay import DtmfCrossing, dtmf_crossings, dtmf_verdicts
+from rtpcore.analysis.packets import RtpPacket
 from rtpcore.analysis.sipevents import SipTimeline, timeline_of
+from rtpcore.analysis.stats import StreamId
 from rtpcore.analysis.verdicts import LegRef, PlacedStream, Verdict, call_verdicts, peer_to_relay, relay_to_peer
 from rtpcore.fsutil import atomic_output
 from rtpcore.pcap.reader import NS_PER_S
@@ -109,15 +111,17 @@ def place(analysis: CallAnalysis, plan: LegPlan, streams: Sequence[DecryptStats]
 
 
 def call_insight(sip: Path, sdp_plan: LegPlan, plan: LegPlan, decrypted: DecryptResult,
-                 media_decrypted: Path, *, final_name: Path | None = None) -> CallInsight:
+                 media_decrypted: Path, *, final_name: Path | None = None,
+                 groups: Mapping[StreamId, Sequence[RtpPacket]] | None = None) -> CallInsight:
     """Analyse the decrypted media once (payload names from the SIP's SDP), place its streams, judge each leg.
 
-    final_name: the path the capture will have once the staged results are committed (what the JSON names).
+    final_name: the path the capture will have once the staged results are committed (what the JSON names);
+    groups: the collected RTP already grouped per stream (analyze_capture's groups).
     """
     from rtpcore.sip.capture import read_sip
 
     messages = read_sip(sip)
-    analysis = analyze_capture(media_decrypted, sip=messages, media=decrypted.media)
+    analysis = analyze_capture(media_decrypted, sip=messages, media=decrypted.media, groups=groups)
     placed = place(analysis, plan, decrypted.streams)
     srtp = {_key(p.analysis): p.analysis.srtp for p in placed}
     analysis = replace(analysis, capture=final_name or media_decrypted,

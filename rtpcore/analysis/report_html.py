@@ -4,18 +4,21 @@
 report.md and audio/*.wav in combined/, each written to a temp name and renamed into place, so a reader never
 sees half a report. WAVs are linked as relative files (audio/…), not embedded: an hour of G.711 is 115 MB of
 PCM, too much for a data: URI.
+
+These files are derived: `rtphelper report SESSION` rebuilds all of them from media_decrypted.pcap and
+analysis.json (both forced to disk by the correlation), so they are renamed into place but not forced to disk
+themselves (a call's WAVs alone are ~14 MB per 2 minutes; forcing them out is the slowest part of a report).
 """
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rtpcore.analysis.call import CallAnalysis, write_audio
+from rtpcore.analysis.call import AudioFile, CallAnalysis, write_audio
 from rtpcore.analysis.ladder import build_ladder, escape, ladder_svg
 from rtpcore.analysis.report_md import (
     AUDIO_DIR,
@@ -28,15 +31,16 @@ from rtpcore.analysis.report_md import (
     render_markdown,
     report_content,
 )
+from rtpcore.analysis.packets import RtpPacket
+from rtpcore.analysis.stats import StreamId
 from rtpcore.analysis.timeline import stream_legs, timeline_svg
-from rtpcore.fsutil import atomic_output, fsync_dir
+from rtpcore.fsutil import new_temp
 from rtpcore.plan import LegPlan
 from rtpcore.results import COMBINED_DIR, MEDIA_DECRYPTED, MEDIA_RAW, SIP_PLUS_MEDIA
 from rtpcore.sip.capture import read_sip
 
 TEMP_TOKEN_BYTES = 8
 STEREO_SUFFIX = "-stereo"
-FSYNC_THREADS = 6         # the WAVs of a two-leg call (4 mono + 2 stereo) forced to disk at once
 PICTURES_AFTER = 3        # verdicts, legs, streams; then the timeline and the ladder; then DTMF and RTCP
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24;background:#f6f7f9}
@@ -116,35 +120,53 @@ def _swap_dir(staged: Path, final: Path) -> None:
     if final.exists():
         final.rename(old)
     staged.rename(final)
-    fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
-    """Force one staged WAV to disk before its folder takes the final name."""
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_all(pool: ThreadPoolExecutor, paths: Sequence[Path]) -> list[Future[None]]:
-    """Start forcing the staged WAVs to disk side by side (the disk merges them); the report renders meanwhile."""
-    return [pool.submit(_fsync, path) for path in paths]
-
-
 def _write_text(path: Path, text: str) -> Path:
-    """One report file, written beside its final name and renamed over it."""
-    with atomic_output(path, overwrite=True) as temp:
+    """One report file, written beside its final name and renamed over it (derived: not forced to disk)."""
+    temp = new_temp(path.parent, path.name)
+    try:
         temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_call_audio(combined: Path, capture: Path,
+                     packets: Mapping[StreamId, Sequence[RtpPacket]] | None) -> tuple[Path, list[Path]]:
+    """The WAVs in a hidden folder of combined/ (place_call_audio puts it in place): the folder and the files."""
+    staged = combined / f".{AUDIO_DIR}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
+    try:
+        return staged, write_audio(capture, staged, packets)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+
+
+def place_call_audio(staged: Path, combined: Path) -> None:
+    """The staged WAV folder becomes combined/audio/, replacing the old one whole."""
+    _swap_dir(staged, combined / AUDIO_DIR)
+
+
+def remove_call_report(combined: Path) -> None:
+    """The report's text files go (their WAVs could not be written: a report must not link missing audio)."""
+    for name in (LADDER_SVG, TIMELINE_SVG, REPORT_MD, REPORT_HTML):
+        (combined / name).unlink(missing_ok=True)
 
 
 def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequence[Mapping[str, Any]],
                       plan: LegPlan | None, sip_pcap: Path | None,
-                      dtmf_relay: Sequence[Mapping[str, Any]] = ()) -> list[Path]:
+                      dtmf_relay: Sequence[Mapping[str, Any]] = (), audio: Sequence[AudioFile] | None = None,
+                      pcaps: Sequence[str] | None = None) -> list[Path]:
     """ladder.svg, timeline.svg, report.html, report.md and audio/*.wav in out_dir's combined/; returns their paths.
 
     The ladder and the timeline share one time origin: the earlier of the call's first SIP message and the media
     capture's first frame. Without a SIP pcap (or plan) there is no ladder and no SIP event on the timeline.
+    audio: the WAVs the caller writes itself at the same time (write_call_audio, place_call_audio), only named
+    here; pcaps: the pcaps to link (default: those already in combined/).
     """
     combined = combined_dir(out_dir)
     combined.mkdir(parents=True, exist_ok=True)
@@ -154,14 +176,13 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
     ladder_doc = ladder_svg(ladder, origin) if ladder is not None else None
     timeline_doc = timeline_svg(analysis, ladder.messages if ladder is not None else (), origin,
                                 stream_legs(analysis, plan))
-    staged = combined / f".{AUDIO_DIR}.{secrets.token_hex(TEMP_TOKEN_BYTES)}.part"
-    syncing = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="wav-fsync")
+    staged, wavs = write_call_audio(combined, analysis.capture, analysis.packets) if audio is None else (None, [])
     try:
-        wavs = write_audio(analysis.capture, staged, analysis.packets)
-        synced = _fsync_all(syncing, wavs)
-        audio = [(_audio_label(w), f"{AUDIO_DIR}/{w.name}") for w in wavs]
-        pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
-        content = report_content(analysis, verdicts, plan, audio, pcaps, ladder_doc is not None, dtmf_relay)
+        names = [f.name for f in audio] if audio is not None else [w.name for w in wavs]
+        listed = [(_audio_label(Path(name)), f"{AUDIO_DIR}/{name}") for name in names]
+        if pcaps is None:
+            pcaps = [name for name in (MEDIA_RAW, MEDIA_DECRYPTED, SIP_PLUS_MEDIA) if (combined / name).is_file()]
+        content = report_content(analysis, verdicts, plan, listed, list(pcaps), ladder_doc is not None, dtmf_relay)
         texts = {LADDER_SVG: ladder_doc, TIMELINE_SVG: timeline_doc, REPORT_MD: render_markdown(content),
                  REPORT_HTML: render_html(content, ladder_doc, timeline_doc)}   # all rendered before any is replaced
         written = []
@@ -170,14 +191,10 @@ def write_call_report(out_dir: Path, *, analysis: CallAnalysis, verdicts: Sequen
                 written.append(_write_text(combined / name, text))
             else:
                 (combined / name).unlink(missing_ok=True)  # an earlier run's ladder would belong to another SIP
-        for done in synced:
-            done.result()       # every WAV on disk before the folder is renamed into place
-        _swap_dir(staged, combined / AUDIO_DIR)
+        if staged is not None:
+            place_call_audio(staged, combined)
     except BaseException:
-        syncing.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(staged, ignore_errors=True)
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
         raise
-    finally:
-        syncing.shutdown(wait=True)
-    wavs = [combined / AUDIO_DIR / w.name for w in wavs]
-    return written + wavs
+    return written + [combined / AUDIO_DIR / name for name in names]
