@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ for p in (str(ROOT), str(BENCH)):
         sys.path.insert(0, p)
 
 import gen_media  # noqa: E402
+from before_after import export  # noqa: E402  (the "before" code: git archive of a ref)
 
 BEFORE_REF = "cbe161c"     # main when the start-up work began
 HEAVY = ("pydantic", "yaml", "boto3", "botocore", "prefect", "rtpcore.hosts", "rtpcore.capture.engine",
@@ -35,18 +35,6 @@ PROBE = ("import json, sys\nfrom rtpcore.cli import main\ntry:\n    rc = main(sy
          "except SystemExit as exc:  # --help\n    rc = exc.code\nsys.stdout.flush()\n"
          "print('\\nMODULES ' + json.dumps(sorted(sys.modules)))\nraise SystemExit(rc)\n")
 DIRECTION = "inbound"
-
-
-def export(ref: str, into: Path) -> Path:
-    """The tracked files of `ref` (no worktree, no checkout): what `rtphelper` ran before the change."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", ref, "rtpcore"], check=True,
-                             capture_output=True).stdout
-    into.mkdir(parents=True)
-    tar = into / "src.tar"
-    tar.write_bytes(archive)
-    with tarfile.open(tar) as t:
-        t.extractall(into, filter="data")
-    return into
 
 
 def cli(code: Path, args: list[str], cwd: Path) -> list[str]:
@@ -92,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     call = ds.sip.parent
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        before = export(args.before, tmp / "before")
+        before = export(ROOT, args.before, tmp / "before")
         work = tmp / "work"   # cwd without config/: both read the same (default) settings
         work.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTPHELPER_")}
