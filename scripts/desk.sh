@@ -23,6 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEFAULT_API_URL="http://127.0.0.1:4200/api"
 HEALTH_TIMEOUT_S=5          # one health probe
 STARTUP_TIMEOUT_S=120       # `start`: how long the server may take to answer
+STOP_TIMEOUT_S=30           # `start`, Ctrl-C: how long each part may take to stop before it is killed
 
 export PREFECT_API_URL="${PREFECT_API_URL:-$DEFAULT_API_URL}"
 POOL="${RTPHELPER_WORK_POOL:-rtphelper}"
@@ -124,8 +125,20 @@ cmd_serve() {
 PIDS=()
 cmd_start() {
   stop_all() {
+    # Last started, first stopped: the worker leaves while the server still answers it (with the server gone first
+    # it keeps retrying the API on its way out), then serve, then the server. One that does not end is killed.
     trap - INT TERM EXIT
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    local i pid deadline
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+      pid="${PIDS[i]}"
+      kill -TERM "$pid" 2>/dev/null || continue
+      deadline=$((SECONDS + STOP_TIMEOUT_S))
+      while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "desk: process $pid did not stop within ${STOP_TIMEOUT_S}s of SIGTERM: killed" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    done
     wait || true
   }
   if server_up; then
