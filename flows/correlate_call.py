@@ -10,6 +10,7 @@ from tasks.runtime import begin_flow_run  # first: process defaults before prefe
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
+from prefect.utilities.annotations import quote
 from rtpcore.desk.sessions import folder_hint, run_name
 from rtpcore.pipeline import make_job, run_steps
 from rtpcore.session import discard_if_unused, find_raw
@@ -42,7 +43,8 @@ def run_correlation(
     job = make_job(Path(sip), direction, media, out, call_id=call_id or None, number=number or None,
                    min_packets=min_packets, overwrite=overwrite, publish_to=publish_to)
     outcome = run_steps(job, t.PrefectRunner())
-    t.publish_artifacts(outcome)
+    t.publish_artifacts(quote(outcome))  # type: ignore[call-overload]  # unwrapped before the call; not walked
+    # for futures (it holds the packets: that walk cost seconds)
     doc = {**(extra or {}), **outcome.to_json()}
     if outcome.upload_warning:
         return Completed(message=f"outputs are local only: {outcome.upload_warning}", data=doc)
