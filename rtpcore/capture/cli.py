@@ -184,9 +184,15 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         name = signal.Signals(signum).name
         if stopping.is_set():
             raise KeyboardInterrupt(f"second {name}")  # open chunks are left for repair_session
-        stopping.set()
-        print(f"rtphelper capture: {name}: stopping (closing chunks; send it again to abort)", file=sys.stderr)
-        stop()
+        # A second signal arriving now would run its handler inside this one, between any two lines: it waits
+        # (blocked) until the stop has started and said so, then aborts.
+        blocked = _block(signal.SIGINT, signal.SIGTERM)
+        try:
+            stopping.set()
+            print(f"rtphelper capture: {name}: stopping (closing chunks; send it again to abort)", file=sys.stderr)
+            stop()
+        finally:
+            _unblock(blocked)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -194,6 +200,19 @@ def _stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _block(*signals: signal.Signals) -> set[int | signal.Signals] | None:
+    """Hold these signals back (POSIX); the previous mask, or None where signal masks do not exist."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+
+
+def _unblock(previous: set[int | signal.Signals] | None) -> None:
+    """Restore the mask _block() replaced: a signal held back meanwhile is delivered now."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _print_progress(progress: CaptureProgress) -> None:
