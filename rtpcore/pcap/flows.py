@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtpcore.pcap.index import FILE_HEADER_LEN, RECORD_HEADER_LEN, IndexProblem, _header
+from rtpcore.pcap.index import FILE_HEADER_LEN, RECORD_HEADER_LEN, IndexProblem, _header, write_sidecar
 from rtpcore.pcap.layers import ETH_HEADER_LEN, SLL2_HEADER_LEN, SLL_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 
@@ -166,18 +166,8 @@ def local_identity(chunk: Path) -> dict[str, Any]:
 
 
 def write_summary(summary: FlowSummary, path: Path) -> Path:
-    """Write atomically (temp + fsync + rename): a reader sees the old summary, the new one or none."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    data = json.dumps(summary.to_json(), separators=(",", ":")).encode("utf-8")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    return path
+    """Write atomically: a reader sees the old summary, the new one or none."""
+    return write_sidecar(summary.to_json(), path)
 
 
 def read_summary(path: Path, chunk_name: str, identity: dict[str, Any]) -> FlowSummary | None:

@@ -135,10 +135,15 @@ def index_path(chunk: Path) -> Path:
 
 
 def write_index(index: ChunkIndex, chunk: Path) -> Path:
-    """Write the sidecar atomically (temp + fsync + rename), so a crash leaves the old, the new or none."""
-    path = index_path(chunk)
+    """Write the sidecar atomically, so a crash leaves the old, the new or none."""
+    return write_sidecar(index.to_json(), index_path(chunk))
+
+
+def write_sidecar(doc: dict[str, Any], path: Path) -> Path:
+    """A chunk's JSON sidecar (index, flow summary) written atomically: temp + fsync + rename."""
+    path = Path(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    data = json.dumps(index.to_json(), separators=(",", ":")).encode("utf-8")
+    data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         os.write(fd, data)
