@@ -32,9 +32,11 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (str(ROOT), str(BENCH)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
+from before_after import compile_bytecode  # noqa: E402
 from rtpcore.pcap.reader import open_capture  # noqa: E402
 
 OUT = BENCH / "out" / "capture"
@@ -486,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rpcapd_bin = rpcapd_binary()
         tools = build_tools()
+        compile_bytecode(ROOT, *([Path(args.before)] if args.before else []))
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
         print(f"capture bench: {exc}", file=sys.stderr)
         return 2

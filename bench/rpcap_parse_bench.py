@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from rtpcore.capture.stats import HostCounters  # noqa: E402
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET  # noqa: E402
 from rtpcore.pcap.rolling import RollingPcapWriter  # noqa: E402
-from rtpcore.rpcap.protocol import PacketStreamParser  # noqa: E402
+from rtpcore.rpcap.framing import PacketStreamParser  # noqa: E402
 
 
 def stream(packets: int, sizes: tuple[int, ...], seed: int = 1) -> bytes:

@@ -40,7 +40,7 @@ for p in (str(CODE), str(BENCH)):
         sys.path.insert(0, p)
 
 import assembly_bench  # noqa: E402
-from before_after import cli_command, cpu_seconds, default_before, export, same_outputs  # noqa: E402
+from before_after import cli_command, compile_bytecode, cpu_seconds, default_before, export, same_outputs  # noqa: E402
 import capture_bench  # noqa: E402
 import gen_media  # noqa: E402
 import session_bench  # noqa: E402
@@ -604,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.before and args.before != "none":
         before = export(ROOT, args.before, Path(scratch.name) / "before")
         r["before_ref"] = args.before
+    compile_bytecode(ROOT, *([before] if before is not None else []))
     began = time.perf_counter()
     e2e = end_to_end(plan, ds.sip, media, args.repeat, before)
     r["paired"] = e2e.pop("paired")

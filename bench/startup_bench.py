@@ -26,7 +26,7 @@ for p in (str(ROOT), str(BENCH)):
         sys.path.insert(0, p)
 
 import gen_media  # noqa: E402
-from before_after import export  # noqa: E402  (the "before" code: git archive of a ref)
+from before_after import compile_bytecode, export  # noqa: E402  (the "before" code: git archive of a ref)
 
 BEFORE_REF = "cbe161c"     # main when the start-up work began
 HEAVY = ("pydantic", "yaml", "boto3", "botocore", "prefect", "rtpcore.hosts", "rtpcore.capture.engine",
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp_name:
         tmp = Path(tmp_name)
         before = export(ROOT, args.before, tmp / "before")
+        compile_bytecode(ROOT, before)
         work = tmp / "work"   # cwd without config/: both read the same (default) settings
         work.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTPHELPER_")}

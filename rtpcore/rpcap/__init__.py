@@ -11,10 +11,10 @@ from rtpcore.rpcap.client import (
     RpcapFilterError,
     RpcapProtocolError,
 )
+from rtpcore.rpcap.framing import PacketStreamParser
 from rtpcore.rpcap.protocol import (
     InterfaceAddress,
     OpenReply,
-    PacketStreamParser,
     RemoteInterface,
     RemotePacket,
     Stats,

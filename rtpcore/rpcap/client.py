@@ -13,6 +13,7 @@ from types import TracebackType
 from rtpcore.errors import CaptureError, InputError
 from rtpcore.pcap import libpcap
 from rtpcore.rpcap import protocol as p
+from rtpcore.rpcap.framing import ControlReader, PacketStreamParser
 from rtpcore.rpcap.protocol import OpenReply, RemoteInterface, RemotePacket, Stats
 
 __all__ = [
@@ -105,10 +106,10 @@ class RpcapClient:
         self._tls_context: ssl.SSLContext | None = (
             tls if isinstance(tls, ssl.SSLContext) else ssl.create_default_context() if tls else None
         )
-        self._reader = p.ControlReader()
+        self._reader = ControlReader()
         self._data: socket.socket | None = None
         self._udp = False
-        self._parser: p.PacketStreamParser | None = None
+        self._parser: PacketStreamParser | None = None
         self._opened: tuple[str, OpenReply] | None = None
         self.authenticated = False
         self.auth_reply: p.AuthReply | None = None
@@ -296,7 +297,7 @@ class RpcapClient:
             data.close()
             raise
         self._data, self._udp = data, udp
-        self._parser = p.PacketStreamParser(max_caplen=max(snaplen, p.MAXIMUM_SNAPLEN))
+        self._parser = PacketStreamParser(max_caplen=max(snaplen, p.MAXIMUM_SNAPLEN))
         return CaptureStart(expression, len(program), reply.bufsize, reply.portdata or portdata, opened.linktype)
 
     def _data_socket(self, udp: bool) -> socket.socket:
@@ -362,7 +363,7 @@ class RpcapClient:
         except ValueError as exc:
             raise RpcapProtocolError(f"{self.url}: {exc}") from exc
 
-    def _read(self, max_bytes: int, timeout: float | None) -> tuple[p.PacketStreamParser, bytes]:
+    def _read(self, max_bytes: int, timeout: float | None) -> tuple[PacketStreamParser, bytes]:
         """One read of the data channel (b"" when nothing came within timeout); a broken channel raises."""
         data, parser = self._data, self._parser
         if data is None or parser is None:

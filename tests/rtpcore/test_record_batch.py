@@ -18,6 +18,7 @@ from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET
 from rtpcore.pcap.reader import open_capture
 from rtpcore.pcap.rolling import ChunkInfo, RollingPcapWriter
 from rtpcore.rpcap import protocol as p
+from rtpcore.rpcap.framing import ControlReader, PacketStreamParser
 
 SEC0 = 1_700_000_000
 
@@ -74,7 +75,7 @@ def capture(tmp: Path, stream: bytes, bounds: list[int], batch: bool, **writer_k
     closed: list[ChunkInfo] = []
     writer = RollingPcapWriter(tmp, "eu-mh1", LINKTYPE_ETHERNET, on_close=closed.append, big_endian=True,
                                **writer_kw)  # type: ignore[arg-type]
-    parser, counters = p.PacketStreamParser(), HostCounters()
+    parser, counters = PacketStreamParser(), HostCounters()
     for a, b in zip(bounds, bounds[1:]):
         if batch:
             got = parser.feed_records(stream[a:b])
@@ -136,7 +137,7 @@ def test_batch_and_per_record_paths_write_the_same_chunks(tmp_path: Path, seed: 
 def test_batch_path_counts_npkt_holes_and_keeps_snaplen(tmp_path: Path) -> None:
     datas = [bytes([i]) * 300 for i in range(6)]
     stream = b"".join(message(n, SEC0, n, d) for n, d in zip((1, 2, 5, 6, 9, 10), datas))  # 3, 4, 7, 8 lost
-    parser, counters = p.PacketStreamParser(), HostCounters()
+    parser, counters = PacketStreamParser(), HostCounters()
     got = parser.feed_records(stream)
     counters.count_batch(len(got.keys), sum(got.caplens), got.last_npkt)
     assert (counters.packets, counters.client_drops, got.last_npkt, got.tail) == (6, 4, 10, [])
@@ -157,7 +158,7 @@ def test_batch_path_raises_the_per_record_desync_errors(make: Callable[[bytes], 
     same = b"".join(message(3 + i, SEC0, 2 + i, b"s" * 200) for i in range(run))
     stream = make(message(1, SEC0, 0, b"abcd") + message(2, SEC0, 1, b"x" * 40) + same) + same
     errors = []
-    for feed in (p.PacketStreamParser().feed, p.PacketStreamParser().feed_records):
+    for feed in (PacketStreamParser().feed, PacketStreamParser().feed_records):
         with pytest.raises(ValueError) as caught:
             feed(stream)
         errors.append(str(caught.value))
@@ -226,7 +227,7 @@ def test_null_link_chunks_stay_little_endian_and_match_bpf(tmp_path: Path) -> No
     ip_udp = bytes.fromhex("4500002000000000401100007f0000017f000001") + bytes.fromhex("13881389000c0000") + b"rtp!"
     frame = struct.pack("<I", 2) + ip_udp  # AF_INET, little-endian as an x86 BSD host writes it
     stream = b"".join(message(i + 1, SEC0, i, frame) for i in range(5))
-    got = p.PacketStreamParser().feed_records(stream)
+    got = PacketStreamParser().feed_records(stream)
     for big in (False, True):
         folder = tmp_path / str(big)
         with RollingPcapWriter(folder, "bsd", LINKTYPE_NULL, big_endian=big) as w:
@@ -260,7 +261,7 @@ def test_a_caplen_that_disagrees_with_plen_inside_an_equal_size_run_is_a_desync(
     bad[16:20] = (100).to_bytes(4, "big")  # plen still says 214 + 20
     parts[at] = bytes(bad)
     errors = []
-    for feed in (p.PacketStreamParser().feed, p.PacketStreamParser().feed_records):
+    for feed in (PacketStreamParser().feed, PacketStreamParser().feed_records):
         with pytest.raises(ValueError) as caught:
             feed(b"".join(parts))
         errors.append(str(caught.value))

@@ -7,6 +7,7 @@ import struct
 import pytest
 
 from rtpcore.rpcap import protocol as p
+from rtpcore.rpcap.framing import ControlReader, PacketStreamParser
 
 
 def frame(ver: int, msg_type: int, value: int, payload: bytes) -> bytes:
@@ -160,7 +161,7 @@ def test_error_message_code_in_value() -> None:
 
 def test_control_reader_frames_split_messages() -> None:
     stream = frame(0, 0x88, 0, bytes.fromhex("00000000d4c3b2a1")) + frame(0, 0x8A, 0, b"") + frame(0, 1, 18, b"no")
-    reader = p.ControlReader()
+    reader = ControlReader()
     got = []
     for byte in stream:
         reader.feed(bytes([byte]))
@@ -168,7 +169,7 @@ def test_control_reader_frames_split_messages() -> None:
             got.append((msg.header.type, msg.header.value, msg.payload))
     assert got == [(0x88, 0, bytes.fromhex("00000000d4c3b2a1")), (0x8A, 0, b""), (1, 18, b"no")]
     assert reader.buffered == 0
-    huge = p.ControlReader(max_payload=1000)
+    huge = ControlReader(max_payload=1000)
     huge.feed(frame(0, 0x82, 1, b"")[:4] + (5000).to_bytes(4, "big"))
     with pytest.raises(ValueError, match="FINDALLIF_REPLY announces a 5000-byte payload"):
         huge.next_message()
@@ -186,11 +187,11 @@ def test_packet_stream_parser_at_every_split_point() -> None:
     stream = b"".join(packet_message(i + 1, d, usec=10 * i, wire_len=len(d) + 4) for i, d in enumerate(datas))
     expected = [(1_700_000_000 * 10**9 + 10 * i * 1000, len(d), len(d) + 4, i + 1, d) for i, d in enumerate(datas)]
     for cut in range(len(stream) + 1):
-        parser = p.PacketStreamParser()
+        parser = PacketStreamParser()
         got = parser.feed(stream[:cut]) + parser.feed(stream[cut:])
         assert got == expected, cut
         assert parser.pending == 0 and parser.packets == 3
-    parser = p.PacketStreamParser()
+    parser = PacketStreamParser()
     got = []
     for byte in stream:
         got += parser.feed(bytearray([byte]))
@@ -201,21 +202,21 @@ def test_packet_stream_parser_uses_caplen_when_rpcapd_wrapped_plen() -> None:
     big = bytes(range(256)) * 300  # 76800 bytes: 20 + caplen does not fit rpcapd's uint16 cast
     stream = packet_message(1, big) + packet_message(2, b"tail")
     assert int.from_bytes(stream[4:8], "big") == (20 + len(big)) - 65536
-    parser = p.PacketStreamParser()
+    parser = PacketStreamParser()
     got = parser.feed(stream[:50000]) + parser.feed(stream[50000:])
     assert [(g[1], g[3], g[4]) for g in got] == [(len(big), 1, big), (4, 2, b"tail")]
 
 
 def test_packet_stream_parser_rejects_desync() -> None:
     with pytest.raises(ValueError, match="STATS_REPLY message where PACKET expected at byte 0"):
-        p.PacketStreamParser().feed(frame(0, 0x89, 0, bytes(20)))
+        PacketStreamParser().feed(frame(0, 0x89, 0, bytes(20)))
     good = packet_message(1, b"abcd")
     bad = bytearray(packet_message(2, b"efgh"))
     bad[4:8] = (99).to_bytes(4, "big")
     with pytest.raises(ValueError, match=rf"packet 2: plen 99 does not match caplen 4 \+ 20.*at byte {len(good)}"):
-        p.PacketStreamParser().feed(good + bytes(bad))
+        PacketStreamParser().feed(good + bytes(bad))
     with pytest.raises(ValueError, match="caplen 300000 exceeds 262144"):
-        p.PacketStreamParser().feed(bytes([0, 7, 0, 0]) + bytes(4) + struct.pack(">IIIII", 0, 0, 300000, 0, 1))
+        PacketStreamParser().feed(bytes([0, 7, 0, 0]) + bytes(4) + struct.pack(">IIIII", 0, 0, 300000, 0, 1))
 
 
 def test_packet_stream_parser_keeps_up_with_100k_pps() -> None:
@@ -223,7 +224,7 @@ def test_packet_stream_parser_keeps_up_with_100k_pps() -> None:
 
     one = packet_message(1, b"\x80" * 200)  # a typical RTP-over-Ethernet frame
     chunk = one * 5000
-    parser = p.PacketStreamParser()
+    parser = PacketStreamParser()
     start = time.perf_counter()
     n = 0
     for i in range(20):
