@@ -25,7 +25,7 @@ from rtpcore.media.demux import (
 from rtpcore.media.bpf import relay_endpoints
 from rtpcore.media.flowcache import record_flows
 from rtpcore.media.latch import adopt
-from rtpcore.media.select import ChunkChoice, MediaSelection, call_windows, select_files
+from rtpcore.media.select import ChunkChoice, Endpoint, MediaSelection, Span, call_windows, select_files
 from rtpcore.parallel import Beside, BesideError, beside, map_in_processes
 from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
@@ -174,7 +174,11 @@ def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
 
         files = media_files(materialize_media(sources, txn.final.root, job.settings))
     else:
-        files = media_files([Path(m) for m in sources])
+        from rtpcore.storage.absent import emptied_session
+
+        local = [Path(m) for m in sources]
+        kept = [p for p in local if not emptied_session(p)]  # select_media reads their chunks from S3
+        files = media_files(kept) if kept else []
     check_names(files)
     return files
 
@@ -191,6 +195,8 @@ def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, fil
     endpoints = relay_endpoints(plan) if flows_on else None
     choices = select_files(files, windows, cache=True, endpoints=endpoints) if not job.sip_is_media else [
         ChunkChoice(f, f.stat().st_size, None, "full", "the SIP capture: read in full") for f in files]
+    if not job.sip_is_media:
+        choices += _absent_from_sessions(job, txn, windows, endpoints)
     for n, source in enumerate(s for s in job.sources if isinstance(s, str)):
         from rtpcore.storage.download import FURTHER_IMPORT, select_from_storage, storage_for_url
 
@@ -207,6 +213,18 @@ def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, fil
     if not selection.reads:
         raise NoMediaMatchError(selection.nothing_read_message(plan.call_id))
     return selection
+
+
+def _absent_from_sessions(job: CorrelationJob, txn: ResultTransaction, windows: Sequence[Span],
+                          endpoints: Sequence[Endpoint] | None) -> list[ChunkChoice]:
+    """The call's part of chunks a session folder's manifest lists but its raw/ lost (removed after upload): from S3."""
+    from rtpcore.storage.absent import absent_chunks, fetch_absent
+
+    absent = absent_chunks([s for s in job.sources if isinstance(s, Path)], windows)
+    if not absent:
+        return []
+    defer = bool(job.settings is not None and job.settings.cluster_address)
+    return fetch_absent(absent, job.settings, txn.final.root, windows, endpoints=endpoints, defer=defer)
 
 
 def filter_one(

@@ -5,7 +5,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -273,7 +273,7 @@ def publish_outputs(
 
 def select_from_storage(
     storage: Storage, source: str, dest_dir: Path, windows: Sequence[tuple[int, int]], *,
-    endpoints: Sequence[Endpoint] | None = None, defer: bool = False,
+    endpoints: Sequence[Endpoint] | None = None, defer: bool = False, only: Collection[str] | None = None,
 ) -> list[ChunkChoice]:
     """Decide per raw/ chunk of a stored session from its sidecar index; fetch only what the call needs.
 
@@ -283,10 +283,14 @@ def select_from_storage(
     downloaded whole into dest/raw/ (a warning) and indexed locally. Never the whole session.
     With the call's endpoints, a chunk's flow summary in S3 (`<key>.flows.json`) may skip it (flow_choice); defer:
     leave the ranges in S3 for the filter tasks to read themselves (cluster workers without a shared disk).
+    only: these chunk names of raw/ and no others (a local session's chunks removed after upload).
     """
     storage, prefix, _ = _session_prefix(storage, source)
     objects = {o.key[len(prefix) + 1:]: o for o in storage.list(f"{prefix}/raw/")}
-    chunks = {rel: o for rel, o in objects.items() if Path(rel).suffix.lower() in CAPTURE_SUFFIXES}
+    chunks = {rel: o for rel, o in objects.items() if Path(rel).suffix.lower() in CAPTURE_SUFFIXES
+              and (only is None or Path(rel).name in only)}
+    if only is not None and (gone := sorted(set(only) - {Path(rel).name for rel in chunks})):
+        raise StorageNotFoundError(f"{', '.join(gone)}: not under {prefix}/raw/ in {storage.describe()}")
     if not chunks:
         raise StorageNotFoundError(f"no raw/ objects under {prefix}/ in {storage.describe()} (no capture chunks); "
                                    "check the session URL or environment/session path")
