@@ -101,7 +101,8 @@ def make_job(
     publish_to: str | None = None,
 ) -> CorrelationJob:
     """The job with every setting resolved in one place (RTPHELPER_MIN_LEG_PACKETS, storage mode); publish_to: the
-    S3 session a capture uploaded the (local) media to, where the outputs go as well."""
+    S3 session a capture uploaded the (local) media to, where the outputs go as well (found by itself for a session
+    folder with an upload queue, in S3 mode)."""
     from rtpcore.storage.download import is_s3_url
 
     if settings is None:
@@ -113,6 +114,10 @@ def make_job(
         min_packets = settings.min_leg_packets
     if publish_to is not None and not is_s3_url(publish_to):
         raise ConfigError(f"publish_to {publish_to!r}: not an s3://bucket/prefix/… session URL")
+    if publish_to is None:  # a local session folder of an S3-mode capture: outputs go beside its chunks
+        from rtpcore.storage.uploaded import uploaded_to
+
+        publish_to = uploaded_to([m for m in media if isinstance(m, Path)], settings)
     publish = publish_to is not None or (
         any(isinstance(m, str) for m in media) and settings.storage_mode == S3_STORAGE_MODE)
     return CorrelationJob(Path(sip), direction, media, Path(out), call_id, number, min_packets, overwrite, workers,
@@ -174,7 +179,7 @@ def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
 
         files = media_files(materialize_media(sources, txn.final.root, job.settings))
     else:
-        from rtpcore.storage.absent import emptied_session
+        from rtpcore.storage.uploaded import emptied_session
 
         local = [Path(m) for m in sources]
         kept = [p for p in local if not emptied_session(p)]  # select_media reads their chunks from S3
@@ -218,7 +223,7 @@ def select_media(job: CorrelationJob, plan: LegPlan, txn: ResultTransaction, fil
 def _absent_from_sessions(job: CorrelationJob, txn: ResultTransaction, windows: Sequence[Span],
                           endpoints: Sequence[Endpoint] | None) -> list[ChunkChoice]:
     """The call's part of chunks a session folder's manifest lists but its raw/ lost (removed after upload): from S3."""
-    from rtpcore.storage.absent import absent_chunks, fetch_absent
+    from rtpcore.storage.uploaded import absent_chunks, fetch_absent
 
     absent = absent_chunks([s for s in job.sources if isinstance(s, Path)], windows)
     if not absent:

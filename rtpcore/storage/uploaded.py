@@ -1,4 +1,4 @@
-"""Chunks a capture session's manifest lists that its raw/ folder no longer holds.
+"""A local capture session's copy in S3: chunks its raw/ folder no longer holds are read from it, outputs go to it.
 
 In S3 mode the upload queue removes the local copy of uploaded chunks to keep the spool under
 RTPHELPER_LOCAL_SPOOL_MAX_BYTES, so a long capture's folder keeps only its newest chunks. A correlation given that
@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     from rtpcore.media.select import ChunkChoice, Endpoint, Span
     from rtpcore.settings import Settings
 
-__all__ = ["AbsentChunk", "MissingChunkError", "absent_chunks", "emptied_session", "fetch_absent"]
+__all__ = ["AbsentChunk", "MissingChunkError", "absent_chunks", "emptied_session", "fetch_absent", "uploaded_to"]
 
 log = logging.getLogger(__name__)
 
 RAW_DIR = "raw"
 MANIFEST_NAME = "manifest.jsonl"   # rtpcore.capture.manifest's, not imported for folders that have none
+QUEUE_LOCATION = ".upload-queue/location.json"   # rtpcore.storage.queue's QUEUE_DIR/LOCATION_FILE
 RAW_KEY_PART = "/raw/"
 EVICTED_WHY = "removed locally after its upload (RTPHELPER_LOCAL_SPOOL_MAX_BYTES)"
 
@@ -69,6 +70,27 @@ def emptied_session(source: Path) -> bool:
     if root is None or not (root / MANIFEST_NAME).is_file():
         return False
     return not any(p.suffix.lower() in CAPTURE_SUFFIXES for p in (root / RAW_DIR).iterdir() if p.is_file())
+
+
+def uploaded_to(sources: Sequence[Path], settings: Settings | None) -> str | None:
+    """The s3:// URL of the session a local session folder among `sources` uploads to (its queue's location), when
+    this run is in S3 mode with a bucket: the correlation's outputs are published there, beside its chunks."""
+    if settings is None or settings.storage_mode != "s3" or not settings.s3_bucket_name:
+        return None
+    for source in sources:
+        root = _session_root(Path(source))
+        if root is None or not (root / QUEUE_LOCATION).is_file():
+            continue
+        from rtpcore.storage.queue import QueueStore
+
+        try:
+            location = QueueStore(root).load_location()
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("%s: unreadable (%s); the outputs are not published to S3", root / QUEUE_LOCATION, exc)
+            continue
+        if location is not None:
+            return f"s3://{settings.s3_bucket_name}/{location.key_prefix}/"
+    return None
 
 
 def _meets(first_ns: int | None, last_ns: int | None, windows: Sequence[Span]) -> bool:

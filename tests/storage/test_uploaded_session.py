@@ -15,13 +15,14 @@ import pytest
 from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
 from rtpcore.pcap.index import load_index
 from rtpcore.pcap.rolling import ChunkInfo
-from rtpcore.pipeline import correlate
+from rtpcore.pipeline import InProcessRunner, correlate, make_job, run_steps
 from rtpcore.settings import load_settings
 from rtpcore.storage.keys import SessionLocation
 from rtpcore.storage.queue import UploadQueue
-from tests.storage.conftest import MotoServer, free_port, point_cli_at, s3_storage
+from tests.storage.conftest import BUCKET, MotoServer, free_port, point_cli_at, s3_storage
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+SESSION_KEY = "captures/prod-eu/ticket-12/20260115_100000"
 MIB = 1024 * 1024
 
 
@@ -81,7 +82,9 @@ def test_chunks_removed_after_upload_are_range_read_from_s3_and_the_outputs_are_
     evicted = upload_and_evict(session, moto_server)
     # The cap is enforced after each upload, so the newest chunk may stay: a folder of local and removed chunks.
     assert len(evicted) >= len(session.chunks) - 2, f"the 1 MiB spool cap removed only {evicted}"
-    report = correlate(session.sip, "inbound", [session.root / "raw"], tmp_path / "out", settings=load_settings())
+    # As the CLI and the flows run it (correlate() leaves publishing out).
+    report = run_steps(make_job(session.sip, "inbound", [session.root / "raw"], tmp_path / "out",
+                                settings=load_settings()), InProcessRunner()).report
 
     assert outputs(tmp_path / "out") == outputs(full) and outputs(full)
     media = report.to_json()["media_read"]
@@ -91,6 +94,13 @@ def test_chunks_removed_after_upload_are_range_read_from_s3_and_the_outputs_are_
     assert {Path(c["source"]).name for c in from_s3} <= set(evicted)
     assert sum(c["bytes_read"] for c in from_s3) < sum(c["bytes"] for c in from_s3), "only the call's ranges"
     assert len(from_s3) < len(evicted), "removed chunks outside the call's time are not fetched"
+
+    # S3 mode and the session's queue knows its place in the bucket: the outputs are published beside the chunks.
+    stored = moto_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"{SESSION_KEY}/combined/")
+    published = {o["Key"].rsplit("/", 1)[1] for o in stored.get("Contents", [])}
+    assert {"media_raw.pcap", "media_decrypted.pcap", "SIP_plus_media_decrypted.pcap"} <= published
+    body = moto_server.client().get_object(Bucket=BUCKET, Key=f"{SESSION_KEY}/combined/media_decrypted.pcap")["Body"]
+    assert body.read() == (tmp_path / "out" / "combined" / "media_decrypted.pcap").read_bytes()
 
 
 def test_removed_chunks_with_s3_unreachable_fail_by_name_and_write_nothing(
@@ -140,6 +150,6 @@ def test_a_lost_chunk_in_the_call_stops_the_run_and_one_outside_it_does_not(
 
 
 def test_the_manifest_name_is_the_captures() -> None:
-    from rtpcore.storage import absent
+    from rtpcore.storage import uploaded as absent
 
     assert absent.MANIFEST_NAME == MANIFEST_NAME
