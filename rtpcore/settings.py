@@ -4,6 +4,8 @@
 prefix), then the process environment on top of it, and validates everything into one frozen
 `Settings`. Every error names where the bad value came from (file and line, or "environment").
 AWS credentials are deliberately not settings: boto3's credential chain reads them.
+Settings is a plain dataclass with its own converters, not a pydantic model: building a pydantic
+class of ~60 fields cost every CLI start ~70 ms (issue 12: imports on demand).
 """
 from __future__ import annotations
 
@@ -12,21 +14,12 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal, get_args
 
 from rtpcore.errors import ConfigError
 from rtpcore.literals import STORAGE_MODES, StorageMode
@@ -58,8 +51,24 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _BUCKET_RULE = "3-63 characters: lowercase letters, digits, dots, hyphens"
+# Field metadata keys: the converter every value (defaults too) goes through, the cross-field check run after it
+# with the fields validated so far, whether a relative path is anchored at load_settings' base_dir, the help text.
+_CONVERT, _CHECK, _ANCHOR, _DESCRIPTION = "convert", "check", "anchor", "description"
 
 logger = logging.getLogger(__name__)
+Convert = Callable[[Any], Any]
+Check = Callable[[Any, Mapping[str, Any]], Any]
+
+
+class SettingsError(ValueError):
+    """Every bad value of one Settings construction at once, as (field, value as shown, reason)."""
+
+    def __init__(self, errors: Sequence[tuple[str, str, str]]) -> None:
+        super().__init__(tuple(errors))  # args = (errors,): the exception pickles to a child process as it is
+        self.errors = tuple(errors)
+
+    def __str__(self) -> str:
+        return "; ".join(redact_secrets(f"{name}={shown} {reason}") for name, shown, reason in self.errors)
 
 
 def _to_size(minimum: int, value: Any) -> int:
@@ -95,10 +104,11 @@ def _to_seconds(value: Any) -> float:
     return float(value)
 
 
-def _positive_seconds(value: float) -> float:
-    if value <= 0:
+def _to_positive_seconds(value: Any) -> float:
+    seconds = _to_seconds(value)
+    if seconds <= 0:
         raise ValueError("must be more than 0 seconds")
-    return value
+    return seconds
 
 
 def _to_bool(value: Any) -> bool:
@@ -120,6 +130,15 @@ def _to_choice(options: tuple[str, ...], value: Any) -> str:
     raise ValueError(f"must be one of {', '.join(options)}")
 
 
+def _to_text(value: Any) -> str:
+    """A required text setting: taken as it is (as pydantic's str with min_length=1 did), never empty."""
+    if not isinstance(value, str):
+        raise ValueError("is not text")
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
 def _to_optional_text(value: Any) -> str | None:
     if value is None:
         return None
@@ -127,10 +146,23 @@ def _to_optional_text(value: Any) -> str | None:
     return text or None
 
 
-def _expand_path(value: Path, info: ValidationInfo) -> Path:
+def _to_path(value: Any) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError("is not a path")
+    try:
+        return Path(value)
+    except TypeError:  # a PathLike whose __fspath__ gives bytes
+        raise ValueError("is not a path") from None
+
+
+def _to_optional_path(value: Any) -> Path | None:
+    text = _to_optional_text(value)
+    return None if text is None else Path(text)
+
+
+def _expand_path(value: Path, base: Path | None) -> Path:
     """Expand ~ and, when load_settings passes a base_dir, anchor relative paths there."""
     path = value.expanduser()
-    base = (info.context or {}).get("base_dir")
     return path if path.is_absolute() or base is None else Path(base) / path
 
 
@@ -143,23 +175,34 @@ def split_s3_path(text: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def _size(minimum: int) -> Any:
-    return BeforeValidator(partial(_to_size, minimum))
+def _to_bucket(value: Any) -> str | None:
+    bucket = _to_optional_text(value)
+    if bucket is not None and not _BUCKET_RE.match(bucket):
+        raise ValueError(f"is not a valid S3 bucket name ({_BUCKET_RULE})")
+    return bucket
 
 
-def _int(minimum: int) -> Any:
-    return BeforeValidator(partial(_to_int, minimum))
+def _to_s3_path(value: Any) -> str | None:
+    path = _to_optional_text(value)
+    if path is not None and not _BUCKET_RE.match(split_s3_path(path)[0]):
+        raise ValueError(f"must be <bucket>/<optional/prefix> with a valid bucket name ({_BUCKET_RULE})")
+    return path
 
 
-PositiveInt = Annotated[int, _int(1)]
-NonNegativeInt = Annotated[int, _int(0)]
-Seconds = Annotated[float, BeforeValidator(_to_seconds)]
-PositiveSeconds = Annotated[float, BeforeValidator(_to_seconds), AfterValidator(_positive_seconds)]
-Flag = Annotated[bool, BeforeValidator(_to_bool)]
-OptionalText = Annotated[str | None, BeforeValidator(_to_optional_text)]
-SettingsPath = Annotated[Path, AfterValidator(_expand_path)]
-OptionalPath = Annotated[Path | None, BeforeValidator(_to_optional_text), AfterValidator(
-    lambda v, info: None if v is None else _expand_path(v, info))]
+def _check_backoff(value: float, valid: Mapping[str, Any]) -> float:
+    """The reconnect cap is not below the base (skipped when the base itself was bad: that error says enough)."""
+    base = valid.get("rpcap_reconnect_base_seconds")
+    if base is not None and value < base:
+        raise ValueError(f"must be at least {env_var('rpcap_reconnect_base_seconds')} ({base:g})")
+    return value
+
+
+_POSITIVE_INT: Convert = partial(_to_int, 1)
+_NON_NEGATIVE_INT: Convert = partial(_to_int, 0)
+
+
+def _size(minimum: int) -> Convert:
+    return partial(_to_size, minimum)
 
 
 # --- call assembly (issue 8): number formats on both sides of an SBC, correlation headers ---------
@@ -196,119 +239,170 @@ def _to_list(check: re.Pattern[str], what: str, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-CountryCode = Annotated[str | None, BeforeValidator(_to_country_code)]
-Digits = Annotated[str, BeforeValidator(_to_digits)]
-DigitList = Annotated[tuple[str, ...], BeforeValidator(partial(_to_list, _DIGITS_RE, "1-8 digits"))]
-HeaderList = Annotated[tuple[str, ...], BeforeValidator(partial(_to_list, _HEADER_NAME_RE, "a SIP header name"))]
+_DIGIT_LIST: Convert = partial(_to_list, _DIGITS_RE, "1-8 digits")
+_HEADER_LIST: Convert = partial(_to_list, _HEADER_NAME_RE, "a SIP header name")
 # --- end call assembly ----------------------------------------------------------------------------
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
-class Settings(BaseModel):
+def _setting(default: Any, convert: Convert, description: str = "", *, check: Check | None = None,
+             anchor: bool = False, shown: bool = True) -> Any:
+    """A Settings field: its default (converted too, as pydantic's validate_default did), converter and help text."""
+    return field(default=default, repr=shown, metadata={
+        _CONVERT: convert, _CHECK: check, _ANCHOR: anchor, _DESCRIPTION: description})
+
+
+def _shown(name: str, value: Any) -> str:
+    return REDACTED_SETTING if name in SECRET_FIELDS and value is not None else repr(value)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Settings:
     """Every RTPHELPER_* variable of the seed, typed, with the seed's defaults (field = lower-case suffix)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # {field name: description}, in field order (the name pydantic gave it: callers iterate it for the names).
+    model_fields: ClassVar[Mapping[str, str]]
 
-    storage_mode: Annotated[StorageMode, BeforeValidator(partial(_to_choice, STORAGE_MODES))] = Field(
-        "s3", description="s3: try S3 first and fall back to local disk on failure; local: always local")
-    s3_endpoint: str = Field(AWS_DEFAULT_S3_ENDPOINT, min_length=1, description="S3 host name or URL")
-    s3_region: str = Field("eu-west-1", min_length=1)
-    s3_path: OptionalText = Field(None, description="<bucket>/<optional/prefix>")
-    s3_bucket: OptionalText = Field(None, description="overrides the bucket of RTPHELPER_S3_PATH")
-    s3_prefix: OptionalText = Field(None, description="overrides the prefix of RTPHELPER_S3_PATH")
-    s3_pool_capture: PositiveInt = Field(6, description="S3 HTTP pool while a capture runs")
-    s3_pool_post_capture: PositiveInt = Field(60, description="S3 HTTP pool during the final flush")
-    s3_upload_workers_max: PositiveInt = Field(6, description="background upload workers")
-    s3_upload_concurrency_capture: PositiveInt = Field(2, description="concurrent uploads while capturing")
-    s3_upload_concurrency_post_capture: PositiveInt = Field(4, description="concurrent uploads after stop")
-    s3_upload_max_attempts: PositiveInt = Field(5, description="tries per file before it is marked failed")
-    s3_max_pool_connections: PositiveInt = Field(10, description="base botocore pool size")
-    s3_maintenance_max_files_active: PositiveInt = Field(50, description="files per maintenance cycle")
-    s3_connect_timeout_seconds: PositiveSeconds = Field(3.0, description="S3 TCP/TLS connect deadline per request")
-    s3_read_timeout_seconds: PositiveSeconds = Field(
-        10.0, description="S3 deadline for each response read; a black-holed endpoint fails after this")
-    s3_request_max_attempts: PositiveInt = Field(3, description="botocore tries per S3 request (retries included)")
-    s3_probe_timeout_seconds: PositiveSeconds = Field(
-        4.0, description="deadline of the S3 health probe (one request, no retry) that decides 'unavailable'")
-    s3_probe_interval_seconds: PositiveSeconds = Field(30.0, description="how often S3 is probed while in local fallback")
-    s3_final_flush_seconds: Seconds = Field(
-        10.0, description="after a capture, wait this long for the last uploads; the rest stays queued for flush")
-    s3_stall_seconds: PositiveSeconds = Field(
-        5.0, description="an upload with no S3 progress for this long triggers a health probe")
-    s3_multipart_threshold_bytes: Annotated[int, _size(S3_MIN_PART_BYTES)] = 200 * MIB
-    s3_multipart_chunksize_bytes: Annotated[int, _size(S3_MIN_PART_BYTES)] = 100 * MIB
-    s3_multipart_max_concurrency: PositiveInt = 10
-    s3_multipart_use_threads: Flag = True
-    rolling_pcap_max_bytes: Annotated[int, _size(MIN_ROLLING_BYTES)] = Field(
-        500 * MIB, description="raw capture chunk size per host")
-    rolling_pcap_max_seconds: NonNegativeInt = Field(0, description="time rollover per chunk; 0 = off")
-    local_spool_max_bytes: Annotated[int, _size(MIB)] = Field(
-        5368709120, description="local spool cap while S3 mode is active")
-    rpcap_reconnect_base_seconds: Seconds = 2.0
-    rpcap_reconnect_max_seconds: Seconds = 30.0
-    rpcap_reconnect_max_attempts: NonNegativeInt = 3
-    correlation_job_timeout_seconds: PositiveInt = 3600
-    log_level: Annotated[LogLevel, BeforeValidator(partial(_to_choice, LogLevel.__args__))] = "INFO"
-    capture_root: OptionalPath = Field(None, description="overrides hosts.yaml settings.default_capture_root")
-    env_file: OptionalPath = Field(None, description="the env file these settings were read from")
-    hosts_file: SettingsPath = Path("config/hosts.yaml")
-    min_leg_packets: NonNegativeInt = Field(
-        10, description="keep a leg/file result only when it has more than this many packets")
-    log_dir: SettingsPath = Path("logs")
-    post_capture_wait_seconds: PositiveInt = Field(
-        3600, description="how long a finished capture-session waits for the SIP pcap form before completing")
+    storage_mode: StorageMode = _setting(
+        "s3", partial(_to_choice, STORAGE_MODES),
+        "s3: try S3 first and fall back to local disk on failure; local: always local")
+    s3_endpoint: str = _setting(AWS_DEFAULT_S3_ENDPOINT, _to_text, "S3 host name or URL")
+    s3_region: str = _setting("eu-west-1", _to_text)
+    s3_path: str | None = _setting(None, _to_s3_path, "<bucket>/<optional/prefix>")
+    s3_bucket: str | None = _setting(None, _to_bucket, "overrides the bucket of RTPHELPER_S3_PATH")
+    s3_prefix: str | None = _setting(None, _to_optional_text, "overrides the prefix of RTPHELPER_S3_PATH")
+    s3_pool_capture: int = _setting(6, _POSITIVE_INT, "S3 HTTP pool while a capture runs")
+    s3_pool_post_capture: int = _setting(60, _POSITIVE_INT, "S3 HTTP pool during the final flush")
+    s3_upload_workers_max: int = _setting(6, _POSITIVE_INT, "background upload workers")
+    s3_upload_concurrency_capture: int = _setting(2, _POSITIVE_INT, "concurrent uploads while capturing")
+    s3_upload_concurrency_post_capture: int = _setting(4, _POSITIVE_INT, "concurrent uploads after stop")
+    s3_upload_max_attempts: int = _setting(5, _POSITIVE_INT, "tries per file before it is marked failed")
+    s3_max_pool_connections: int = _setting(10, _POSITIVE_INT, "base botocore pool size")
+    s3_maintenance_max_files_active: int = _setting(50, _POSITIVE_INT, "files per maintenance cycle")
+    s3_connect_timeout_seconds: float = _setting(
+        3.0, _to_positive_seconds, "S3 TCP/TLS connect deadline per request")
+    s3_read_timeout_seconds: float = _setting(
+        10.0, _to_positive_seconds, "S3 deadline for each response read; a black-holed endpoint fails after this")
+    s3_request_max_attempts: int = _setting(3, _POSITIVE_INT, "botocore tries per S3 request (retries included)")
+    s3_probe_timeout_seconds: float = _setting(
+        4.0, _to_positive_seconds,
+        "deadline of the S3 health probe (one request, no retry) that decides 'unavailable'")
+    s3_probe_interval_seconds: float = _setting(
+        30.0, _to_positive_seconds, "how often S3 is probed while in local fallback")
+    s3_final_flush_seconds: float = _setting(
+        10.0, _to_seconds, "after a capture, wait this long for the last uploads; the rest stays queued for flush")
+    s3_stall_seconds: float = _setting(
+        5.0, _to_positive_seconds, "an upload with no S3 progress for this long triggers a health probe")
+    s3_multipart_threshold_bytes: int = _setting(200 * MIB, _size(S3_MIN_PART_BYTES))
+    s3_multipart_chunksize_bytes: int = _setting(100 * MIB, _size(S3_MIN_PART_BYTES))
+    s3_multipart_max_concurrency: int = _setting(10, _POSITIVE_INT)
+    s3_multipart_use_threads: bool = _setting(True, _to_bool)
+    rolling_pcap_max_bytes: int = _setting(500 * MIB, _size(MIN_ROLLING_BYTES), "raw capture chunk size per host")
+    rolling_pcap_max_seconds: int = _setting(0, _NON_NEGATIVE_INT, "time rollover per chunk; 0 = off")
+    local_spool_max_bytes: int = _setting(5368709120, _size(MIB), "local spool cap while S3 mode is active")
+    rpcap_reconnect_base_seconds: float = _setting(2.0, _to_seconds)
+    rpcap_reconnect_max_seconds: float = _setting(30.0, _to_seconds, check=_check_backoff)
+    rpcap_reconnect_max_attempts: int = _setting(3, _NON_NEGATIVE_INT)
+    correlation_job_timeout_seconds: int = _setting(3600, _POSITIVE_INT)
+    log_level: LogLevel = _setting("INFO", partial(_to_choice, LOG_LEVELS))
+    capture_root: Path | None = _setting(
+        None, _to_optional_path, "overrides hosts.yaml settings.default_capture_root", anchor=True)
+    env_file: Path | None = _setting(
+        None, _to_optional_path, "the env file these settings were read from", anchor=True)
+    hosts_file: Path = _setting(Path("config/hosts.yaml"), _to_path, anchor=True)
+    min_leg_packets: int = _setting(
+        10, _NON_NEGATIVE_INT, "keep a leg/file result only when it has more than this many packets")
+    log_dir: Path = _setting(Path("logs"), _to_path, anchor=True)
+    post_capture_wait_seconds: int = _setting(
+        3600, _POSITIVE_INT, "how long a finished capture-session waits for the SIP pcap form before completing")
     # --- selective reading (issue 12) ---
-    media_select: Flag = Field(
-        True, description="read only the raw chunks/byte ranges the call's time touches (false: read every byte)")
-    media_select_margin_seconds: Seconds = Field(
-        10.0, description="extra time around the call's SIP and media windows when choosing chunks (clock offsets)")
-    flow_summary: Flag = Field(
-        False, description="cache a flow summary per chunk (<chunk>.flows.json) from the bytes a correlation reads, "
-                           "and skip chunks whose summary shows none of a later call's endpoints (the first "
-                           "correlation of a time range then costs ~2.2x: worth it for sessions with many calls)")
+    media_select: bool = _setting(
+        True, _to_bool, "read only the raw chunks/byte ranges the call's time touches (false: read every byte)")
+    media_select_margin_seconds: float = _setting(
+        10.0, _to_seconds,
+        "extra time around the call's SIP and media windows when choosing chunks (clock offsets)")
+    flow_summary: bool = _setting(
+        False, _to_bool, "cache a flow summary per chunk (<chunk>.flows.json) from the bytes a correlation reads, "
+                         "and skip chunks whose summary shows none of a later call's endpoints (the first "
+                         "correlation of a time range then costs ~2.2x: worth it for sessions with many calls)")
     # --- call assembly (issue 8) ---
-    number_country_code: CountryCode = Field(
-        None, description="country code of national numbers on the core side (44: 020… is +4420…)")
-    number_national_prefix: Digits = Field("0", description="trunk prefix of national numbers")
-    number_international_prefix: Digits = Field("00", description="prefix of international numbers (00 44… is +44…)")
-    number_strip_prefixes: DigitList = Field((), description="routing prefixes removed before comparing numbers")
-    correlation_headers: HeaderList = Field(
-        ("X-CID",), description="headers an SBC copies across both sides of a call (besides Session-ID and "
-                                "P-Charging-Vector)")
+    number_country_code: str | None = _setting(
+        None, _to_country_code, "country code of national numbers on the core side (44: 020… is +4420…)")
+    number_national_prefix: str = _setting("0", _to_digits, "trunk prefix of national numbers")
+    number_international_prefix: str = _setting(
+        "00", _to_digits, "prefix of international numbers (00 44… is +44…)")
+    number_strip_prefixes: tuple[str, ...] = _setting(
+        (), _DIGIT_LIST, "routing prefixes removed before comparing numbers")
+    correlation_headers: tuple[str, ...] = _setting(
+        ("X-CID",), _HEADER_LIST, "headers an SBC copies across both sides of a call (besides Session-ID and "
+                                  "P-Charging-Vector)")
     # --- the desk (issue 10): files in, files out ---
-    link_expires_seconds: PositiveInt = Field(
-        3600, description="validity of presigned S3 links and of `rtphelper serve` links to outputs")
-    serve_address: str = Field("127.0.0.1:8765", min_length=1, description="host:port `rtphelper serve` binds to")
-    serve_url: OptionalText = Field(
-        None, description="base URL browsers reach `rtphelper serve` at; set: output links point at it")
-    serve_secret: OptionalText = Field(
-        None, description="HMAC secret of serve links and uploads (never logged); shared by the worker and laptops")
-    fetch_max_bytes: Annotated[int, _size(1)] = Field(
-        2 * 1024 * MIB, description="largest SIP pcap fetched from an https:// URL")
-    fetch_timeout_seconds: PositiveSeconds = Field(
-        30.0, description="deadline of each network read when fetching a SIP pcap or calling the Prefect API")
+    link_expires_seconds: int = _setting(
+        3600, _POSITIVE_INT, "validity of presigned S3 links and of `rtphelper serve` links to outputs")
+    serve_address: str = _setting("127.0.0.1:8765", _to_text, "host:port `rtphelper serve` binds to")
+    serve_url: str | None = _setting(
+        None, _to_optional_text, "base URL browsers reach `rtphelper serve` at; set: output links point at it")
+    serve_secret: str | None = _setting(
+        None, _to_optional_text,
+        "HMAC secret of serve links and uploads (never logged); shared by the worker and laptops", shown=False)
+    fetch_max_bytes: int = _setting(2 * 1024 * MIB, _size(1), "largest SIP pcap fetched from an https:// URL")
+    fetch_timeout_seconds: float = _setting(
+        30.0, _to_positive_seconds,
+        "deadline of each network read when fetching a SIP pcap or calling the Prefect API")
+    # issue 12: distributed
+    cluster_address: str | None = _setting(
+        None, _to_optional_text, "Dask scheduler (tcp://host:8786) for large correlations' per-file filter tasks; "
+                                 "unset: always in-process")
+    distributed_min_bytes: int = _setting(
+        4 * GIB, _size(MIB), "with a cluster address: filter on the cluster from this much selected raw media")
+    distributed_min_chunks: int = _setting(
+        16, _POSITIVE_INT, "with a cluster address: or from this many selected raw files")
 
-    @field_validator("s3_bucket")
-    @classmethod
-    def _check_bucket(cls, value: str | None) -> str | None:
-        if value is not None and not _BUCKET_RE.match(value):
-            raise ValueError(f"is not a valid S3 bucket name ({_BUCKET_RULE})")
-        return value
+    def __init__(self, **values: Any) -> None:
+        """Validated like load_settings' values (text converted, defaults too); SettingsError lists every bad one."""
+        self._fill(values, None)
 
-    @field_validator("s3_path")
-    @classmethod
-    def _check_path(cls, value: str | None) -> str | None:
-        if value is not None and not _BUCKET_RE.match(split_s3_path(value)[0]):
-            raise ValueError(f"must be <bucket>/<optional/prefix> with a valid bucket name ({_BUCKET_RULE})")
-        return value
+    def _fill(self, values: Mapping[str, Any], base: Path | None) -> None:
+        valid: dict[str, Any] = {}
+        errors: list[tuple[str, str, str]] = []
+        for spec in _FIELDS:
+            name, meta = spec.name, spec.metadata
+            raw = values.get(name, spec.default)
+            try:
+                value = meta[_CONVERT](raw)
+                if meta[_ANCHOR] and value is not None:
+                    value = _expand_path(value, base)
+                if meta[_CHECK] is not None:
+                    value = meta[_CHECK](value, valid)
+            except ValueError as exc:
+                errors.append((name, _shown(name, raw), str(exc)))
+            else:
+                valid[name] = value
+        for name in [name for name in values if name not in self.model_fields]:  # as pydantic's extra="forbid"
+            hint = difflib.get_close_matches(name, self.model_fields, n=1)
+            reason = "is not a setting" + (f"; did you mean {hint[0]}?" if hint else "")
+            errors.append((name, _shown(name, values[name]), reason))
+        if errors:
+            raise SettingsError(errors)
+        for name, value in valid.items():
+            object.__setattr__(self, name, value)
 
-    @field_validator("rpcap_reconnect_max_seconds")
     @classmethod
-    def _check_backoff(cls, value: float, info: ValidationInfo) -> float:
-        base = info.data.get("rpcap_reconnect_base_seconds")
-        if base is not None and value < base:
-            raise ValueError(f"must be at least {env_var('rpcap_reconnect_base_seconds')} ({base:g})")
-        return value
+    def model_validate(cls, values: Mapping[str, Any], *, context: Mapping[str, Any] | None = None) -> Settings:
+        """Settings from `values`; context {"base_dir": …} anchors relative paths there (load_settings' cwd)."""
+        base = (context or {}).get("base_dir")
+        settings = cls.__new__(cls)
+        settings._fill(values, None if base is None else Path(base))
+        return settings
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Settings:
+        """A copy with `update` applied, validated (unlike pydantic's): a bad value fails here, not where it is used."""
+        return type(self).model_validate({**self.model_dump(), **(update or {})})
+
+    def model_dump(self, *, exclude: Collection[str] = ()) -> dict[str, Any]:
+        """{field: value} in field order, values as they are (Path, tuple)."""
+        return {name: getattr(self, name) for name in self.model_fields if name not in exclude}
 
     @property
     def s3_bucket_name(self) -> str | None:
@@ -346,14 +440,9 @@ class Settings(BaseModel):
             out[env_var(name)] = redact_secrets(value) if isinstance(value, str) else value
         return out
 
-    # issue 12: distributed
-    cluster_address: OptionalText = Field(
-        None, description="Dask scheduler (tcp://host:8786) for large correlations' per-file filter tasks; "
-                          "unset: always in-process")
-    distributed_min_bytes: Annotated[int, _size(MIB)] = Field(
-        4 * GIB, description="with a cluster address: filter on the cluster from this much selected raw media")
-    distributed_min_chunks: PositiveInt = Field(
-        16, description="with a cluster address: or from this many selected raw files")
+
+_FIELDS = fields(Settings)
+Settings.model_fields = MappingProxyType({spec.name: spec.metadata[_DESCRIPTION] for spec in _FIELDS})
 
 
 def env_var(field_name: str) -> str:
@@ -444,16 +533,14 @@ def _warn_unknown(unknown: dict[str, str]) -> None:
         logger.warning("ignoring unknown setting(s): %s", ", ".join(parts))
 
 
-def _error_text(errors: list[Any], raw: dict[str, tuple[str, str]]) -> str:
+def _error_text(errors: Sequence[tuple[str, str, str]], raw: dict[str, tuple[str, str]]) -> str:
     lines = []
-    for error in errors:
-        field = str(error["loc"][0]) if error["loc"] else ""
-        reason = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+    for field, _, reason in errors:
         if field in raw:
             value, source = raw[field]
             lines.append(redact_secrets(f"{source}: {env_var(field)}={value!r} {reason}"))
         else:
-            lines.append(f"settings: {env_var(field) if field else 'RTPHELPER_*'} {reason}")
+            lines.append(f"settings: {env_var(field)} {reason}")
     return "; ".join(lines)
 
 
@@ -495,5 +582,5 @@ def load_settings(
     values["env_file"] = loaded
     try:
         return Settings.model_validate(values, context={"base_dir": base})
-    except ValidationError as exc:
-        raise ConfigError(_error_text(exc.errors(), raw)) from None
+    except SettingsError as exc:
+        raise ConfigError(_error_text(exc.errors, raw)) from None

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import re
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from rtpcore.errors import ConfigError
-from rtpcore.settings import REPLACED_BY_PREFECT, Settings, env_var, load_settings, read_env_file, split_s3_path
+from rtpcore.settings import (
+    REDACTED_SETTING, REPLACED_BY_PREFECT, Settings, SettingsError, env_var, load_settings, read_env_file,
+    split_s3_path,
+)
 from rtpcore.sizes import format_size, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,13 +208,105 @@ def test_capture_root_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_settings_are_frozen_and_redacted_dict_names_every_variable() -> None:
     settings = Settings(s3_endpoint="https://user:hunter2@s3.example.net")
-    with pytest.raises(ValidationError):
+    with pytest.raises(FrozenInstanceError):
         settings.log_level = "DEBUG"  # type: ignore[misc]
     shown = settings.redacted_dict()
     assert set(shown) == {env_var(f) for f in Settings.model_fields}
     assert "hunter2" not in str(shown)
     assert shown["RTPHELPER_LOCAL_SPOOL_MAX_BYTES"] == 5 * 2 ** 30
     assert shown["RTPHELPER_HOSTS_FILE"] == "config/hosts.yaml"
+
+
+# --- the model itself (a dataclass with its own converters since pydantic left this module) ------------
+
+def test_importing_settings_does_not_import_pydantic() -> None:
+    code = "import rtpcore.settings, sys; assert 'pydantic' not in sys.modules, 'pydantic was imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+
+
+def test_model_fields_keep_order_and_descriptions() -> None:
+    names = list(Settings.model_fields)
+    assert names[:3] == ["storage_mode", "s3_endpoint", "s3_region"] and names[-1] == "distributed_min_chunks"
+    assert len(names) == len(set(names)) == len(Settings().model_dump())
+    assert Settings.model_fields["s3_endpoint"] == "S3 host name or URL"
+    assert Settings.model_fields["s3_region"] == ""
+    assert list(Settings().model_dump(exclude={"env_file", "storage_mode"})) == [
+        n for n in names if n not in ("env_file", "storage_mode")]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"s3_endpoint": ""}, "s3_endpoint='' must not be empty"),
+        ({"s3_region": ""}, "s3_region='' must not be empty"),
+        ({"serve_address": ""}, "serve_address='' must not be empty"),
+        ({"s3_region": 5}, "s3_region=5 is not text"),
+        ({"hosts_file": 5}, "hosts_file=5 is not a path"),
+        ({"log_level": "loud"}, "log_level='loud' must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ({"s3_bucktt": "x"}, "s3_bucktt='x' is not a setting; did you mean s3_bucket?"),
+        ({"nonsense": 1}, "nonsense=1 is not a setting"),
+    ],
+)
+def test_constructor_rejects_bad_values_and_unknown_keywords(values: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings(**values)
+    assert str(info.value) == message
+    assert isinstance(info.value, ValueError)
+
+
+def test_constructor_reports_every_error_in_field_order_without_secrets() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings(s3_path="https://user:hunter2@example.net/x", s3_pool_capture="lots", bogus=1,
+                 rpcap_reconnect_max_seconds=1)
+    assert [name for name, _, _ in info.value.errors] == [
+        "s3_path", "s3_pool_capture", "rpcap_reconnect_max_seconds", "bogus"]
+    assert "hunter2" not in str(info.value)
+    assert "s3_pool_capture='lots' is not a whole number" in str(info.value)
+
+
+def test_frozen_hashable_and_secret_kept_out_of_repr() -> None:
+    settings = Settings(serve_secret="s3cret-value")
+    with pytest.raises(FrozenInstanceError):
+        settings.s3_region = "us-east-1"  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):  # Python 3.11's frozen+slots dataclass says TypeError (super())
+        settings.not_a_field = 1  # type: ignore[attr-defined]
+    assert settings.s3_region == "eu-west-1"
+    assert hash(settings) == hash(Settings(serve_secret="s3cret-value")) and settings != Settings()
+    assert "s3cret-value" not in repr(settings)
+    assert settings.redacted_dict()["RTPHELPER_SERVE_SECRET"] == REDACTED_SETTING
+
+
+def test_settings_and_their_errors_pickle(tmp_path: Path) -> None:
+    settings = load_settings({"RTPHELPER_NUMBER_STRIP_PREFIXES": "1, 99", "RTPHELPER_CAPTURE_ROOT": "caps"},
+                             base_dir=tmp_path)
+    copy = pickle.loads(pickle.dumps(settings))
+    assert copy == settings and hash(copy) == hash(settings) and copy.capture_root == tmp_path / "caps"
+    assert copy.number_strip_prefixes == ("1", "99")
+    with pytest.raises(SettingsError) as info:
+        Settings(s3_pool_capture=0)
+    error = pickle.loads(pickle.dumps(info.value))
+    assert error.errors == info.value.errors and str(error) == "s3_pool_capture=0 must be at least 1"
+
+
+def test_model_copy_converts_and_validates_the_update(tmp_path: Path) -> None:
+    settings = load_settings({}, base_dir=tmp_path)
+    copy = settings.model_copy(update={"log_level": "debug", "rolling_pcap_max_bytes": "2MB"})
+    assert (copy.log_level, copy.rolling_pcap_max_bytes) == ("DEBUG", 2 * 2 ** 20)
+    assert copy.hosts_file == tmp_path / "config" / "hosts.yaml"  # anchored once, kept
+    assert settings.model_copy() == settings
+    with pytest.raises(SettingsError, match=re.escape("s3_pool_capture=0 must be at least 1")):
+        settings.model_copy(update={"s3_pool_capture": 0})
+    with pytest.raises(SettingsError, match="is not a setting"):
+        settings.model_copy(update={"s3_buckets": "b"})
+    assert settings.s3_pool_capture == 6 and settings.log_level == "INFO"
+
+
+def test_defaults_go_through_the_converters(tmp_path: Path) -> None:
+    anchored = Settings.model_validate({}, context={"base_dir": tmp_path})
+    assert (anchored.hosts_file, anchored.log_dir) == (tmp_path / "config" / "hosts.yaml", tmp_path / "logs")
+    assert Settings(log_dir="~/x").log_dir == Path("~/x").expanduser()
+    assert Settings(s3_connect_timeout_seconds=2).s3_connect_timeout_seconds == 2.0
+    assert isinstance(Settings(s3_connect_timeout_seconds=2).s3_connect_timeout_seconds, float)
 
 
 def test_unknown_variables_warn_with_a_suggestion(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
