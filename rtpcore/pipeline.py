@@ -11,14 +11,13 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rtpcore import results as txns
 from rtpcore.errors import ConfigError, InputError, NoMediaMatchError
-from rtpcore.media.decrypt import DecryptResult, FilteredInput, decrypt_call
 from rtpcore.media.demux import (
     DEFAULT_MIN_PACKETS, FileResult, check_names, filter_raw_file, media_files, no_match_message,
 )
@@ -27,9 +26,7 @@ from rtpcore.media.flowcache import record_flows
 from rtpcore.media.latch import adopt
 from rtpcore.media.select import ChunkChoice, Endpoint, MediaSelection, Span, call_windows, select_files
 from rtpcore.parallel import Beside, BesideError, beside, map_in_processes
-from rtpcore.pcap.merge import merge_captures
 from rtpcore.plan import LegPlan
-from rtpcore.report import CorrelationReport, build_report
 from rtpcore.results import MEDIA_DECRYPTED, MEDIA_RAW, SIP_PLUS_MEDIA, ResultTransaction, SessionPaths
 from rtpcore.sip.legs import resolve_legs
 from rtpcore.sip.signalling import write_signalling
@@ -38,6 +35,8 @@ if TYPE_CHECKING:
     from rtpcore.analysis.insight import CallInsight
     from rtpcore.analysis.packets import RtpPacket
     from rtpcore.analysis.stats import StreamId
+    from rtpcore.media.decrypt import DecryptResult
+    from rtpcore.report import CorrelationReport
     from rtpcore.settings import Settings
     from rtpcore.storage.download import PublishedOutputs
 
@@ -278,6 +277,13 @@ def learn(
 
 def merge_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction) -> int:
     """All kept per-leg files by timestamp → media_raw.pcap; no match at all is an error that says what to give."""
+    from rtpcore.pcap.merge import merge_captures
+
+    return merge_captures(kept_raw(job, plan, results), txn.staged.media_raw)
+
+
+def kept_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult]) -> list[Path]:
+    """merge_raw's inputs, the raw files' errors said; no match at all is the error that says what to give."""
     kept = [lf.output for r in results for lf in r.legs if lf.kept and lf.output is not None]
     for r in results:
         if r.error:
@@ -288,12 +294,39 @@ def merge_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult],
             message += ("\nno --media was given, so only the SIP capture was searched: give the raw media captures "
                         "of the call's media host with --media")
         raise NoMediaMatchError(message)
-    return merge_captures(kept, txn.staged.media_raw)
+    return kept
+
+
+@contextmanager
+def raw_merge_beside(runner: StepRunner, job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult],
+                     txn: ResultTransaction) -> Iterator[None]:
+    """The merge_raw step: in another process while the block runs (the CLI's runner: the second core is idle while
+    this one decrypts), else as its own step first (a flow's task). Its no-match error comes on entering; the
+    block's end waits for media_raw.pcap, whose failure (a full disk) fails the run as in order."""
+    start = getattr(runner, "beside", None)
+    if start is None:
+        runner.run(merge_raw, job, plan, results, txn)
+        yield
+        return
+    kept = kept_raw(job, plan, results)
+    from rtpcore.pcap.merge import merge_captures
+
+    with start(merge_captures, kept, txn.staged.media_raw) as running:
+        yield
+        try:
+            running.result()
+        except BesideError as exc:   # killed (out of memory?): merged here instead, what it began removed
+            log.debug("media_raw.pcap merged in this process: %s", exc)
+            for part in txn.staged.combined.glob(f".{MEDIA_RAW}.*"):
+                part.unlink(missing_ok=True)
+            merge_captures(kept, txn.staged.media_raw)
 
 
 def decrypt(plan: LegPlan, results: Sequence[FileResult], txn: ResultTransaction, collect: bool = False) -> DecryptResult:
     """Decrypt per stream across files → decrypted/<file>-… and media_decrypted.pcap; collect: keep its RTP/RTCP
     headers for the analysis step (no second read of media_decrypted.pcap)."""
+    from rtpcore.media.decrypt import FilteredInput, decrypt_call
+
     paths = txn.staged
     inputs = [FilteredInput(lf.leg, lf.output, r.source) for r in results for lf in r.legs if lf.kept and lf.output]
     return decrypt_call(plan, inputs, paths.decrypted, paths.media_decrypted, collect=collect)
@@ -303,6 +336,7 @@ def combine(job: CorrelationJob, txn: ResultTransaction) -> int:
     """The SIP capture's signalling (not its own copy of any media) and the decrypted media by timestamp
     → SIP_plus_media_decrypted.pcap, so each media packet is there once."""
     from rtpcore.fsutil import new_temp
+    from rtpcore.pcap.merge import merge_captures
 
     paths = txn.staged
     temp = new_temp(paths.combined, f"{job.sip.stem}.signalling")
@@ -475,6 +509,7 @@ def report(
 ) -> CorrelationReport:
     """The report with the committed names (never the staging folder's), and the analysis when it ran."""
     from rtpcore.analysis.insight import ANALYSIS_FILE
+    from rtpcore.report import build_report
 
     final_outputs = tuple(txn.rebase(p) for p in decrypted.outputs)
     from rtpcore.analysis.report_md import REPORT_HTML
@@ -543,11 +578,12 @@ def run_steps(job: CorrelationJob, runner: StepRunner) -> CorrelationOutcome:
         selection = runner.run(select_media, job, plan, txn, sources)
         results = runner.map(filter_one, selection.reads, job, plan, txn)
         plan, results = runner.run(learn, job, plan, results)
-        try:
-            runner.run(merge_raw, job, plan, results, txn)
-        except NoMediaMatchError as exc:  # a wrong skip must show where the user looks: in this error
-            raise NoMediaMatchError("\n".join([str(exc), *selection.lines()])) from None
-        decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
+        with ExitStack() as merging:
+            try:
+                merging.enter_context(raw_merge_beside(runner, job, plan, results, txn))
+            except NoMediaMatchError as exc:  # a wrong skip must show where the user looks: in this error
+                raise NoMediaMatchError("\n".join([str(exc), *selection.lines()])) from None
+            decrypted = runner.run(decrypt, plan, results, txn, job.analysis)
         with analysis_beside(runner, job, sdp_plan, plan, decrypted, txn) as analysis:
             runner.run(combine, job, txn)
             insight = analysis()
