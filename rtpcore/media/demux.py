@@ -308,7 +308,7 @@ def filter_raw_file(
             expression = filter_for_file(plan, source)  # from the file's own first frames, as a full scan would
             try:
                 with contextlib.nullcontext(source) if ranges is None else ranges_stream(source, ranges) as read_from:
-                    result = libpcap.filter_file(read_from, temp, expression)
+                    result = libpcap.filter_file(read_from, temp, expression, scratch=True)
             except libpcap.LibpcapError as exc:
                 if "does not compile" not in str(exc) and "rejected" not in str(exc):
                     raise
