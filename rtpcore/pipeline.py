@@ -27,6 +27,7 @@ from rtpcore.media.latch import adopt
 from rtpcore.media.select import ChunkChoice, Endpoint, MediaSelection, Span, call_windows, select_files
 from rtpcore.parallel import Beside, BesideError, beside, map_in_processes
 from rtpcore.plan import LegPlan
+from rtpcore.report import CorrelationOutcome
 from rtpcore.results import MEDIA_DECRYPTED, MEDIA_RAW, SIP_PLUS_MEDIA, ResultTransaction, SessionPaths
 from rtpcore.sip.legs import resolve_legs
 from rtpcore.sip.signalling import write_signalling
@@ -122,31 +123,6 @@ def make_job(
     return CorrelationJob(Path(sip), direction, media, Path(out), call_id, number, min_packets, overwrite, workers,
                           publish, settings, select=settings.media_select,
                           select_margin_ns=round(settings.media_select_margin_seconds * 10**9), publish_to=publish_to)
-
-
-@dataclass(frozen=True, slots=True)
-class CorrelationOutcome:
-    """The report plus what output publishing did (S3 URLs, or why not)."""
-
-    report: CorrelationReport
-    published: PublishedOutputs | None = None
-
-    @property
-    def upload_warning(self) -> str | None:
-        return self.published.error if self.published is not None else None
-
-    @property
-    def session_url(self) -> str | None:
-        return self.published.location if self.published is not None else None
-
-    def to_json(self) -> dict[str, Any]:
-        doc = self.report.to_json()
-        if self.published is not None:
-            doc["urls"] = dict(self.published.urls)
-            doc["s3_session"] = self.published.location
-            if self.published.error:
-                doc["warnings"] = [*doc.get("warnings", []), self.published.error]
-        return doc
 
 
 # -- the steps: plain functions of plain dataclasses ---------------------------------------------
@@ -300,22 +276,20 @@ def kept_raw(job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult]) 
 @contextmanager
 def raw_merge_beside(runner: StepRunner, job: CorrelationJob, plan: LegPlan, results: Sequence[FileResult],
                      txn: ResultTransaction) -> Iterator[None]:
-    """The merge_raw step: in another process while the block runs (the CLI's runner: the second core is idle while
-    this one decrypts), else as its own step first (a flow's task). Its no-match error comes on entering; the
-    block's end waits for media_raw.pcap, whose failure (a full disk) fails the run as in order."""
-    start = getattr(runner, "beside", None)
-    if start is None:
+    """merge_raw in another process while the block runs (the CLI's runner: a core is idle while this one decrypts)
+    and waited for at its end, else as its own step first (a flow's task); its no-match error comes on entering."""
+    if not hasattr(runner, "beside"):
         runner.run(merge_raw, job, plan, results, txn)
         yield
         return
-    kept = kept_raw(job, plan, results)
     from rtpcore.pcap.merge import merge_captures
 
-    with start(merge_captures, kept, txn.staged.media_raw) as running:
+    kept = kept_raw(job, plan, results)
+    with runner.beside(merge_captures, kept, txn.staged.media_raw) as running:
         yield
         try:
-            running.result()
-        except BesideError as exc:   # killed (out of memory?): merged here instead, what it began removed
+            running.result()   # its failure (a full disk) fails the run
+        except BesideError as exc:   # killed (out of memory?): merged here, what it began removed
             log.debug("media_raw.pcap merged in this process: %s", exc)
             for part in txn.staged.combined.glob(f".{MEDIA_RAW}.*"):
                 part.unlink(missing_ok=True)

@@ -7,14 +7,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtpcore.media.decrypt import DecryptResult, StreamStats
-from rtpcore.media.demux import FileResult
-from rtpcore.media.keying import KEY_NONE, KEY_WRONG
-from rtpcore.media.select import MediaSelection
 from rtpcore.plan import KEYS_NONE, SIDE_PEER, LegPlan
 
 if TYPE_CHECKING:
     from rtpcore.analysis.insight import CallInsight
+    from rtpcore.media.decrypt import DecryptResult, StreamStats
+    from rtpcore.media.demux import FileResult
+    from rtpcore.media.select import MediaSelection
+    from rtpcore.storage.download import PublishedOutputs
 
 LOSS_WARN_RATIO = 0.01
 # The analysis figures each correlate --json stream gains (issue 11): Wireshark-equal, and the E-model MOS.
@@ -138,6 +138,31 @@ class CorrelationReport:
         return "\n".join(out) + "\n"
 
 
+
+@dataclass(frozen=True, slots=True)
+class CorrelationOutcome:
+    """The report plus what output publishing did (S3 URLs, or why not)."""
+
+    report: CorrelationReport
+    published: PublishedOutputs | None = None
+
+    @property
+    def upload_warning(self) -> str | None:
+        return self.published.error if self.published is not None else None
+
+    @property
+    def session_url(self) -> str | None:
+        return self.published.location if self.published is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = self.report.to_json()
+        if self.published is not None:
+            doc["urls"] = dict(self.published.urls)
+            doc["s3_session"] = self.published.location
+            if self.published.error:
+                doc["warnings"] = [*doc.get("warnings", []), self.published.error]
+        return doc
+
 def format_text(doc: dict[str, Any]) -> str:
     """A correlation's JSON document as the plain-text table a terminal user reads."""
     lines = [f"call {doc['call_id']} ({doc['direction']})"]
@@ -198,6 +223,8 @@ def findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
 
 def key_findings(plan: LegPlan, streams: Sequence[StreamStats]) -> list[str]:
     """Unusable a=crypto lines, legs with no usable key, and streams no key authenticated: never key material."""
+    from rtpcore.media.keying import KEY_NONE, KEY_WRONG
+
     found: list[str] = []
     for leg in plan.legs:
         for p in leg.key_problems:
