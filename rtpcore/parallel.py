@@ -28,10 +28,15 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def map_in_processes(fn: Callable[..., T], items: Sequence[Any], *args: Any, workers: int | None = None) -> list[T]:
+def map_in_processes(fn: Callable[..., T], items: Sequence[Any], *args: Any, workers: int | None = None,
+                     meanwhile: Callable[[], object] | None = None) -> list[T]:
     """[fn(item, *args) for item in items], in input order; when there are several items, this process is one of
     the `workers`: it takes the first item while worker processes start on the others, then any item none of
-    them has taken yet (last first), instead of waiting idle (one process start fewer)."""
+    them has taken yet (last first), instead of waiting idle (one process start fewer).
+
+    meanwhile: called when this process has done its share and a worker is still busy (its core is free then):
+    what the caller needs next, e.g. the next steps' imports.
+    """
     workers = workers if workers is not None else default_workers()
     if len(items) <= 1 or workers <= 1:
         return [fn(item, *args) for item in items]
@@ -46,6 +51,8 @@ def map_in_processes(fn: Callable[..., T], items: Sequence[Any], *args: Any, wor
         for n in reversed(range(len(futures))):
             if futures[n].cancel():   # not handed to a worker yet: done here
                 own[n] = fn(items[n + 1], *args)
+        if meanwhile is not None and not all(future.done() for future in futures):
+            meanwhile()
         return results + [own[n] if n in own else future.result() for n, future in enumerate(futures)]
     finally:  # on an interrupt: items not started yet are dropped, the running ones end before cleanup
         with signals_deferred():

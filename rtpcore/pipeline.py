@@ -27,7 +27,7 @@ from rtpcore.media.latch import adopt
 from rtpcore.media.select import ChunkChoice, Endpoint, MediaSelection, Span, call_windows, select_files
 from rtpcore.parallel import Beside, BesideError, beside, map_in_processes
 from rtpcore.plan import LegPlan
-from rtpcore.report import CorrelationOutcome
+from rtpcore.report import CorrelationOutcome, CorrelationReport
 from rtpcore.results import MEDIA_DECRYPTED, MEDIA_RAW, SIP_PLUS_MEDIA, ResultTransaction, SessionPaths
 from rtpcore.sip.legs import resolve_legs
 from rtpcore.sip.signalling import write_signalling
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from rtpcore.analysis.packets import RtpPacket
     from rtpcore.analysis.stats import StreamId
     from rtpcore.media.decrypt import DecryptResult
-    from rtpcore.report import CorrelationReport
     from rtpcore.settings import Settings
     from rtpcore.storage.download import PublishedOutputs
 
@@ -528,11 +527,16 @@ class InProcessRunner:
         return step(*args)
 
     def map(self, step: Callable[..., T], items: Sequence[Any], *args: Any) -> list[T]:
-        return map_in_processes(step, items, *args, workers=self.workers)
+        return map_in_processes(step, items, *args, workers=self.workers, meanwhile=_load_later_steps)
 
     def beside(self, step: Callable[..., T], *args: Any) -> AbstractContextManager[Beside[T]]:
         """The step started in another process, while this one goes on with the next steps."""
         return beside(step, *args)
+
+
+def _load_later_steps() -> None:
+    """The decrypt and analysis steps' modules, loaded while the last filter worker runs (a core is free then)."""
+    import rtpcore.analysis.insight, rtpcore.analysis.report_html, rtpcore.media.decrypt  # noqa: F401, E401
 
 
 STEPS: tuple[Callable[..., Any], ...] = (

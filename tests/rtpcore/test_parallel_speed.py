@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +52,21 @@ def test_this_process_takes_the_first_item_and_results_keep_input_order(count: i
 def test_an_item_that_raises_raises_here_whoever_ran_it(bad: int) -> None:
     with pytest.raises(ValueError, match=f"item {bad}"):
         parallel.map_in_processes(_fail_on, [0, 1], bad, workers=2)
+
+
+def _slow_unless_first(item: int) -> int:
+    if item:
+        time.sleep(0.5)   # a worker still busy when this process has done its share
+    return item
+
+
+def test_meanwhile_runs_here_while_a_worker_is_still_busy() -> None:
+    called: list[int] = []
+    assert parallel.map_in_processes(_slow_unless_first, [0, 1], workers=2,
+                                     meanwhile=lambda: called.append(os.getpid())) == [0, 1]
+    assert called == [os.getpid()]
+    assert parallel.map_in_processes(_slow_unless_first, [0], workers=2, meanwhile=lambda: called.append(0)) == [0]
+    assert called == [os.getpid()]   # one item: done here, nothing runs beside it
 
 
 def correlate(folder: Path, out: Path, runner: Any = None) -> Any:
