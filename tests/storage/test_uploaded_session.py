@@ -330,3 +330,34 @@ def test_a_chunk_never_queued_is_named_as_such(tmp_path: Path) -> None:
     message = str(raised.value)
     assert f"{root / 'raw' / 'h1-0001.pcap'} (its upload is failed)" in message
     assert f"{root / 'raw' / 'h1-0002.pcap'} (never queued for upload)" in message
+
+
+def test_a_chunk_deleted_from_the_bucket_is_named_as_gone_not_as_s3_down(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    middle = call_chunk(session)
+    upload_and_evict(session, moto_server)
+    moto_server.client().delete_object(Bucket=BUCKET, Key=f"{SESSION_KEY}/raw/{middle.name}")
+    with pytest.raises(MissingChunkError) as raised:
+        run(session, [session.root / "raw"], tmp_path / "out")
+    message = str(raised.value)
+    assert str(middle.path) in message and f"not in s3://{BUCKET}/{SESSION_KEY}/ any more" in message
+    assert "deleted from the bucket" in message and "when S3 is reachable" not in message
+
+
+def test_a_whole_chunk_fetched_for_a_session_correlated_in_place_does_not_land_in_its_raw(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its index missing in S3, the call's chunk is downloaded whole: not into <session>/raw/ (the outputs' folder is
+    the session itself, as with correlate-call session=), where it would undo the spool cap and pass for captured."""
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    full = full_outputs(session, tmp_path)
+    middle = call_chunk(session)
+    upload_and_evict(session, moto_server)
+    moto_server.client().delete_object(Bucket=BUCKET, Key=f"{SESSION_KEY}/raw/{middle.name}.idx.json")
+    report = run(session, [session.root / "raw"], session.root)
+    assert outputs(session.root) == full
+    whole = [c for c in report.to_json()["media_read"]["files"] if Path(c["source"]).name == middle.name]
+    assert whole and "downloaded whole" in whole[0]["why"], whole
+    assert not middle.path.exists(), "the fetched copy went into the session's raw/"
