@@ -4,21 +4,26 @@ neither on disk nor uploaded stops the run by name; a missing chunk outside the 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
+from rtpcore.errors import InputError
 from rtpcore.pcap.index import load_index
 from rtpcore.pcap.rolling import ChunkInfo
 from rtpcore.pipeline import InProcessRunner, correlate, make_job, run_steps
 from rtpcore.settings import load_settings
 from rtpcore.storage.keys import SessionLocation
-from rtpcore.storage.queue import UploadQueue
+from rtpcore.storage.queue import DONE, FAILED, QueueStore, UploadItem, UploadQueue
+from rtpcore.storage.uploaded import MissingChunkError, absent_chunks
 from tests.storage.conftest import BUCKET, MotoServer, free_port, point_cli_at, s3_storage
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -36,8 +41,10 @@ def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
     s = session_gen.generate(tmp_path / "ticket-12" / "20260115_100000", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6,
                              call_seconds=20.0, streams=5, log=lambda *_: None)
     with Manifest.for_session(s.root) as manifest:
+        manifest.start(hosts=["eu-west-1-media-1", "eu-west-1-media-2"])
         for info in chunk_infos(s.chunks):
             manifest.append_chunk(info.name.rsplit("-", 1)[0], "eth0", info)
+        manifest.finish()
     return s
 
 
@@ -153,3 +160,204 @@ def test_the_manifest_name_is_the_captures() -> None:
     from rtpcore.storage import uploaded as absent
 
     assert absent.MANIFEST_NAME == MANIFEST_NAME
+
+
+# -- edge cases a support engineer hits ------------------------------------------------------------------------
+
+
+def call_chunk(session) -> ChunkInfo:  # noqa: ANN001 - bench.session_gen.Session
+    """A chunk in the middle of the call (the 1 MiB cap removes it after its upload)."""
+    call = [i for i in chunk_infos(session.chunks) if i.name.startswith(session.call_host)]
+    return call[len(call) // 2]
+
+
+def run(session, media: list[Path], out: Path):  # noqa: ANN001, ANN201 - CorrelationReport
+    return run_steps(make_job(session.sip, "inbound", media, out, settings=load_settings()), InProcessRunner()).report
+
+
+def full_outputs(session, tmp_path: Path) -> dict[str, bytes]:  # noqa: ANN001
+    copy = tmp_path / "copy"
+    shutil.copytree(session.root / "raw", copy)
+    correlate(session.sip, "inbound", [copy], tmp_path / "full",
+              settings=load_settings({}).model_copy(update={"media_select": False}))
+    return outputs(tmp_path / "full")
+
+
+def test_a_torn_manifest_line_loses_no_uploaded_chunk_of_the_call(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The capture was killed while writing the middle chunk's record: the queue's record of it stands in."""
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    full = full_outputs(session, tmp_path)
+    middle = call_chunk(session)
+    manifest = session.root / MANIFEST_NAME
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    record = next(n for n, line in enumerate(lines) if json.loads(line).get("name") == middle.name)
+    kept = [line for n, line in enumerate(lines) if n != record and json.loads(line).get("status") != "finished"]
+    manifest.write_bytes(b"".join(kept) + lines[record][: len(lines[record]) // 2])   # torn mid-record
+    assert Manifest.read(manifest).chunk(middle.name) is None
+    assert middle.name in upload_and_evict(session, moto_server)
+
+    with caplog.at_level(logging.WARNING, logger="rtpcore.storage.uploaded"):
+        report = run(session, [session.root / "raw"], tmp_path / "out")
+    assert outputs(tmp_path / "out") == full
+    read = {Path(c["source"]).name for c in report.to_json()["media_read"]["files"] if c["how"] != "skipped"}
+    assert middle.name in read
+    assert any("torn last line" in r.getMessage() and str(manifest) in r.getMessage() for r in caplog.records)
+
+
+def test_a_call_chunk_whose_upload_failed_and_whose_file_is_gone_stops_the_run_by_name(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Queue item `failed` (the file stayed local), then someone deleted the file to free disk."""
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    middle = call_chunk(session)
+    upload_and_evict(session, moto_server)
+    store = QueueStore(session.root)
+    item = next(i for i in store.load_all() if i.path == f"raw/{middle.name}")
+    store.save(replace(item, state=FAILED, last_error="503 Slow Down after 5 attempts"))
+    with pytest.raises(MissingChunkError) as raised:
+        run(session, [session.root / "raw"], tmp_path / "out")
+    message = str(raised.value)
+    assert str(middle.path) in message and "its upload is failed: 503 Slow Down after 5 attempts" in message
+    assert "not uploaded to S3" in message and "restore the file(s) into raw/" in message
+    assert not list((tmp_path / "out").glob("combined/*.pcap"))
+
+
+def test_an_object_of_another_size_under_the_chunks_key_is_not_read_as_the_call(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decision: an object whose size differs from the manifest's record is another upload over the capture's chunk
+    (not the bytes the queue verified): the run stops naming both sizes, it does not correlate it."""
+    from rtpcore.storage.base import StorageIntegrityError
+
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    middle = call_chunk(session)
+    data = middle.path.read_bytes()
+    upload_and_evict(session, moto_server)
+    key = f"{SESSION_KEY}/raw/{middle.name}"
+    moto_server.client().put_object(Bucket=BUCKET, Key=key, Body=data + data[24:4024])   # 4000 bytes more
+    with pytest.raises(StorageIntegrityError) as raised:
+        run(session, [session.root / "raw"], tmp_path / "out")
+    message = str(raised.value)
+    assert str(middle.path) in message and f"{len(data)} bytes in {session.root / MANIFEST_NAME}" in message
+    assert f"{len(data) + 4000} bytes at s3://{BUCKET}/{key}" in message and "another upload replaced it" in message
+    assert not list((tmp_path / "out").glob("combined/*.pcap"))
+
+
+def test_a_session_folder_given_as_its_root_reads_the_removed_chunks_too(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every chunk removed (the spool cap, then the last ones by hand after their upload): <session> as media."""
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    full = full_outputs(session, tmp_path)
+    upload_and_evict(session, moto_server)
+    for path in session.chunks:
+        path.unlink(missing_ok=True)
+    run(session, [session.root], tmp_path / "out")
+    assert outputs(tmp_path / "out") == full
+    assert not list((session.root / "raw").glob("*.pcap")), "no chunk fetched from S3 is put into the session's raw/"
+
+
+@pytest.mark.xfail(strict=True, raises=InputError, reason="rtpcore/pipeline.py list_media (media_files) does not take "
+                   "a session root's raw/ (rtpcore.session.find_raw) as the flows do: `--media <session>` fails with "
+                   "'no capture files' while raw/ still holds chunks")
+def test_a_session_root_with_chunks_left_in_raw_correlates(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    last = session.chunks[-1]
+    data = last.read_bytes()
+    upload_and_evict(session, moto_server)
+    last.write_bytes(data)   # the cap may remove every chunk; here one is left in raw/
+    run(session, [session.root], tmp_path / "out")
+
+
+# -- absent_chunks on small hand-made sessions (no pcaps, no S3) --------------------------------------------------
+
+
+def tiny_session(root: Path, names: list[str], *, finished: bool = True, state: str = DONE) -> Path:
+    """A session folder whose manifest lists `names` (1 s each from t=100 s), all uploaded and none in raw/."""
+    (root / "raw").mkdir(parents=True)
+    store = QueueStore(root)
+    with Manifest.for_session(root) as manifest:
+        manifest.start(hosts=["h1"])
+        for n, name in enumerate(names):
+            first = (100 + n) * 10**9
+            manifest.append_chunk("h1", "eth0", ChunkInfo(name=name, path=root / "raw" / name, index=n + 1, packets=10,
+                                                          bytes=1000 + n, first_ns=first, last_ns=first + 10**9 - 1,
+                                                          sha256="0" * 64, closed_reason="size"))
+            store.create(UploadItem(id=f"{n:020d}-raw_{name}", path=f"raw/{name}", size=1000 + n, sha256=None,
+                                    key=f"captures/e/t/{root.name}/raw/{name}", state=state, evictable=True,
+                                    evicted=state == DONE))
+        if finished:
+            manifest.finish()
+    return root
+
+
+WINDOW = [(100 * 10**9, 110 * 10**9)]
+
+
+def test_two_session_folders_each_report_their_own_chunks_and_one_given_twice_counts_once(tmp_path: Path) -> None:
+    a = tiny_session(tmp_path / "t" / "20260101_100000", ["h1-0001.pcap", "h1-0002.pcap"])
+    b = tiny_session(tmp_path / "t" / "20260101_110000", ["h1-0001.pcap"])
+    found = absent_chunks([a / "raw", b, a], WINDOW)
+    assert [(c.session, c.name, c.size) for c in found] == [
+        (a, "h1-0001.pcap", 1000), (a, "h1-0002.pcap", 1001), (b, "h1-0001.pcap", 1000)]
+    assert {c.session_key for c in found} == {"captures/e/t/20260101_100000", "captures/e/t/20260101_110000"}
+    assert absent_chunks([a], [(200 * 10**9, 210 * 10**9)]) == [], "outside the call's time: not needed"
+
+
+def test_a_running_capture_is_said_to_be_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    running = tiny_session(tmp_path / "t" / "20260101_100000", ["h1-0001.pcap"], finished=False)
+    done = tiny_session(tmp_path / "t" / "20260101_110000", ["h1-0001.pcap"])
+    with caplog.at_level(logging.WARNING, logger="rtpcore.storage.uploaded"):
+        assert len(absent_chunks([done], WINDOW)) == 1
+        assert not caplog.records
+        assert len(absent_chunks([running], WINDOW)) == 1
+    (record,) = caplog.records
+    assert str(running / MANIFEST_NAME) in record.getMessage() and "still running" in record.getMessage()
+    assert "correlate again once it has stopped" in record.getMessage()
+
+
+def test_a_chunk_never_queued_is_named_as_such(tmp_path: Path) -> None:
+    from rtpcore.storage.uploaded import fetch_absent
+
+    root = tiny_session(tmp_path / "t" / "20260101_100000", ["h1-0001.pcap", "h1-0002.pcap"], state=FAILED)
+    (root / ".upload-queue" / f"{1:020d}-raw_h1-0002.pcap.item.json").unlink()
+    with pytest.raises(MissingChunkError) as raised:
+        fetch_absent(absent_chunks([root], WINDOW), load_settings({}), tmp_path / "out", WINDOW)
+    message = str(raised.value)
+    assert f"{root / 'raw' / 'h1-0001.pcap'} (its upload is failed)" in message
+    assert f"{root / 'raw' / 'h1-0002.pcap'} (never queued for upload)" in message
+
+
+def test_a_chunk_deleted_from_the_bucket_is_named_as_gone_not_as_s3_down(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    middle = call_chunk(session)
+    upload_and_evict(session, moto_server)
+    moto_server.client().delete_object(Bucket=BUCKET, Key=f"{SESSION_KEY}/raw/{middle.name}")
+    with pytest.raises(MissingChunkError) as raised:
+        run(session, [session.root / "raw"], tmp_path / "out")
+    message = str(raised.value)
+    assert str(middle.path) in message and f"not in s3://{BUCKET}/{SESSION_KEY}/ any more" in message
+    assert "deleted from the bucket" in message and "when S3 is reachable" not in message
+
+
+def test_a_whole_chunk_fetched_for_a_session_correlated_in_place_does_not_land_in_its_raw(
+    session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its index missing in S3, the call's chunk is downloaded whole: not into <session>/raw/ (the outputs' folder is
+    the session itself, as with correlate-call session=), where it would undo the spool cap and pass for captured."""
+    point_cli_at(monkeypatch, moto_server.endpoint)
+    full = full_outputs(session, tmp_path)
+    middle = call_chunk(session)
+    upload_and_evict(session, moto_server)
+    moto_server.client().delete_object(Bucket=BUCKET, Key=f"{SESSION_KEY}/raw/{middle.name}.idx.json")
+    report = run(session, [session.root / "raw"], session.root)
+    assert outputs(session.root) == full
+    whole = [c for c in report.to_json()["media_read"]["files"] if Path(c["source"]).name == middle.name]
+    assert whole and "downloaded whole" in whole[0]["why"], whole
+    assert not middle.path.exists(), "the fetched copy went into the session's raw/"
