@@ -142,9 +142,11 @@ def open_results(job: CorrelationJob) -> ResultTransaction:
 
 
 def list_media(job: CorrelationJob, txn: ResultTransaction) -> list[Path]:
-    """Local files/folders as given; an s3:// session's raw/ downloaded (verified) into <out>/raw/ first, unless
-    select_media fetches only the call's part of it."""
-    sources = job.sources
+    """Local files/folders as given (a session folder: its raw/); an s3:// session's raw/ downloaded (verified) into
+    <out>/raw/ first, unless select_media fetches only the call's part of it."""
+    from rtpcore.session import find_raw  # a session folder means its raw/, as in the flows
+
+    sources = tuple(find_raw(m) if isinstance(m, Path) else m for m in job.sources)
     if job.s3_source is not None and job.select:
         local = [m for m in sources if isinstance(m, Path)]
         files = media_files(local) if local else []

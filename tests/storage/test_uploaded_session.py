@@ -259,18 +259,19 @@ def test_a_session_folder_given_as_its_root_reads_the_removed_chunks_too(
     assert not list((session.root / "raw").glob("*.pcap")), "no chunk fetched from S3 is put into the session's raw/"
 
 
-@pytest.mark.xfail(strict=True, raises=InputError, reason="rtpcore/pipeline.py list_media (media_files) does not take "
-                   "a session root's raw/ (rtpcore.session.find_raw) as the flows do: `--media <session>` fails with "
-                   "'no capture files' while raw/ still holds chunks")
 def test_a_session_root_with_chunks_left_in_raw_correlates(
     session, moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     point_cli_at(monkeypatch, moto_server.endpoint)
+    full = full_outputs(session, tmp_path)
     last = session.chunks[-1]
     data = last.read_bytes()
     upload_and_evict(session, moto_server)
     last.write_bytes(data)   # the cap may remove every chunk; here one is left in raw/
-    run(session, [session.root], tmp_path / "out")
+    report = run(session, [session.root], tmp_path / "out")
+    assert outputs(tmp_path / "out") == full
+    read = {Path(c["source"]).name for c in report.to_json()["media_read"]["files"] if c["how"] != "skipped"}
+    assert read, "the session root's raw/ was read"
 
 
 # -- absent_chunks on small hand-made sessions (no pcaps, no S3) --------------------------------------------------
