@@ -33,7 +33,7 @@ def render(m: dict, r: dict, args: argparse.Namespace, ds: gen_media.Dataset) ->
         "",
         f"Run {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {m['nproc']} cores, {m['cpu']}; "
         f"Python {m['python']}; {m['tshark']}; {m['tcpdump']}; {m['libpcap']}; pylibsrtp {m['pylibsrtp']}; "
-        f"kernel {m['kernel']}. Best of {args.repeat} (every end-to-end contender round-robin), file cache warm; "
+        f"kernel {m['kernel']}. Best of {args.repeat} (every end-to-end contender round-robin), file cache warm, bytecode caches (.pyc) written first as by any first run; "
         f"the machine was shared with other work: load average {load} (1/5/15 min) at the end of the end-to-end part.",
         "",
         f"Data (bench/gen_media.py, seed {gen_media.SEED}): {len(sizes)} files of "
