@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,6 +128,32 @@ def test_removed_chunks_with_s3_unreachable_fail_by_name_and_write_nothing(
     assert str(session.root / "raw") in done.stderr and ".pcap" in done.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in done.stderr
     assert not list(out.glob("combined/*.pcap")), "no outputs from a run that could not read the call's media"
+
+
+def test_removed_chunks_with_s3_hung_fail_within_the_deadlines(
+    session, moto_private: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A black-holed S3 (the endpoint accepts and never answers) ends the run on RTPHELPER_S3_* deadlines."""
+    env = point_cli_at(monkeypatch, moto_private.endpoint)
+    upload_and_evict(session, moto_private)
+    env.update({"RTPHELPER_S3_CONNECT_TIMEOUT_SECONDS": "1", "RTPHELPER_S3_READ_TIMEOUT_SECONDS": "1",
+                "RTPHELPER_S3_REQUEST_MAX_ATTEMPTS": "2"})
+    out = tmp_path / "out"
+    moto_private.freeze()
+    try:
+        began = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "rtpcore.cli", "correlate", "--sip", str(session.sip),
+                               "--direction", "inbound", "--media", str(session.root / "raw"), "--out", str(out)],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env}, cwd=tmp_path)
+        took = time.monotonic() - began
+    finally:
+        moto_private.thaw()
+    assert done.returncode == 2, done.stderr
+    assert "removed locally after its upload" in done.stderr and "copy the chunks back" in done.stderr
+    print(f"hung S3: the correlation failed after {took:.1f} s")
+    assert took < 40, f"a hung S3 held the correlation {took:.1f} s"
+    assert env["AWS_SECRET_ACCESS_KEY"] not in done.stderr
+    assert not list(out.glob("combined/*.pcap"))
 
 
 def test_a_lost_chunk_in_the_call_stops_the_run_and_one_outside_it_does_not(
