@@ -13,7 +13,7 @@ from prefect.states import Completed, State
 from prefect.utilities.annotations import quote
 from rtpcore.desk.sessions import folder_hint, run_name
 from rtpcore.pipeline import make_job, run_steps
-from rtpcore.session import discard_if_unused, find_raw
+from rtpcore.session import discard_if_unused
 from rtpcore.results import SessionPaths
 from rtpcore.storage.download import is_s3_url
 from rtpcore.storage.fetch import is_http_url
@@ -78,7 +78,7 @@ def correlate_call(
         overwrite: Replace earlier outputs in the output folder (only once the new ones are complete).
     """
     begin_flow_run()
-    sources = [m if is_s3_url(m) else str(find_raw(Path(m))) for m in media]
+    sources = list(media)   # a session folder given as media: list_media reads its raw/
     out = Path(output_folder) if output_folder else None
     if session:
         ref = s.resolve_session(session)

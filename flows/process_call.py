@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from rtpcore.desk.sessions import run_name
 from rtpcore.errors import InputError
-from rtpcore.session import discard_if_unused, find_raw
+from rtpcore.session import discard_if_unused
 from rtpcore.storage.download import is_s3_url
 from rtpcore.storage.fetch import is_http_url
 from tasks import session as s
@@ -70,7 +70,7 @@ def process_call(
     paths = s.create_session(str(root), output_folder)
     try:
         sip = s.fetch_sip(sip_pcap, paths.uploads)
-        s.import_media(paths, [media_directory if is_s3_url(media_directory) else str(find_raw(Path(media_directory)))])
+        s.import_media(paths, [media_directory])   # the task finds a session folder's raw/
         get_run_logger().info("session %s", paths.root)
         result = run_correlation(sip, direction, [str(paths.raw)], paths.root, call_id, number, min_packets or None,
                                  False, extra={"session": str(paths.root)})
