@@ -37,6 +37,7 @@ MANIFEST_NAME = "manifest.jsonl"   # rtpcore.capture.manifest's, not imported fo
 QUEUE_LOCATION = ".upload-queue/location.json"   # rtpcore.storage.queue's QUEUE_DIR/LOCATION_FILE
 RAW_KEY_PART = "/raw/"
 FETCH_DIR = "uploaded-chunks"   # <dest>/uploaded-chunks[-n]/: what fetch_absent reads from S3 (not the session's raw/)
+SHOWN = 5                       # chunks an error names before "and N more"
 EVICTED_WHY = "removed locally after its upload (RTPHELPER_LOCAL_SPOOL_MAX_BYTES)"
 
 
@@ -128,7 +129,7 @@ def absent_chunks(sources: Sequence[Path], windows: Sequence[Span]) -> list[Abse
 
 def _session_absent(root: Path, windows: Sequence[Span]) -> list[AbsentChunk]:
     from rtpcore.capture.manifest import Manifest
-    from rtpcore.storage.queue import QueueStore
+    from rtpcore.storage.queue import DONE, QUEUE_DIR, QueueStore
 
     state = Manifest.read(root / MANIFEST_NAME)
     items = {item.path: item for item in QueueStore(root).load_all()}   # enqueue order: the latest item wins
@@ -143,13 +144,11 @@ def _session_absent(root: Path, windows: Sequence[Span]) -> list[AbsentChunk]:
         return []
     for problem in state.problems:
         log.warning("%s; the upload queue's records of %s stand in for the chunks it may have listed", problem,
-                    root / ".upload-queue")
+                    root / QUEUE_DIR)
     if not state.finished:
         log.warning("%s has no 'finished' record: the capture is still running (or stopped without finishing); only "
                     "the %d chunk(s) closed so far are correlated: correlate again once it has stopped if the call "
                     "went on after them", root / MANIFEST_NAME, len(chunks))
-    from rtpcore.storage.queue import DONE
-
     found = []
     for name, host, first_ns, last_ns, size in missing:
         item = items.get(f"{RAW_DIR}/{name}")
@@ -217,9 +216,14 @@ def _check_sizes(chunks: Sequence[AbsentChunk], got: Sequence[ChunkChoice], url:
             "session's raw/ folder, or give the remaining chunks as files (--media FILE …) to correlate without it")
 
 
+def _first(texts: Sequence[str], sep: str) -> str:
+    """The first few of a long list, and how many more: an error names chunks, it does not list a session."""
+    more = f" and {len(texts) - SHOWN} more" if len(texts) > SHOWN else ""
+    return sep.join(texts[:SHOWN]) + more
+
+
 def _names(chunks: Sequence[AbsentChunk]) -> str:
-    shown = ", ".join(str(c.path) for c in chunks[:5])
-    return shown + (f" and {len(chunks) - 5} more" if len(chunks) > 5 else "")
+    return _first([str(c.path) for c in chunks], ", ")
 
 
 def _lost_message(lost: Sequence[AbsentChunk]) -> str:
@@ -230,8 +234,6 @@ def _lost_message(lost: Sequence[AbsentChunk]) -> str:
         detail = f": {chunk.queue_error}" if chunk.queue_error else ""
         return f"its upload is {chunk.queued}{detail}{when}"
 
-    shown = "; ".join(f"{c.path} ({why(c)})" for c in lost[:5])
-    more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
-    return (f"{shown}{more}: listed in the session's manifest.jsonl and inside the call's time, but not in raw/ "
+    return (f"{_first([f'{c.path} ({why(c)})' for c in lost], '; ')}: listed in the session's manifest.jsonl and inside the call's time, but not in raw/ "
             "and not uploaded to S3; restore the file(s) into raw/, or give the remaining chunks as files "
             "(--media FILE …) to correlate without them")

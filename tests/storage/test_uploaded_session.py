@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from rtpcore.capture.manifest import MANIFEST_NAME, Manifest
-from rtpcore.errors import InputError
 from rtpcore.pcap.index import load_index
 from rtpcore.pcap.rolling import ChunkInfo
 from rtpcore.pipeline import InProcessRunner, correlate, make_job, run_steps
@@ -25,9 +24,9 @@ from rtpcore.settings import load_settings
 from rtpcore.storage.keys import SessionLocation
 from rtpcore.storage.queue import DONE, FAILED, QueueStore, UploadItem, UploadQueue
 from rtpcore.storage.uploaded import MissingChunkError, absent_chunks
+from tests.small_session import small_session
 from tests.storage.conftest import BUCKET, MotoServer, free_port, point_cli_at, s3_storage
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SESSION_KEY = "captures/prod-eu/ticket-12/20260115_100000"
 MIB = 1024 * 1024
 
@@ -35,12 +34,7 @@ MIB = 1024 * 1024
 @pytest.fixture
 def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
     """40 MB on 2 hosts in 4 MB indexed chunks, the call in the middle, and the manifest a capture writes."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import session_gen
-
-    s = session_gen.generate(tmp_path / "ticket-12" / "20260115_100000", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6,
-                             call_seconds=20.0, streams=5, log=lambda *_: None)
+    s = small_session(tmp_path / "ticket-12" / "20260115_100000")
     with Manifest.for_session(s.root) as manifest:
         manifest.start(hosts=["eu-west-1-media-1", "eu-west-1-media-2"])
         for info in chunk_infos(s.chunks):
@@ -183,10 +177,13 @@ def test_a_lost_chunk_in_the_call_stops_the_run_and_one_outside_it_does_not(
     assert (session.root / MANIFEST_NAME).is_file()
 
 
-def test_the_manifest_name_is_the_captures() -> None:
-    from rtpcore.storage import uploaded as absent
+def test_the_manifest_and_queue_names_are_the_captures() -> None:
+    """uploaded.py spells them itself (a folder without them must not load the capture and queue modules)."""
+    from rtpcore.storage import uploaded
+    from rtpcore.storage.queue import LOCATION_FILE, QUEUE_DIR
 
-    assert absent.MANIFEST_NAME == MANIFEST_NAME
+    assert uploaded.MANIFEST_NAME == MANIFEST_NAME
+    assert uploaded.QUEUE_LOCATION == f"{QUEUE_DIR}/{LOCATION_FILE}"
 
 
 # -- edge cases a support engineer hits ------------------------------------------------------------------------
