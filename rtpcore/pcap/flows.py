@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtpcore.pcap.index import FILE_HEADER_LEN, RECORD_HEADER_LEN, IndexProblem, _header, write_sidecar
+from rtpcore.pcap.index import FILE_HEADER_LEN, RECORD_HEADER_LEN, IndexProblem, _header, read_sidecar, write_sidecar
 from rtpcore.pcap.layers import ETH_HEADER_LEN, SLL2_HEADER_LEN, SLL_HEADER_LEN, link_payload, parse_ip, parse_udp
 from rtpcore.pcap.linktypes import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 
@@ -172,14 +172,8 @@ def write_summary(summary: FlowSummary, path: Path) -> Path:
 
 def read_summary(path: Path, chunk_name: str, identity: dict[str, Any]) -> FlowSummary | None:
     """The summary at path; None when there is none; FlowProblem when it is unreadable or describes another chunk."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise FlowProblem(f"{path}: unreadable flow summary ({exc.strerror or exc})") from None
-    return parse_summary(raw, str(path), chunk_name, identity)
+    raw = read_sidecar(path, FlowProblem, "unreadable flow summary")
+    return None if raw is None else parse_summary(raw, str(path), chunk_name, identity)
 
 
 def parse_summary(raw: bytes, where: str, chunk_name: str, identity: dict[str, Any]) -> FlowSummary:

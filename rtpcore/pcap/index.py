@@ -154,16 +154,23 @@ def write_sidecar(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def read_sidecar(path: Path, problem: type[Exception], unreadable: str) -> bytes | None:
+    """A chunk's JSON sidecar's bytes; None when there is none; `problem` saying `unreadable` when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise problem(f"{path}: {unreadable} ({exc.strerror or exc})") from None
+
+
 def read_index(chunk: Path) -> ChunkIndex | None:
     """The chunk's sidecar index; None when there is none; IndexProblem when it exists but cannot be trusted."""
     chunk = Path(chunk)
     path = index_path(chunk)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_sidecar(path, IndexProblem, "unreadable")
+    if raw is None:
         return None
-    except OSError as exc:
-        raise IndexProblem(f"{path}: unreadable ({exc.strerror or exc})") from None
     try:
         index = ChunkIndex.from_json(json.loads(raw))
     except (ValueError, TypeError) as exc:
