@@ -5,7 +5,6 @@ up, no credential in any log."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 from rtpcore.pcap.index import INDEX_SUFFIX
 from rtpcore.storage.download import RANGES_DIR
 from tests.flows.dask_cluster import LocalCluster, filter_runs_per_worker, local_dask_cluster
+from tests.small_session import small_session
 from tests.storage.conftest import ACCESS_KEY, BUCKET, SECRET_KEY, MotoServer, point_cli_at
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SESSION = "captures/prod-eu/ticket-12/20260116_090000"
 WORKERS = 2
 
@@ -48,12 +47,7 @@ def test_workers_range_read_s3_chunks_themselves_and_outputs_match_in_process(
     from flows.correlate_call import correlate_call
 
     cluster, worker_temp, logs = s3_cluster
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import session_gen
-
-    session = session_gen.generate(tmp_path / "session", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6,
-                                   call_seconds=20.0, streams=5, log=lambda *_: None)
+    session = small_session(tmp_path / "session")
     client = moto_server.client()
     for path in [*session.chunks, *(c.with_name(c.name + INDEX_SUFFIX) for c in session.chunks)]:
         client.put_object(Bucket=BUCKET, Key=f"{SESSION}/raw/{path.name}", Body=path.read_bytes())

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -23,20 +22,15 @@ from rtpcore.pcap.writer import PcapWriter
 from rtpcore.pipeline import correlate
 from rtpcore.report import CorrelationReport
 from rtpcore.settings import load_settings
+from tests.small_session import small_session
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SKIP_WHY = "flow summary: no packet of the call's endpoints"
 
 
 @pytest.fixture
 def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
     """40 MB on 2 hosts in 4 MB chunks: call 1 on host 1, call 2 (other ports, same time) on host 2."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import session_gen
-
-    return session_gen.generate(tmp_path / "session", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6, call_seconds=20.0,
-                                streams=5, second_call=True, log=lambda *_: None)
+    return small_session(tmp_path / "session", second_call=True)
 
 
 def run(sip: Path, raw: Path, out: Path, **settings: object) -> CorrelationReport:

@@ -3,7 +3,6 @@ reading a fraction of it; a wrong skip, a missing or a corrupt index shows in th
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,13 @@ from rtpcore.pipeline import correlate
 from rtpcore.report import CorrelationReport
 from rtpcore.settings import load_settings
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-SESSION_BYTES = 40 * 10**6
-CHUNK_BYTES = 4 * 10**6
-HOSTS = 2
-CALL_SECONDS = 20.0
-STREAMS = 5                       # ≈ 57 kB/s per host: a 4 MB chunk holds ~70 s, the session ~350 s
+from tests.small_session import HOSTS, small_session
 
 
 @pytest.fixture
 def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
     """A fresh generated session (rolling chunks with the sidecars a capture writes), the call mid-session."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import session_gen
-
-    return session_gen.generate(tmp_path / "session", SESSION_BYTES, hosts=HOSTS, chunk_bytes=CHUNK_BYTES,
-                                call_seconds=CALL_SECONDS, streams=STREAMS, log=lambda *_: None)
+    return small_session(tmp_path / "session")
 
 
 def run(session, out: Path, *, select: bool, margin: float = 10.0) -> CorrelationReport:  # noqa: ANN001

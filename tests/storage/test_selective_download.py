@@ -3,7 +3,6 @@ indexed chunks, 40-byte reads to bound unindexed ones; outputs byte-identical to
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,16 @@ from rtpcore.pcap.index import INDEX_SUFFIX
 from rtpcore.pipeline import correlate
 from rtpcore.settings import load_settings
 from rtpcore.storage.download import RANGES_DIR
+from tests.small_session import small_session
 from tests.storage.conftest import ACCESS_KEY, BUCKET, SECRET_KEY, MotoServer, point_cli_at
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 SESSION = "captures/prod-eu/ticket-12/20260115_100000"
 
 
 @pytest.fixture
 def session(tmp_path: Path):  # noqa: ANN201 - bench.session_gen.Session
     """40 MB on 2 hosts in 4 MB chunks with their sidecars, the call in the middle (as in test_select)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import session_gen
-
-    return session_gen.generate(tmp_path / "session", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6, call_seconds=20.0,
-                                streams=5, log=lambda *_: None)
+    return small_session(tmp_path / "session")
 
 
 def upload(server: MotoServer, files: list[Path], session: str = SESSION) -> None:
@@ -94,12 +88,7 @@ def test_unindexed_s3_session_is_bounded_by_first_timestamps_and_says_so(
 def test_flow_summaries_go_beside_the_s3_objects_and_a_second_call_skips_the_other_host(
     moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    import session_gen
-
-    two = session_gen.generate(tmp_path / "two", 40 * 10**6, hosts=2, chunk_bytes=4 * 10**6, call_seconds=20.0,
-                               streams=5, second_call=True, log=lambda *_: None)
+    two = small_session(tmp_path / "two", second_call=True)
     point_cli_at(monkeypatch, moto_server.endpoint)
     where = f"{SESSION}-two-calls"
     upload(moto_server, [*two.chunks, *(c.with_name(c.name + INDEX_SUFFIX) for c in two.chunks)], where)
